@@ -1,0 +1,24 @@
+"""vertex-trainer: the package Vertex AI runs as `python -m trainer.task`."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="vertex-trainer",
+    version="0.1.0",
+    description="Distributed train-and-evaluate for Vertex AI on tf.distribute, with "
+                "hyperparameter-tuning metrics and SavedModel export",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["trainer", "trainer.*"]),
+    package_data={"trainer": ["sample/*.tfrecord.gz"]},
+    # 2.17 is the newest Vertex prebuilt training image; the package must install on it without
+    # replacing its TensorFlow. TF 2.21 no longer pulls in TensorBoard, which tf.summary needs.
+    install_requires=["tensorflow>=2.17", "tensorboard", "cloudml-hypertune"],
+    extras_require={
+        "data": ["tqdm"],
+        "cloud": ["google-cloud-storage", "google-cloud-aiplatform", "tqdm"],
+        "test": ["pytest", "tqdm"],
+    },
+    entry_points={"console_scripts": ["vertex-trainer=trainer.task:main"]},
+)

@@ -1,0 +1,82 @@
+"""Shared test data: tiny, learnable, generated on the fly with the package's own writers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def synthetic_images(count: int, seed: int = 0, shape=(28, 28, 1), num_classes: int = 10):
+    """uint8 images whose class is the position of a bright square: learnable in a few steps."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, num_classes, count)
+    images = rng.integers(0, 60, (count, *shape), dtype=np.uint8)
+    for image, label in zip(images, labels):
+        row, col = divmod(int(label), 5)
+        image[4 + 10 * row:10 + 10 * row, 1 + 5 * col:6 + 5 * col] = 255
+    return images, labels
+
+
+def write_dataset(directory: Path, count: int, shards: int, prefix: str, seed: int = 0,
+                  compression: str = "", schema: str = "current") -> str:
+    """Writes shards with scripts/prepare_mnist.py's writer; returns their glob."""
+    from scripts.prepare_mnist import write_shards
+
+    images, labels = synthetic_images(count, seed)
+    write_shards(images, labels, str(directory), prefix, shards, compression, schema,
+                 progress=False)
+    return str(directory / f"{prefix}-*")
+
+
+@pytest.fixture(scope="session")
+def dataset(tmp_path_factory):
+    """(train glob, eval glob): 2,000 training and 500 eval records, 4 + 1 shards, GZIP train."""
+    directory = tmp_path_factory.mktemp("data")
+    return (write_dataset(directory, 2000, 4, "train", seed=1, compression="GZIP"),
+            write_dataset(directory, 500, 1, "eval", seed=2))
+
+
+def write_records(path: Path, records: list[bytes], compression: str = "") -> str:
+    import tensorflow as tf
+
+    with tf.io.TFRecordWriter(str(path), tf.io.TFRecordOptions(compression_type=compression)) as w:
+        for record in records:
+            w.write(record)
+    return str(path)
+
+
+def example(**features) -> bytes:
+    """A tf.train.Example from keyword features: bytes -> BytesList, int -> Int64List."""
+    import tensorflow as tf
+
+    def feature(value):
+        if isinstance(value, bytes):
+            return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+        if isinstance(value, float):
+            return tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+
+    return tf.train.Example(features=tf.train.Features(
+        feature={k: feature(v) for k, v in features.items()})).SerializeToString()
+
+
+def good_record(label: int = 3, size: int = 784) -> bytes:
+    from trainer.records import serialize_example
+
+    return serialize_example(bytes(size), label, 28, 28, 1)
+
+
+def run_task(*args: str, env: dict | None = None, timeout: float = 300,
+             **kwargs) -> subprocess.CompletedProcess:
+    """`python -m trainer.task ARGS` in a subprocess, as Vertex runs it."""
+    return subprocess.run([sys.executable, "-m", "trainer.task", *args], capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})},
+                          cwd=kwargs.get("cwd", REPO))

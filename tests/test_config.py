@@ -1,0 +1,384 @@
+"""trainer.config: flags + environment -> Config (pure Python, fast; never imports TensorFlow)."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from trainer import config as config_module
+from trainer.config import build_parser, config_from_flags
+from trainer.errors import TrainerError
+from trainer.models import MODELS
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def error_of(argv, environ=None) -> str:
+    with pytest.raises(TrainerError) as info:
+        config_from_flags(argv, environ or {})
+    message = str(info.value)
+    assert "\n" not in message, message
+    return message
+
+
+# --- defaults ------------------------------------------------------------------------------------
+
+def test_defaults():
+    config = config_from_flags([], {})
+    cnn = MODELS["cnn"]
+    assert config.model == "cnn"
+    assert (config.optimizer, config.learning_rate, config.dropout) == (
+        cnn.optimizer, cnn.learning_rate, cnn.dropout)
+    assert config.batch_size == 100
+    assert config.eval_batch_size == 100
+    assert config.checkpoint_every_steps == config.eval_every_steps
+    assert config.eval_steps is None
+    assert config.image_shape == (28, 28, 1)
+    assert config.num_classes == 10
+    assert config.export_best_only is False
+    assert config.hypertune_metric == "accuracy"
+    assert config.cluster.is_chief and config.cluster.trial is None
+
+
+def test_default_files_are_the_bundled_sample():
+    config = config_from_flags([], {})
+    assert config.train_files == (config_module.SAMPLE_TRAIN_FILES,)
+    assert config.eval_files == (config_module.SAMPLE_EVAL_FILES,)
+    sample = REPO / "trainer" / "sample"
+    assert glob.glob(config.train_files[0]) and glob.glob(config.eval_files[0])
+    assert all(Path(p).parent == sample for p in config.train_files + config.eval_files)
+
+
+def test_derived_defaults_follow_their_source_flags():
+    config = config_from_flags(["--batch-size", "64", "--eval-every-steps", "200"], {})
+    assert config.eval_batch_size == 64
+    assert config.checkpoint_every_steps == 200
+
+
+def test_derived_defaults_can_be_overridden():
+    config = config_from_flags(["--batch-size", "64", "--eval-batch-size", "256",
+                                "--eval-every-steps", "200", "--checkpoint-every-steps", "50"], {})
+    assert (config.batch_size, config.eval_batch_size) == (64, 256)
+    assert (config.eval_every_steps, config.checkpoint_every_steps) == (200, 50)
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_per_model_hyperparameter_defaults(model):
+    config = config_from_flags(["--model", model], {})
+    spec = MODELS[model]
+    assert (config.optimizer, config.learning_rate, config.dropout) == (
+        spec.optimizer, spec.learning_rate, spec.dropout)
+
+
+def test_dnn_defaults_to_adagrad():
+    config = config_from_flags(["--model", "dnn"], {})
+    assert (config.optimizer, config.learning_rate, config.dropout) == ("adagrad", 0.05, 0.0)
+
+
+def test_explicit_hyperparameters_override_model_defaults():
+    config = config_from_flags(["--model", "dnn", "--optimizer", "sgd", "--learning-rate", "0.2",
+                                "--dropout", "0.1"], {})
+    assert (config.optimizer, config.learning_rate, config.dropout) == ("sgd", 0.2, 0.1)
+
+
+def test_explicit_zero_dropout_is_not_replaced_by_the_model_default():
+    assert MODELS["cnn"].dropout > 0
+    assert config_from_flags(["--model", "cnn", "--dropout", "0"], {}).dropout == 0.0
+
+
+@pytest.mark.parametrize("metric, higher", [("accuracy", True), ("loss", False)])
+def test_metric_direction(metric, higher):
+    config = config_from_flags(["--hypertune-metric", metric], {})
+    assert config.metric_higher_is_better is higher
+
+
+# --- spellings and parse errors ------------------------------------------------------------------
+
+def test_every_dashed_flag_has_an_underscore_spelling():
+    checked = []
+    for action in build_parser()._actions:
+        for option in action.option_strings:
+            if option.startswith("--") and "-" in option[2:]:
+                assert "--" + option[2:].replace("-", "_") in action.option_strings, option
+                checked.append(option)
+    assert "--learning-rate" in checked and "--export-best-only" in checked
+
+
+@pytest.mark.parametrize("argv, field, value", [
+    (["--learning_rate=0.01"], "learning_rate", 0.01),
+    (["--batch_size", "32"], "batch_size", 32),
+    (["--max_steps=7"], "max_steps", 7),
+    (["--num_classes=3"], "num_classes", 3),
+    (["--distribution_strategy=mirrored"], "distribution_strategy", "mirrored"),
+    (["--train_files=a", "--eval_files=b"], "train_files", ("a",)),
+])
+def test_underscore_spellings_parse(argv, field, value):
+    assert getattr(config_from_flags(argv, {}), field) == value
+
+
+def test_unknown_flag_is_an_error():
+    assert "--bogus-flag" in error_of(["--bogus-flag", "1"])
+
+
+@pytest.mark.parametrize("argv", [["--learning", "0.1"], ["--learning=0.1"], ["--batch", "5"],
+                                  ["--learning_rat=0.1"]])
+def test_abbreviated_flag_is_an_error(argv):
+    assert argv[0].split("=")[0] in error_of(argv)
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["--batch-size", "ten"], "--batch-size"),
+    (["--learning-rate=fast"], "--learning-rate"),
+    (["--max-steps", "1.5"], "--max-steps"),
+    (["--export-best-only=maybe"], "--export-best-only"),
+])
+def test_bad_type_is_an_error(argv, flag):
+    assert flag in error_of(argv)
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["--model", "resnet"], "--model"),
+    (["--optimizer", "lbfgs"], "--optimizer"),
+    (["--distribution-strategy", "tpu"], "--distribution-strategy"),
+    (["--hypertune-metric", "auc"], "--hypertune-metric"),
+])
+def test_bad_choice_is_an_error(argv, flag):
+    message = error_of(argv)
+    assert flag in message and argv[1] in message
+
+
+# --- value validation ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("flag, value", [
+    ("--batch-size", "0"), ("--batch-size", "-5"), ("--eval-batch-size", "0"),
+    ("--max-steps", "0"), ("--eval-every-steps", "0"), ("--eval-steps", "0"),
+    ("--log-every-steps", "0"), ("--checkpoint-every-steps", "0"),
+    ("--checkpoint-every-secs", "0"), ("--keep-checkpoints", "0"), ("--image-height", "0"),
+    ("--image-width", "0"), ("--image-channels", "0"), ("--learning-rate", "0"),
+    ("--learning-rate", "-0.1"), ("--shuffle-buffer", "0"),
+])
+def test_non_positive_values_are_errors(flag, value):
+    message = error_of([f"{flag}={value}"])
+    assert flag in message and "positive" in message
+
+
+def test_underscore_spelling_error_names_the_flag():
+    assert "--batch-size" in error_of(["--batch_size=0"])
+
+
+def test_nan_learning_rate_is_an_error():
+    assert "--learning-rate" in error_of(["--learning-rate=nan"])
+
+
+@pytest.mark.parametrize("value", ["-0.1", "1", "1.5", "nan"])
+def test_dropout_out_of_range_is_an_error(value):
+    assert "--dropout" in error_of([f"--dropout={value}"])
+
+
+@pytest.mark.parametrize("value", ["0", "0.99"])
+def test_dropout_in_range_is_accepted(value):
+    assert config_from_flags([f"--dropout={value}"], {}).dropout == float(value)
+
+
+@pytest.mark.parametrize("value", ["1", "0", "-3"])
+def test_num_classes_below_two_is_an_error(value):
+    assert "--num-classes" in error_of([f"--num-classes={value}"])
+
+
+def test_two_classes_are_accepted():
+    assert config_from_flags(["--num-classes=2"], {}).num_classes == 2
+
+
+# --- data files ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv, missing", [
+    (["--train-files", "gs://b/train-*"], "--eval-files"),
+    (["--eval-files", "gs://b/eval-*"], "--train-files"),
+])
+def test_train_and_eval_files_come_together(argv, missing):
+    assert missing in error_of(argv)
+
+
+def test_file_patterns_are_split_and_stripped():
+    config = config_from_flags(["--train-files", " gs://b/a-* , /gcs/b/c-*,,",
+                                "--eval-files", "eval-*"], {})
+    assert config.train_files == ("gs://b/a-*", "/gcs/b/c-*")
+    assert config.eval_files == ("eval-*",)
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["--train-files", " , ", "--eval-files", "e-*"], "--train-files"),
+    (["--train-files", "t-*", "--eval-files", ","], "--eval-files"),
+])
+def test_blank_file_patterns_are_errors(argv, flag):
+    assert flag in error_of(argv)
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["--train-files=", "--eval-files=e-*"], "--train-files"),
+    (["--train-files=t-*", "--eval-files="], "--eval-files"),
+])
+def test_empty_file_patterns_are_errors(argv, flag):
+    assert flag in error_of(argv)
+
+
+# --- --export-best-only --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv, expected", [
+    ([], False),
+    (["--export-best-only"], True),
+    (["--export_best_only"], True),
+    (["--export_best_only=false"], False),
+    (["--export_best_only=true"], True),
+    (["--export-best-only=0"], False),
+    (["--export-best-only", "yes"], True),
+])
+def test_export_best_only(argv, expected):
+    assert config_from_flags(argv, {}).export_best_only is expected
+
+
+# --- output directories --------------------------------------------------------------------------
+
+def dirs_of(config) -> tuple[str, str, str]:
+    return config.checkpoint_dir, config.tensorboard_dir, config.export_dir
+
+
+def under(root, *parts) -> tuple[str, str, str]:
+    kinds = ("checkpoints", "logs", "export")
+    return tuple(os.path.join(str(root), *parts, kind) for kind in kinds)
+
+
+def test_default_output_dirs_are_under_absolute_trainer_output(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = config_from_flags([], {})
+    assert dirs_of(config) == under(Path.cwd() / "trainer-output")
+    assert all(os.path.isabs(d) for d in dirs_of(config))
+    assert config.export_timestamped is True
+    assert [origin for _, origin in config.output_origins] == ["--job-dir"] * 3
+    assert [d for d, _ in config.output_origins] == list(dirs_of(config))
+
+
+def test_relative_job_dir_is_made_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = config_from_flags(["--job-dir", "jobs/run1"], {})
+    assert dirs_of(config) == under(Path.cwd() / "jobs" / "run1")
+
+
+def test_absolute_job_dir(tmp_path):
+    config = config_from_flags([f"--job_dir={tmp_path}"], {})
+    assert dirs_of(config) == under(tmp_path)
+
+
+@pytest.mark.parametrize("environ", [
+    {"CLOUD_ML_TRIAL_ID": "4"},
+    {"TF_CONFIG": json.dumps({"task": {"trial": "4"}})},
+    {"TF_CONFIG": json.dumps({"cluster": {"chief": ["c:1"]},
+                              "task": {"type": "chief", "index": 0, "trial": "4"}})},
+])
+def test_trial_gets_its_own_subdirectory(tmp_path, environ):
+    config = config_from_flags(["--job-dir", str(tmp_path)], environ)
+    assert config.cluster.trial == "4"
+    assert dirs_of(config) == under(tmp_path, "4")
+
+
+def test_default_job_dir_also_gets_the_trial(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = config_from_flags([], {"CLOUD_ML_TRIAL_ID": "2"})
+    assert dirs_of(config) == under(Path.cwd() / "trainer-output", "2")
+
+
+@pytest.mark.parametrize("trial, expected", [
+    (None, ("gs://bucket/job/checkpoints", "gs://bucket/job/logs", "gs://bucket/job/export")),
+    ("5", ("gs://bucket/job/5/checkpoints", "gs://bucket/job/5/logs", "gs://bucket/job/5/export")),
+])
+def test_gcs_job_dir_is_joined_with_slashes_and_not_made_absolute(trial, expected):
+    environ = {"CLOUD_ML_TRIAL_ID": trial} if trial else {}
+    config = config_from_flags(["--job-dir", "gs://bucket/job"], environ)
+    assert dirs_of(config) == expected
+
+
+@pytest.mark.parametrize("variable, index", [
+    ("AIP_CHECKPOINT_DIR", 0), ("AIP_TENSORBOARD_LOG_DIR", 1), ("AIP_MODEL_DIR", 2)])
+def test_aip_variable_overrides_its_own_kind(tmp_path, variable, index):
+    environ = {variable: "gs://vertex/out/", "CLOUD_ML_TRIAL_ID": "3"}
+    config = config_from_flags(["--job-dir", str(tmp_path)], environ)
+    expected = list(under(tmp_path, "3"))
+    expected[index] = "gs://vertex/out/"  # used as given: Vertex already makes it per trial
+    assert dirs_of(config) == tuple(expected)
+    origins = ["--job-dir"] * 3
+    origins[index] = variable
+    assert config.output_origins == tuple(zip(expected, origins))
+    assert config.export_timestamped is (variable != "AIP_MODEL_DIR")
+
+
+def test_all_aip_variables_together():
+    environ = {"AIP_CHECKPOINT_DIR": "gs://v/ckpt", "AIP_TENSORBOARD_LOG_DIR": "gs://v/tb",
+               "AIP_MODEL_DIR": "gs://v/model"}
+    config = config_from_flags(["--job-dir", "gs://bucket/job"], environ)
+    assert dirs_of(config) == ("gs://v/ckpt", "gs://v/tb", "gs://v/model")
+    assert config.output_origins == (("gs://v/ckpt", "AIP_CHECKPOINT_DIR"),
+                                     ("gs://v/tb", "AIP_TENSORBOARD_LOG_DIR"),
+                                     ("gs://v/model", "AIP_MODEL_DIR"))
+    assert config.export_timestamped is False
+
+
+def test_empty_aip_variable_is_ignored(tmp_path):
+    config = config_from_flags(["--job-dir", str(tmp_path)], {"AIP_MODEL_DIR": ""})
+    assert config.export_dir == os.path.join(str(tmp_path), "export")
+    assert config.export_timestamped is True
+
+
+# --- cluster from the environment ----------------------------------------------------------------
+
+def test_cluster_is_resolved_from_environ():
+    environ = {"TF_CONFIG": json.dumps({"cluster": {"chief": ["c:1"], "worker": ["w:1"]},
+                                        "task": {"type": "worker", "index": 0}})}
+    cluster = config_from_flags([], environ).cluster
+    assert (cluster.task_type, cluster.is_chief, cluster.num_workers) == ("worker", False, 1)
+
+
+def test_cluster_error_propagates():
+    assert "TF_CONFIG" in error_of([], {"TF_CONFIG": "{"})
+
+
+# --- the entry point, without TensorFlow ---------------------------------------------------------
+
+_WRAPPER = """
+import runpy, sys
+sys.argv = ['trainer.task'] + sys.argv[1:]
+code = 0
+try:
+    runpy.run_module('trainer.task', run_name='__main__')
+except SystemExit as exit:
+    code = exit.code
+finally:
+    print('TF_IMPORTED=' + str('tensorflow' in sys.modules))
+sys.exit(code)
+"""
+
+
+def run_entry_point(*args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TF_CONFIG", "CLUSTER_SPEC", "CLOUD_ML_TRIAL_ID")}
+    return subprocess.run([sys.executable, "-c", _WRAPPER, *args], capture_output=True,
+                          text=True, timeout=60, cwd=REPO, env=env)
+
+
+@pytest.mark.parametrize("args, code", [(["--help"], 0), (["--bogus-flag"], 2)])
+def test_entry_point_answers_without_importing_tensorflow(args, code):
+    result = run_entry_point(*args)
+    assert result.returncode == code, result.stderr
+    assert result.stdout.splitlines()[-1] == "TF_IMPORTED=False"
+    if code == 0:
+        assert result.stdout.startswith("usage: python -m trainer.task")
+        assert "--learning-rate" in result.stdout
+    else:
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+        assert "--bogus-flag" in lines[0]

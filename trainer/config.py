@@ -1,0 +1,242 @@
+"""Flags + Vertex environment -> one validated `Config` (pure Python: no TensorFlow import).
+
+Hyperparameter-tuning services append `--<parameterId>=<value>`, so every flag also accepts its
+underscore spelling (`--learning_rate`). Unknown or abbreviated flags are errors: a mistyped
+hyperparameter must never be silently ignored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import posixpath
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from trainer.cluster import Cluster, resolve_cluster
+from trainer.errors import TrainerError
+from trainer.models import MODELS, OPTIMIZERS
+
+SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
+SAMPLE_TRAIN_FILES = str(SAMPLE_DIR / "train-*.tfrecord.gz")
+SAMPLE_EVAL_FILES = str(SAMPLE_DIR / "eval-*.tfrecord.gz")
+DEFAULT_JOB_DIR = "trainer-output"
+STRATEGIES = ("auto", "default", "mirrored")
+# metric name -> whether larger is better
+METRICS = {"accuracy": True, "loss": False}
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything one training run needs; built once by `config_from_flags`."""
+
+    train_files: tuple[str, ...]
+    eval_files: tuple[str, ...]
+    image_shape: tuple[int, int, int]
+    num_classes: int
+    shuffle_buffer: int
+    model: str
+    optimizer: str
+    learning_rate: float
+    dropout: float
+    batch_size: int
+    eval_batch_size: int
+    max_steps: int
+    eval_every_steps: int
+    eval_steps: int | None
+    log_every_steps: int
+    checkpoint_every_steps: int
+    checkpoint_every_secs: float
+    keep_checkpoints: int
+    seed: int | None
+    hypertune_metric: str
+    export_best_only: bool
+    distribution_strategy: str
+    checkpoint_dir: str
+    tensorboard_dir: str
+    export_dir: str
+    export_timestamped: bool
+    output_origins: tuple[tuple[str, str], ...]  # (directory, the flag or variable it came from)
+    cluster: Cluster
+
+    @property
+    def metric_higher_is_better(self) -> bool:
+        return METRICS[self.hypertune_metric]
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but errors are one line (no usage dump) and raise instead of exiting."""
+
+    def error(self, message):
+        raise TrainerError(f"{message} (see --help)")
+
+
+def _flag(group, name: str, **kwargs):
+    dest = name.replace("-", "_")
+    spellings = [f"--{name}"] + ([f"--{dest}"] if dest != name else [])
+    group.add_argument(*spellings, dest=dest, **kwargs)
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _OneLineParser(
+        prog="python -m trainer.task", allow_abbrev=False,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Train and evaluate an image classifier on TFRecords, report metrics for "
+                    "hyperparameter tuning and export a SavedModel. With no data flags it trains "
+                    "on the MNIST sample bundled in the package.",
+        epilog="Every flag also accepts its underscore spelling (--learning_rate). Vertex's "
+               "AIP_MODEL_DIR, AIP_CHECKPOINT_DIR and AIP_TENSORBOARD_LOG_DIR override the "
+               "locations under --job-dir; TF_CONFIG/CLUSTER_SPEC give the cluster role.")
+    g = p.add_argument_group("data")
+    _flag(g, "train-files", metavar="PATTERNS",
+          help="comma-separated TFRecord globs (local, /gcs/..., gs://...); default: the "
+               "bundled MNIST sample")
+    _flag(g, "eval-files", metavar="PATTERNS",
+          help="comma-separated TFRecord globs; required with --train-files")
+    _flag(g, "image-height", type=int, default=28)
+    _flag(g, "image-width", type=int, default=28)
+    _flag(g, "image-channels", type=int, default=1, help="the records' `depth`")
+    _flag(g, "num-classes", type=int, default=10, help="labels must lie in [0, N)")
+    _flag(g, "shuffle-buffer", type=int, default=10_000, help="records (training only)")
+
+    g = p.add_argument_group("model and hyperparameters")
+    _flag(g, "model", default="cnn", choices=sorted(MODELS),
+          help="; ".join(f"{n}: {s.description}" for n, s in MODELS.items()))
+    _flag(g, "optimizer", choices=OPTIMIZERS, help="default: the model's tutorial optimizer")
+    _flag(g, "learning-rate", type=float, help="default: the model's tutorial value")
+    _flag(g, "dropout", type=float, help="rate of the dropout before the output layer; "
+                                            "default: the model's tutorial value")
+    _flag(g, "batch-size", type=int, default=100,
+          help="global batch size, split across all replicas")
+    _flag(g, "eval-batch-size", type=int, help="global; default: --batch-size")
+    _flag(g, "seed", type=int, help="seed for weights, dropout and shuffling")
+
+    g = p.add_argument_group("training loop")
+    _flag(g, "max-steps", type=int, default=1000, help="total training steps (resumes count)")
+    _flag(g, "eval-every-steps", type=int, default=500)
+    _flag(g, "eval-steps", type=int,
+          help="batches per evaluation; default: the whole eval set")
+    _flag(g, "log-every-steps", type=int, default=100,
+          help="steps per progress line (and per tf.function call)")
+    _flag(g, "checkpoint-every-steps", type=int,
+          help="default: --eval-every-steps; a checkpoint is also written at the end")
+    _flag(g, "checkpoint-every-secs", type=float, default=600.0,
+          help="also checkpoint when this much time passed since the last one")
+    _flag(g, "keep-checkpoints", type=int, default=5)
+    _flag(g, "distribution-strategy", default="auto", choices=STRATEGIES,
+          help="auto: mirrored on several local GPUs, else default")
+
+    g = p.add_argument_group("reporting and outputs")
+    _flag(g, "hypertune-metric", default="accuracy", choices=sorted(METRICS),
+          help="eval metric reported to hyperparameter tuning after every evaluation")
+    _flag(g, "export-best-only", type=_bool, nargs="?", const=True, default=False,
+          metavar="BOOL", help="export after each evaluation that improves --hypertune-metric "
+                               "instead of once at the end")
+    _flag(g, "job-dir", help="root of checkpoints/, logs/ and export/ (per trial when tuning); "
+                                f"default: ./{DEFAULT_JOB_DIR}")
+    return p
+
+
+def config_from_flags(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Config:
+    """Parses and validates flags and environment; raises TrainerError with a one-line message."""
+    args = build_parser().parse_args(argv)
+    cluster = resolve_cluster(environ)
+    spec = MODELS[args.model]
+
+    _positive(args, "image_height", "image_width", "image_channels", "batch_size", "max_steps",
+              "eval_every_steps", "log_every_steps", "keep_checkpoints")
+    _positive(args, "eval_batch_size", "eval_steps", "checkpoint_every_steps",
+              "checkpoint_every_secs", "learning_rate", optional=True)
+    if args.num_classes < 2:
+        raise TrainerError(f"--num-classes must be at least 2, got {args.num_classes}")
+    if args.shuffle_buffer < 1:
+        raise TrainerError(f"--shuffle-buffer must be positive, got {args.shuffle_buffer}")
+    dropout = spec.dropout if args.dropout is None else args.dropout
+    if not 0.0 <= dropout < 1.0:
+        raise TrainerError(f"--dropout must be in [0, 1), got {dropout}")
+
+    if (args.train_files is None) != (args.eval_files is None):
+        missing = "--eval-files" if args.eval_files is None else "--train-files"
+        raise TrainerError(f"{missing} is required when the other of --train-files/--eval-files "
+                           "is given")
+    bundled = args.train_files is None
+    train_files = _patterns(SAMPLE_TRAIN_FILES if bundled else args.train_files, "--train-files")
+    eval_files = _patterns(SAMPLE_EVAL_FILES if bundled else args.eval_files, "--eval-files")
+
+    dirs = resolve_output_dirs(args.job_dir, cluster.trial, environ)
+    return Config(
+        train_files=train_files, eval_files=eval_files,
+        image_shape=(args.image_height, args.image_width, args.image_channels),
+        num_classes=args.num_classes, shuffle_buffer=args.shuffle_buffer,
+        model=args.model, optimizer=args.optimizer or spec.optimizer,
+        learning_rate=spec.learning_rate if args.learning_rate is None else args.learning_rate,
+        dropout=dropout, batch_size=args.batch_size,
+        eval_batch_size=args.eval_batch_size or args.batch_size,
+        max_steps=args.max_steps, eval_every_steps=args.eval_every_steps,
+        eval_steps=args.eval_steps, log_every_steps=args.log_every_steps,
+        checkpoint_every_steps=args.checkpoint_every_steps or args.eval_every_steps,
+        checkpoint_every_secs=args.checkpoint_every_secs, keep_checkpoints=args.keep_checkpoints,
+        seed=args.seed, hypertune_metric=args.hypertune_metric,
+        export_best_only=args.export_best_only,
+        distribution_strategy=args.distribution_strategy, cluster=cluster, **dirs)
+
+
+def _positive(args, *names: str, optional: bool = False) -> None:
+    for name in names:
+        value = getattr(args, name)
+        if optional and value is None:
+            continue
+        if not value > 0:  # also rejects NaN
+            flag = "--" + name.replace("_", "-")
+            raise TrainerError(f"{flag} must be positive, got {value}")
+
+
+def _patterns(text: str, flag: str) -> tuple[str, ...]:
+    patterns = tuple(p.strip() for p in text.split(",") if p.strip())
+    if not patterns:
+        raise TrainerError(f"{flag} is empty; expected comma-separated file patterns")
+    return patterns
+
+
+def is_url(path: str) -> bool:
+    return "://" in path
+
+
+def join(base: str, *parts: str) -> str:
+    """Joins path parts; URLs (gs://) always use '/'."""
+    return posixpath.join(base, *parts) if is_url(base) else os.path.join(base, *parts)
+
+
+def resolve_output_dirs(job_dir: str | None, trial: str | None,
+                        environ: Mapping[str, str]) -> dict:
+    """Where checkpoints, TensorBoard logs and the export go.
+
+    Each of Vertex's AIP_* directories wins for its kind. Everything else lives under the job
+    dir, inside a per-trial subdirectory when this is a tuning trial, so trials never overwrite
+    each other. AIP_MODEL_DIR receives the SavedModel itself (Vertex uploads that directory);
+    under the job dir each export gets a timestamped directory, as tf.estimator's exporters did.
+    """
+    root = job_dir or DEFAULT_JOB_DIR
+    if not is_url(root):
+        root = os.path.abspath(root)
+    if trial:
+        root = join(root, trial)
+    dirs, origins = {}, []
+    for key, variable, subdir in (("checkpoint_dir", "AIP_CHECKPOINT_DIR", "checkpoints"),
+                                  ("tensorboard_dir", "AIP_TENSORBOARD_LOG_DIR", "logs"),
+                                  ("export_dir", "AIP_MODEL_DIR", "export")):
+        dirs[key] = environ.get(variable) or join(root, subdir)
+        origins.append((dirs[key], variable if environ.get(variable) else "--job-dir"))
+    dirs["export_timestamped"] = not environ.get("AIP_MODEL_DIR")
+    dirs["output_origins"] = tuple(origins)
+    return dirs

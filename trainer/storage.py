@@ -1,0 +1,58 @@
+"""File-system access for every path flag, through tf.io.gfile.
+
+Local paths, Vertex's FUSE mounts (/gcs/bucket/...) and gs:// URLs all take this one code path,
+so what works on a laptop works on Vertex.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import tensorflow as tf
+
+from trainer.config import join
+from trainer.errors import TrainerError, short_reason
+
+
+def expand_patterns(patterns: tuple[str, ...], flag: str) -> list[str]:
+    """Sorted, de-duplicated files matching the globs; every pattern must match something."""
+    files: set[str] = set()
+    for pattern in patterns:
+        try:
+            matches = tf.io.gfile.glob(pattern)
+        except tf.errors.OpError as err:
+            raise TrainerError(f"{flag}: cannot list {pattern!r} ({short_reason(err)})") from None
+        matches = [m for m in matches if not tf.io.gfile.isdir(m)]
+        if not matches:
+            raise TrainerError(f"{flag}: no file matches {pattern!r}")
+        files.update(matches)
+    return sorted(files)
+
+
+def read_head(path: str, size: int) -> bytes:
+    with tf.io.gfile.GFile(path, "rb") as f:
+        return f.read(size)
+
+
+def open_binary(path: str):
+    return tf.io.gfile.GFile(path, "rb")
+
+
+def ensure_writable_dir(path: str, flag: str) -> None:
+    """Creates `path` and proves it writable with a probe file, before any work starts."""
+    probe = join(path, f".write-probe-{os.getpid()}-{time.time_ns()}")
+    try:
+        tf.io.gfile.makedirs(path)
+        with tf.io.gfile.GFile(probe, "wb") as f:
+            f.write(b"ok")
+        tf.io.gfile.remove(probe)
+    except (tf.errors.OpError, OSError) as err:
+        raise TrainerError(f"{flag}: cannot write to {path} ({short_reason(err)})") from None
+
+
+def replace_dir(source: str, target: str) -> None:
+    """Moves a finished directory into place, replacing whatever `target` held."""
+    if tf.io.gfile.exists(target):
+        tf.io.gfile.rmtree(target)
+    tf.io.gfile.rename(source, target)
