@@ -108,14 +108,13 @@ def _inspect_file(path: str, flag: str, image_shape, num_classes) -> _FileFormat
 
     pixels = int(np.prod(image_shape))
     size = len(image[0])
-    if image_key == records.IMAGE or size == pixels:
+    if size == pixels:
         dtype = "uint8"
-    elif size == 4 * pixels:
+    elif image_key == records.LEGACY_IMAGE and size == 4 * pixels:
         dtype = "float32"
     else:
-        dtype = None
-    expected = pixels if image_key == records.IMAGE else f"{pixels} (uint8) or {4 * pixels} (float32)"
-    if dtype is None or (dtype == "uint8" and size != pixels):
+        expected = str(pixels) if image_key == records.IMAGE else \
+            f"{pixels} (uint8) or {4 * pixels} (float32)"
         raise fail(f"image has {size} bytes; expected {expected} for "
                    f"{_shape_text(image_shape)} (--image-height/--image-width/--image-channels)")
     declared = tuple(features[k].int64_list.value[0] for k in records.SHAPE_KEYS
@@ -213,7 +212,13 @@ def make_dataset(source: InputSource, *, batch_size: int, training: bool,
         dataset = dataset.take(num_batches)
     dataset = dataset.map(_parse_fn(source), num_parallel_calls=tf.data.AUTOTUNE,
                           deterministic=not training)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    # Destroying an iterator while the autotune model's optimizer thread sleeps blocks for up to
+    # 60 s (seen here: 6-30 s between the last evaluation and the export). With the model off,
+    # AUTOTUNE parallelism resolves to the core count, and this pipeline measured as fast or
+    # faster (154k vs 141k records/s), far above what training consumes.
+    options.autotune.enabled = False
+    return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
 _MISSING_FEATURE = re.compile(r"Feature: (\w+) \(data type: (\w+)\) is required")

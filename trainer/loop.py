@@ -118,6 +118,7 @@ class Controller:
         self._explain_train_error = explain_train_error
         self._explain_eval_error = explain_eval_error
         self._progress = Progress(max_steps, batch_size)
+        self.examples_per_sec: list[float] = []  # per progress interval of this process
         with steps.strategy.scope():
             # The best (sign-adjusted) metric so far, checkpointed so a resumed run with
             # --export-best-only never replaces a better model with a worse one.
@@ -190,6 +191,7 @@ class Controller:
         metrics, _ = _metrics(totals)
         examples_per_sec = self._progress.train_interval(step, steps, metrics["loss"],
                                                          metrics["accuracy"])
+        self.examples_per_sec.append(examples_per_sec)
         learning_rate = float(tf.convert_to_tensor(self._steps.optimizer.learning_rate))
         self._summaries.write_train(step, {**metrics, "learning_rate": learning_rate,
                                            "examples_per_sec": examples_per_sec})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import statistics
 import sys
 from dataclasses import dataclass
 from typing import Sequence
@@ -24,6 +25,7 @@ class RunResult:
     step: int
     metrics: dict
     export_path: str | None
+    examples_per_sec: float | None  # median over progress intervals, the first (tracing) excluded
 
 
 def run(config: Config) -> RunResult:
@@ -90,7 +92,9 @@ def run(config: Config) -> RunResult:
             exporter.on_finish(controller.step)
     finally:
         summaries.close()
-    return RunResult(controller.step, metrics, exporter.last_export)
+    rates = controller.examples_per_sec[1:] or controller.examples_per_sec
+    return RunResult(controller.step, metrics, exporter.last_export,
+                     statistics.median(rates) if rates else None)
 
 
 def _log_progress_to_stdout() -> None:
