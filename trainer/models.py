@@ -34,31 +34,23 @@ def _dnn(input_shape, num_classes, dropout):
     return Model(inputs, layers.Dense(num_classes, name="logits")(x), name="dnn")
 
 
-def _cnn_small(input_shape, num_classes, dropout):
-    from keras import Input, Model, layers
+def _conv_pool_dense(name: str, filters: tuple[int, int], dense_units: int):
+    """The tutorials' CNN shape: two 5x5 conv + 2x2 max-pool blocks, one dense layer."""
 
-    inputs = Input(input_shape, name="image")
-    x = inputs
-    for filters in (16, 36):
-        x = layers.Conv2D(filters, 5, padding="same", activation="relu")(x)
-        x = layers.MaxPooling2D(2, padding="same")(x)
-    x = layers.Dense(128, activation="relu")(layers.Flatten()(x))
-    if dropout:
-        x = layers.Dropout(dropout)(x)
-    return Model(inputs, layers.Dense(num_classes, name="logits")(x), name="cnn_small")
+    def build(input_shape, num_classes, dropout):
+        from keras import Input, Model, layers
 
+        inputs = Input(input_shape, name="image")
+        x = inputs
+        for count in filters:
+            x = layers.Conv2D(count, 5, padding="same", activation="relu")(x)
+            x = layers.MaxPooling2D(2, padding="same")(x)
+        x = layers.Dense(dense_units, activation="relu")(layers.Flatten()(x))
+        if dropout:
+            x = layers.Dropout(dropout)(x)
+        return Model(inputs, layers.Dense(num_classes, name="logits")(x), name=name)
 
-def _cnn(input_shape, num_classes, dropout):
-    from keras import Input, Model, layers
-
-    inputs = Input(input_shape, name="image")
-    x = inputs
-    for filters in (32, 64):
-        x = layers.Conv2D(filters, 5, padding="same", activation="relu")(x)
-        x = layers.MaxPooling2D(2, padding="same")(x)
-    x = layers.Dense(1024, activation="relu")(layers.Flatten()(x))
-    x = layers.Dropout(dropout)(x)
-    return Model(inputs, layers.Dense(num_classes, name="logits")(x), name="cnn")
+    return build
 
 
 def _cnn_bn(input_shape, num_classes, dropout):
@@ -88,9 +80,9 @@ def _cnn_bn(input_shape, num_classes, dropout):
 MODELS: dict[str, ModelSpec] = {
     "dnn": ModelSpec(_dnn, "dense 512-256-128 relu (DNNClassifier tutorial)",
                      optimizer="adagrad", learning_rate=0.05, dropout=0.0),
-    "cnn_small": ModelSpec(_cnn_small, "conv16-conv36-dense128 (Estimator API tutorial)",
+    "cnn_small": ModelSpec(_conv_pool_dense("cnn_small", (16, 36), 128), "conv16-conv36-dense128 (Estimator API tutorial)",
                            optimizer="adam", learning_rate=1e-4, dropout=0.0),
-    "cnn": ModelSpec(_cnn, "conv32-conv64-dense1024-dropout (Deep MNIST / Estimator tutorial)",
+    "cnn": ModelSpec(_conv_pool_dense("cnn", (32, 64), 1024), "conv32-conv64-dense1024-dropout (Deep MNIST / Estimator tutorial)",
                      optimizer="adam", learning_rate=1e-3, dropout=0.4),
     "cnn_bn": ModelSpec(_cnn_bn, "5 conv + BatchNorm, dense 200 (Keras-to-Estimator tutorial)",
                         optimizer="adam", learning_rate=1e-3, dropout=0.5),
