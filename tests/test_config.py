@@ -145,7 +145,7 @@ def test_bad_type_is_an_error(argv, flag):
 @pytest.mark.parametrize("argv, flag", [
     (["--model", "resnet"], "--model"),
     (["--optimizer", "lbfgs"], "--optimizer"),
-    (["--distribution-strategy", "tpu"], "--distribution-strategy"),
+    (["--distribution-strategy", "horovod"], "--distribution-strategy"),
     (["--hypertune-metric", "auc"], "--hypertune-metric"),
 ])
 def test_bad_choice_is_an_error(argv, flag):
@@ -382,3 +382,47 @@ def test_entry_point_answers_without_importing_tensorflow(args, code):
         lines = result.stderr.splitlines()
         assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
         assert "--bogus-flag" in lines[0]
+
+
+@pytest.mark.parametrize("environ, choice, expected", [
+    ({}, "auto", "auto"),
+    ({}, "mirrored", "mirrored"),
+    ({}, "multi_worker_mirrored", "multi_worker_mirrored"),
+    ({"TPU_NAME": "my-tpu"}, "auto", "tpu"),
+    ({"TF_CONFIG": json.dumps({"cluster": {"chief": ["a:1"], "worker": ["b:1"]},
+                               "task": {"type": "worker", "index": 0}})}, "auto",
+     "multi_worker_mirrored"),
+    ({"TF_CONFIG": json.dumps({"cluster": {"chief": ["a:1"], "worker": ["b:1"], "ps": ["c:1"]},
+                               "task": {"type": "ps", "index": 0}})}, "auto", "parameter_server"),
+])
+def test_strategy_follows_the_cluster(environ, choice, expected):
+    assert config_from_flags(["--distribution-strategy", choice],
+                             environ).distribution_strategy == expected
+
+
+def test_tpu_flag_selects_tpu_and_defaults_to_local():
+    assert config_from_flags(["--tpu", "t1"], {}).tpu == "t1"
+    assert config_from_flags(["--distribution-strategy", "tpu"], {}).tpu == "local"
+    assert config_from_flags([], {}).tpu is None
+
+
+@pytest.mark.parametrize("environ, choice, message", [
+    ({"TF_CONFIG": json.dumps({"cluster": {"chief": ["a:1"], "worker": ["b:1"]},
+                               "task": {"type": "chief", "index": 0}})}, "mirrored",
+     "runs on one host, but the cluster has 2 tasks"),
+    ({"TF_CONFIG": json.dumps({"cluster": {"chief": ["a:1"], "worker": ["b:1"], "ps": ["c:1"]},
+                               "task": {"type": "chief", "index": 0}})}, "multi_worker_mirrored",
+     "cannot run a cluster with parameter servers"),
+    ({}, "parameter_server", "needs ps tasks"),
+])
+def test_a_strategy_that_cannot_run_the_cluster_is_an_error(environ, choice, message):
+    with pytest.raises(TrainerError, match=message):
+        config_from_flags(["--distribution-strategy", choice], environ)
+
+
+def test_collective_implementation_only_for_multi_worker():
+    with pytest.raises(TrainerError, match="applies only to multi_worker_mirrored"):
+        config_from_flags(["--collective-implementation", "ring"], {})
+    assert config_from_flags(["--distribution-strategy", "multi_worker_mirrored",
+                              "--collective-implementation", "ring"],
+                             {}).collective_implementation == "ring"

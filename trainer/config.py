@@ -22,7 +22,8 @@ SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
 SAMPLE_TRAIN_FILES = str(SAMPLE_DIR / "train-*.tfrecord.gz")
 SAMPLE_EVAL_FILES = str(SAMPLE_DIR / "eval-*.tfrecord.gz")
 DEFAULT_JOB_DIR = "trainer-output"
-STRATEGIES = ("auto", "default", "mirrored")
+STRATEGIES = ("auto", "default", "mirrored", "multi_worker_mirrored", "parameter_server", "tpu")
+COLLECTIVES = ("auto", "ring", "nccl")
 # metric name -> whether larger is better
 METRICS = {"accuracy": True, "loss": False}
 
@@ -52,7 +53,10 @@ class Config:
     seed: int | None
     hypertune_metric: str
     export_best_only: bool
-    distribution_strategy: str
+    distribution_strategy: str  # resolved; "auto" left only for a single host (GPU count decides)
+    collective_implementation: str
+    tpu: str | None
+    evaluator_timeout_secs: float
     checkpoint_dir: str
     tensorboard_dir: str
     export_dir: str
@@ -134,7 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
           help="also checkpoint when this much time passed since the last one")
     _flag(g, "keep-checkpoints", type=int, default=5)
     _flag(g, "distribution-strategy", default="auto", choices=STRATEGIES,
-          help="auto: mirrored on several local GPUs, else default")
+          help="auto: parameter_server when the cluster has ps tasks, multi_worker_mirrored for "
+               "chief + workers, tpu with --tpu, mirrored on several local GPUs, else default")
+    _flag(g, "collective-implementation", default="auto", choices=COLLECTIVES,
+          help="all-reduce of multi_worker_mirrored (nccl needs GPUs)")
+    _flag(g, "evaluator-timeout-secs", type=float, default=3600.0,
+          help="an evaluator task gives up when no new checkpoint comes for this long")
+    _flag(g, "tpu", help="TPU name or address for the tpu strategy ('local' on a TPU VM); "
+                         "default: $TPU_NAME")
 
     g = p.add_argument_group("reporting and outputs")
     _flag(g, "hypertune-metric", default="accuracy", choices=sorted(METRICS),
@@ -157,6 +168,7 @@ def config_from_flags(argv: Sequence[str] | None, environ: Mapping[str, str]) ->
               "eval_every_steps", "log_every_steps", "keep_checkpoints")
     _positive(args, "eval_batch_size", "eval_steps", "checkpoint_every_steps",
               "checkpoint_every_secs", "learning_rate", optional=True)
+    _positive(args, "evaluator_timeout_secs")
     if args.num_classes < 2:
         raise TrainerError(f"--num-classes must be at least 2, got {args.num_classes}")
     if args.shuffle_buffer < 1:
@@ -173,6 +185,11 @@ def config_from_flags(argv: Sequence[str] | None, environ: Mapping[str, str]) ->
     train_files = _patterns(SAMPLE_TRAIN_FILES if bundled else args.train_files, "--train-files")
     eval_files = _patterns(SAMPLE_EVAL_FILES if bundled else args.eval_files, "--eval-files")
 
+    tpu = args.tpu or environ.get("TPU_NAME") or None
+    strategy = resolve_strategy(args.distribution_strategy, cluster, tpu)
+    if args.collective_implementation != "auto" and strategy != "multi_worker_mirrored":
+        raise TrainerError("--collective-implementation applies only to multi_worker_mirrored, "
+                           f"not {strategy}")
     dirs = resolve_output_dirs(args.job_dir, cluster.trial, environ)
     return Config(
         train_files=train_files, eval_files=eval_files,
@@ -188,7 +205,35 @@ def config_from_flags(argv: Sequence[str] | None, environ: Mapping[str, str]) ->
         checkpoint_every_secs=args.checkpoint_every_secs, keep_checkpoints=args.keep_checkpoints,
         seed=args.seed, hypertune_metric=args.hypertune_metric,
         export_best_only=args.export_best_only,
-        distribution_strategy=args.distribution_strategy, cluster=cluster, **dirs)
+        distribution_strategy=strategy,
+        collective_implementation=args.collective_implementation,
+        tpu=(tpu or "local") if strategy == "tpu" else None,
+        evaluator_timeout_secs=args.evaluator_timeout_secs, cluster=cluster, **dirs)
+
+
+def resolve_strategy(choice: str, cluster: Cluster, tpu: str | None) -> str:
+    """The strategy a training task runs, from --distribution-strategy and the cluster.
+
+    A strategy that cannot run the cluster it was given is an error, never a silent fallback:
+    workers training alone would each export and overwrite the others.
+    """
+    if cluster.num_ps:
+        if choice not in ("auto", "parameter_server"):
+            raise TrainerError(f"--distribution-strategy {choice} cannot run a cluster with "
+                               f"parameter servers; use parameter_server (or auto)")
+        return "parameter_server"
+    if choice == "parameter_server":
+        raise TrainerError("--distribution-strategy parameter_server needs ps tasks in "
+                           "TF_CONFIG/CLUSTER_SPEC (worker pool 2)")
+    if cluster.is_distributed:
+        if choice not in ("auto", "multi_worker_mirrored"):
+            raise TrainerError(f"--distribution-strategy {choice} runs on one host, but the "
+                               f"cluster has {sum(map(len, cluster.spec.values()))} tasks; use "
+                               "multi_worker_mirrored (or auto)")
+        return "multi_worker_mirrored"
+    if choice == "auto" and tpu:
+        return "tpu"
+    return choice
 
 
 def _positive(args, *names: str, optional: bool = False) -> None:

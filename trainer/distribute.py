@@ -1,38 +1,93 @@
-"""Cluster + flags -> a tf.distribute strategy.
+"""The resolved --distribution-strategy -> a tf.distribute strategy for this process.
 
-The loop is written against the strategy API alone, so every strategy runs the same code.
+Cluster-based strategies are built from our own `Cluster` (from TF_CONFIG or CLUSTER_SPEC)
+through a SimpleClusterResolver, so either variable alone is enough. The loop is written
+against the strategy API, so every strategy runs the same training code.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
 
 import tensorflow as tf
 
+from trainer.cluster import Cluster
 from trainer.config import Config
 from trainer.errors import TrainerError
 
 log = logging.getLogger(__name__)
 
+_COLLECTIVES = {"auto": "AUTO", "ring": "RING", "nccl": "NCCL"}
+
+
+def _resolver(cluster: Cluster) -> tf.distribute.cluster_resolver.ClusterResolver:
+    spec = tf.train.ClusterSpec({role: list(hosts) for role, hosts in cluster.spec.items()})
+    return tf.distribute.cluster_resolver.SimpleClusterResolver(
+        spec, task_type=cluster.task_type, task_id=cluster.task_index, rpc_layer="grpc")
+
 
 def create_strategy(config: Config) -> tf.distribute.Strategy:
-    if config.cluster.is_distributed:
-        raise TrainerError("TF_CONFIG/CLUSTER_SPEC describe a multi-host cluster, which this "
-                           "version of the trainer does not run yet; run a single replica")
-    gpus = tf.config.list_logical_devices("GPU")
-    choice = config.distribution_strategy
-    if choice == "auto":
-        choice = "mirrored" if len(gpus) > 1 else "default"
-    if choice == "mirrored":
-        # Without GPUs, mirror over the logical CPUs (one unless configured otherwise).
-        devices = gpus or tf.config.list_logical_devices("CPU")
-        strategy = tf.distribute.MirroredStrategy([d.name for d in devices])
+    """Creates the strategy; must run before any other TensorFlow op (multi-worker needs it)."""
+    kind = config.distribution_strategy
+    cluster = config.cluster
+    if kind == "multi_worker_mirrored":
+        implementation = getattr(tf.distribute.experimental.CommunicationImplementation,
+                                 _COLLECTIVES[config.collective_implementation])
+        strategy = tf.distribute.MultiWorkerMirroredStrategy(
+            cluster_resolver=_resolver(cluster),
+            communication_options=tf.distribute.experimental.CommunicationOptions(
+                implementation=implementation))
+    elif kind == "parameter_server":
+        if "chief" not in cluster.spec:
+            raise TrainerError("parameter_server needs a chief (worker pool 0) to coordinate")
+        strategy = tf.distribute.experimental.ParameterServerStrategy(_resolver(cluster))
+    elif kind == "tpu":
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=config.tpu)
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        strategy = tf.distribute.TPUStrategy(resolver)
     else:
-        strategy = tf.distribute.get_strategy()
+        gpus = tf.config.list_logical_devices("GPU")
+        if kind == "auto":
+            kind = "mirrored" if len(gpus) > 1 else "default"
+        if kind == "mirrored":
+            # Without GPUs, mirror over the logical CPUs (one unless configured otherwise).
+            devices = gpus or tf.config.list_logical_devices("CPU")
+            strategy = tf.distribute.MirroredStrategy([d.name for d in devices])
+        else:
+            strategy = tf.distribute.get_strategy()
     replicas = strategy.num_replicas_in_sync
     if config.batch_size % replicas:
         raise TrainerError(f"--batch-size {config.batch_size} is global and must divide evenly "
                            f"across {replicas} replicas")
-    log.info("strategy %s: %d replica(s), global batch %d (%d per replica), %d GPU(s)",
-             choice, replicas, config.batch_size, config.batch_size // replicas, len(gpus))
+    if kind == "parameter_server":
+        log.info("strategy parameter_server: %d worker(s), %d ps; --batch-size %d is each "
+                 "worker's batch per (asynchronous) step", cluster.num_workers, cluster.num_ps,
+                 config.batch_size)
+    else:
+        log.info("strategy %s: %d replica(s) in sync, global batch %d (%d per replica)", kind,
+                 replicas, config.batch_size, config.batch_size // replicas)
     return strategy
+
+
+def checkpoint_options(config: Config) -> tf.train.CheckpointOptions | None:
+    # A TPU worker cannot write the host's file system; route checkpoint I/O through the host.
+    if config.distribution_strategy == "tpu":
+        return tf.train.CheckpointOptions(experimental_io_device="/job:localhost")
+    return None
+
+
+def serve_forever(cluster: Cluster) -> None:
+    """A parameter-server cluster's worker or ps task: serve the coordinator until killed."""
+    # Fail an RPC at once when a peer is gone, so the coordinator's fault tolerance can act.
+    os.environ.setdefault("GRPC_FAIL_FAST", "use_caller")
+    # Nothing to save here: SIGTERM (the job ending, or preemption) simply ends the task.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    spec = tf.train.ClusterSpec({role: list(hosts) for role, hosts in cluster.spec.items()})
+    server = tf.distribute.Server(spec, job_name=cluster.task_type,
+                                  task_index=cluster.task_index, protocol="grpc", start=True)
+    log.info("%s %d serving the parameter-server cluster at %s", cluster.task_type,
+             cluster.task_index, server.target)
+    server.join()

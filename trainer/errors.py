@@ -12,10 +12,14 @@ class TrainerError(Exception):
 
 
 _NOISE = re.compile(r"\{\{function_node [^}]*\}\}|\[Op:\w+\]|\s+name:\s*$|\[\[\{\{node [^}]*\}\}\]\]")
+_FRAMING = re.compile(r"^(Graph execution error:|Detected at node|Stack trace|\s*File |\s*\[\[)")
 
 
 def short_reason(err: BaseException) -> str:
-    """The first line of an exception's message, without TensorFlow's op and node decorations."""
-    message = getattr(err, "message", None) or str(err) or type(err).__name__
-    line = message.strip().splitlines()[0] if message.strip() else type(err).__name__
-    return " ".join(_NOISE.sub(" ", line).split()) or type(err).__name__
+    """The first informative line of an exception's message, without TensorFlow's framing."""
+    message = getattr(err, "message", None) or str(err)
+    for line in message.splitlines():
+        line = " ".join(_NOISE.sub(" ", line).split())
+        if line and not _FRAMING.match(line):
+            return line
+    return type(err).__name__

@@ -41,13 +41,17 @@ def write_saved_model(model, path: str, image_shape: tuple[int, int, int]) -> No
 class Exporter:
     """Exports once at the end, or with `best_only` after each evaluation that improved.
 
+    `local_model` is a non-distributed model of the same architecture that receives the
+    weights before each export.
+
     With `timestamped`, each export gets `<export_dir>/<unix seconds>/` (tf.estimator's layout);
     otherwise `export_dir` itself holds the model (Vertex's AIP_MODEL_DIR).
     """
 
-    def __init__(self, model, *, export_dir: str, timestamped: bool,
+    def __init__(self, model, local_model, *, export_dir: str, timestamped: bool,
                  image_shape: tuple[int, int, int], best_only: bool):
         self._model = model
+        self._local_model = local_model
         self._export_dir = export_dir
         self._timestamped = timestamped
         self._image_shape = image_shape
@@ -70,7 +74,9 @@ class Exporter:
                 stamp += 1
             path = join(self._export_dir, str(stamp))
         start = time.perf_counter()
-        write_saved_model(self._model, path, self._image_shape)
+        # A plain local copy: distributed (mirrored, ps-placed) variables stay out of the model.
+        self._local_model.set_weights(self._model.get_weights())
+        write_saved_model(self._local_model, path, self._image_shape)
         log.info("exported the model at step %d to %s (%.1f s)", step, path,
                  time.perf_counter() - start)
         self.last_export = path

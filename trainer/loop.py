@@ -1,22 +1,28 @@
 """The train-and-evaluate loop that replaces tf.estimator.train_and_evaluate.
 
 `StepFunctions` holds the compiled work (several training steps per tf.function call, a full
-evaluation pass), written against the tf.distribute strategy API only. `Controller` sequences it
-in the spirit of tensorflow/models' orbit: train to the next boundary (progress line, evaluation,
-checkpoint, max_steps), then act there. A restarted run restores the latest checkpoint and stops
-at exactly max_steps.
+evaluation pass), written against the tf.distribute strategy API only. A trainer runs those
+steps in-graph (default, mirrored, multi-worker, TPU) or schedules them on the workers of a
+parameter-server cluster. `Controller` sequences the run in the spirit of tensorflow/models'
+orbit: train to the next boundary (progress line, evaluation, checkpoint, max_steps), then act
+there. A restarted run restores the latest checkpoint and stops at exactly max_steps; SIGTERM
+(preemption) saves a checkpoint at the next boundary and stops. `evaluate_checkpoints` is the
+side-car evaluator task.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from typing import Callable, Protocol
 
+import numpy as np
 import tensorflow as tf
 
-from trainer.errors import TrainerError
+from trainer.errors import TrainerError, short_reason
+from trainer.preemption import Preempted, StopRequest
 from trainer.report import Progress, Summaries
 
 log = logging.getLogger(__name__)
@@ -31,7 +37,8 @@ class StepFunctions:
     across replicas, so metrics are exact whatever the batch split or a partial last batch.
     """
 
-    def __init__(self, strategy: tf.distribute.Strategy, model, optimizer, global_batch_size: int):
+    def __init__(self, strategy: tf.distribute.Strategy, model, optimizer=None,
+                 global_batch_size: int = 0):
         self.strategy = strategy
         self.model = model
         self.optimizer = optimizer
@@ -80,7 +87,80 @@ class StepFunctions:
         return totals
 
 
-def _metrics(totals) -> tuple[dict, int]:
+class InGraphTrainer:
+    """Runs training steps inside one tf.function call per interval (all synchronous strategies)."""
+
+    def __init__(self, steps: StepFunctions, distributed_dataset):
+        self._steps = steps
+        self._dataset = distributed_dataset
+        self._iterator = None
+
+    def train(self, num_steps: int) -> np.ndarray:
+        if self._iterator is None:
+            self._iterator = iter(self._dataset)
+        return self._steps.train(self._iterator, tf.constant(num_steps, tf.int64)).numpy()
+
+
+class CoordinatedTrainer:
+    """Schedules training steps on a parameter-server cluster's workers (asynchronous).
+
+    An interval's steps are split into chunks that the ClusterCoordinator hands to whichever
+    worker is free; joining at every boundary makes the global step exact.
+    """
+
+    def __init__(self, steps: StepFunctions, dataset_fn, num_workers: int):
+        self._steps = steps
+        self._coordinator = tf.distribute.coordinator.ClusterCoordinator(steps.strategy)
+        strategy = steps.strategy
+
+        @tf.function
+        def per_worker_dataset():
+            return strategy.distribute_datasets_from_function(dataset_fn)
+
+        self._iterator = iter(self._coordinator.create_per_worker_dataset(per_worker_dataset))
+        self._chunks_per_worker = 4
+        self._num_workers = num_workers
+
+    def train(self, num_steps: int) -> np.ndarray:
+        chunk = max(1, num_steps // (self._chunks_per_worker * self._num_workers))
+        sizes = [chunk] * (num_steps // chunk) + ([num_steps % chunk] if num_steps % chunk else [])
+        results = [self._coordinator.schedule(self._steps.train,
+                                              args=(self._iterator, tf.constant(n, tf.int64)))
+                   for n in sizes]
+        self._coordinator.join()
+        return np.sum([r.fetch() for r in results], axis=0)
+
+
+class DistributedEvaluation:
+    """Evaluates the whole eval set across the strategy's replicas (every worker takes part)."""
+
+    def __init__(self, steps: StepFunctions, distributed_dataset):
+        self._steps = steps
+        self._dataset = distributed_dataset
+
+    def __call__(self) -> np.ndarray:
+        return self._steps.evaluate(self._dataset).numpy()
+
+
+class LocalCopyEvaluation:
+    """Evaluates a local, non-distributed copy of the model's current weights.
+
+    Used where the variables live elsewhere (on parameter servers) or only in checkpoints (the
+    evaluator task): one weight transfer per evaluation instead of one per batch.
+    """
+
+    def __init__(self, source_model, local_model, dataset):
+        self._source = source_model
+        self._steps = StepFunctions(tf.distribute.get_strategy(), local_model)
+        self._dataset = dataset
+
+    def __call__(self) -> np.ndarray:
+        if self._source is not None:
+            self._steps.model.set_weights(self._source.get_weights())
+        return self._steps.evaluate(self._dataset).numpy()
+
+
+def metrics_of(totals) -> tuple[dict, int]:
     loss_sum, correct, count = (float(v) for v in totals)
     if count == 0:
         return {"loss": math.nan, "accuracy": math.nan}, 0
@@ -93,41 +173,76 @@ class EvalAction(Protocol):
 
 ErrorExplainer = Callable[[Exception], TrainerError | None]
 
+_CLUSTER_ERRORS = (tf.errors.UnavailableError, tf.errors.AbortedError,
+                   tf.errors.DeadlineExceededError, tf.errors.CancelledError)
+
+
+def explain_cluster_error(err: Exception) -> TrainerError | None:
+    """A one-line error for a lost peer task (killed, preempted, unreachable), else None."""
+    if not isinstance(err, _CLUSTER_ERRORS):
+        return None
+    message = err.message or ""
+    peer = re.search(r"remote target (/job:\w+/replica:\d+/task:\d+)", message) or \
+        re.search(r"(/job:\w+/replica:\d+/task:\d+)", message)
+    who = f"task {peer.group(1)}" if peer else "a cluster task"
+    return TrainerError(f"lost contact with {who} ({short_reason(err)}); see that task's log. "
+                        "Checkpoints are kept: rerun the job to resume")
+
 
 class Controller:
-    """Sequences training, evaluation, checkpoints and the actions taken after evaluations."""
+    """Sequences training, evaluation, checkpoints and the actions taken after evaluations.
 
-    def __init__(self, *, steps: StepFunctions, train_dataset, eval_dataset, max_steps: int,
-                 eval_every_steps: int, log_every_steps: int, checkpoint_every_steps: int,
-                 checkpoint_every_secs: float, checkpoint_dir: str, keep_checkpoints: int,
-                 batch_size: int, metric: str, higher_is_better: bool,
-                 summaries: Summaries, eval_actions: list[EvalAction],
-                 explain_train_error: ErrorExplainer, explain_eval_error: ErrorExplainer):
+    `save_dir` is where this process writes checkpoints: the real `checkpoint_dir` on the chief,
+    a throwaway directory on other multi-worker replicas (they must take part in saving, but
+    must not overwrite the chief's files). Everyone restores from `checkpoint_dir`.
+    """
+
+    def __init__(self, *, steps: StepFunctions, trainer, evaluate: Callable[[], np.ndarray],
+                 max_steps: int, eval_every_steps: int, log_every_steps: int,
+                 checkpoint_every_steps: int, checkpoint_every_secs: float, checkpoint_dir: str,
+                 save_dir: str, keep_checkpoints: int, batch_size: int, metric: str,
+                 higher_is_better: bool, summaries: Summaries, eval_actions: list[EvalAction],
+                 explain_train_error: ErrorExplainer, explain_eval_error: ErrorExplainer,
+                 stop: StopRequest | None = None, sync_across_workers: bool = False,
+                 checkpoint_options: tf.train.CheckpointOptions | None = None):
         self._steps = steps
-        self._train_dataset = train_dataset
-        self._eval_dataset = eval_dataset
+        self._trainer = trainer
+        self._evaluate_totals = evaluate
         self._max_steps = max_steps
         self._eval_every = eval_every_steps
         self._log_every = log_every_steps
         self._ckpt_every = checkpoint_every_steps
         self._ckpt_secs = checkpoint_every_secs
+        self._checkpoint_dir = checkpoint_dir
         self._metric = metric
         self._sign = 1.0 if higher_is_better else -1.0
         self._summaries = summaries
         self._actions = eval_actions
         self._explain_train_error = explain_train_error
         self._explain_eval_error = explain_eval_error
+        self._stop = stop or StopRequest()
+        self._options = checkpoint_options
         self._progress = Progress(max_steps, batch_size)
         self.examples_per_sec: list[float] = []  # per progress interval of this process
-        with steps.strategy.scope():
+        strategy = steps.strategy
+        with strategy.scope():
             # The best (sign-adjusted) metric so far, checkpointed so a resumed run with
             # --export-best-only never replaces a better model with a worse one.
             self._best = tf.Variable(-math.inf, dtype=tf.float64, trainable=False, name="best")
-        checkpoint = tf.train.Checkpoint(model=steps.model, optimizer=steps.optimizer,
-                                         step=steps.step, best_metric=self._best)
-        self._manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir,
+        self._checkpoint = tf.train.Checkpoint(model=steps.model, optimizer=steps.optimizer,
+                                               step=steps.step, best_metric=self._best)
+        self._manager = tf.train.CheckpointManager(self._checkpoint, save_dir,
                                                    max_to_keep=keep_checkpoints)
-        self._checkpoint = checkpoint
+        self._any_worker = None
+        if sync_across_workers:
+            # Every worker must decide alike to save or stop: a lone save or exit would leave
+            # the others waiting forever in the next collective.
+            @tf.function
+            def any_worker(flags):
+                per_replica = strategy.run(lambda: tf.identity(flags))
+                return strategy.reduce(_SUM, per_replica, axis=None)
+
+            self._any_worker = any_worker
 
     @property
     def step(self) -> int:
@@ -135,11 +250,11 @@ class Controller:
 
     def restore(self) -> int:
         """Restores the latest checkpoint, if any; returns the step it resumes from."""
-        path = self._manager.latest_checkpoint
+        path = tf.train.latest_checkpoint(self._checkpoint_dir)
         if path is None:
             return 0
         try:
-            self._checkpoint.restore(path).assert_existing_objects_matched()
+            self._checkpoint.restore(path, options=self._options).assert_existing_objects_matched()
         except (AssertionError, ValueError, tf.errors.OpError) as err:
             reason = " ".join(str(err).split())[:200]
             raise TrainerError(f"checkpoint {path} does not fit this model (written with other "
@@ -150,14 +265,19 @@ class Controller:
 
     def run(self) -> dict:
         """Trains to max_steps, evaluating and checkpointing on the way; returns the last eval."""
+        try:
+            return self._run()
+        except tf.errors.OpError as err:  # any collective (step, save, stop vote) may lose a peer
+            raise explain_cluster_error(err) or err
+
+    def _run(self) -> dict:
         step = self.restore()
         if step >= self._max_steps:
             log.info("checkpoint step %d already reaches --max-steps %d; evaluating only",
                      step, self._max_steps)
             return self._evaluate(step)
-        iterator = iter(self._train_dataset)
         last_save = time.monotonic()
-        interval = tf.zeros([3])
+        interval = np.zeros(3)
         interval_steps = 0
         metrics = None
         self._progress.restart_clock()
@@ -165,7 +285,7 @@ class Controller:
             num_steps = min(self._next(step, self._log_every), self._next(step, self._eval_every),
                             self._next(step, self._ckpt_every), self._max_steps) - step
             try:
-                interval += self._steps.train(iterator, tf.constant(num_steps, tf.int64))
+                interval += self._trainer.train(num_steps)
             except (tf.errors.OpError, UnicodeDecodeError) as err:
                 raise self._explain_train_error(err) or err
             step += num_steps
@@ -173,22 +293,31 @@ class Controller:
             final = step == self._max_steps
             if step % self._log_every == 0 or final:
                 self._log_train(step, interval_steps, interval)
-                interval, interval_steps = tf.zeros([3]), 0
+                interval, interval_steps = np.zeros(3), 0
             if step % self._eval_every == 0 or final:
                 metrics = self._evaluate(step)
-            if (step % self._ckpt_every == 0 or final
-                    or time.monotonic() - last_save >= self._ckpt_secs):
-                self._manager.save(checkpoint_number=step)
+            stop, save_due = self._flags(self._stop.requested,
+                                         time.monotonic() - last_save >= self._ckpt_secs)
+            if step % self._ckpt_every == 0 or final or save_due or stop:
+                self._manager.save(checkpoint_number=step, options=self._options)
                 last_save = time.monotonic()
+            if stop and not final:
+                raise Preempted(step)
             self._progress.restart_clock()
         return metrics
+
+    def _flags(self, *flags: bool) -> tuple[bool, ...]:
+        if self._any_worker is None:
+            return flags
+        agreed = self._any_worker(tf.constant([float(f) for f in flags]))
+        return tuple(bool(v > 0) for v in agreed.numpy())
 
     @staticmethod
     def _next(step: int, every: int) -> int:
         return (step // every + 1) * every
 
     def _log_train(self, step: int, steps: int, totals) -> None:
-        metrics, _ = _metrics(totals)
+        metrics, _ = metrics_of(totals)
         examples_per_sec = self._progress.train_interval(step, steps, metrics["loss"],
                                                          metrics["accuracy"])
         self.examples_per_sec.append(examples_per_sec)
@@ -199,7 +328,7 @@ class Controller:
     def _evaluate(self, step: int) -> dict:
         start = time.perf_counter()
         try:
-            metrics, count = _metrics(self._steps.evaluate(self._eval_dataset))
+            metrics, count = metrics_of(self._evaluate_totals())
         except (tf.errors.OpError, UnicodeDecodeError) as err:
             raise self._explain_eval_error(err) or err
         if count == 0:
@@ -213,3 +342,37 @@ class Controller:
         for action in self._actions:
             action(step, metrics, improved)
         return metrics
+
+
+def evaluate_checkpoints(*, model, evaluate: Callable[[], np.ndarray], checkpoint_dir: str,
+                         max_steps: int, summaries: Summaries, timeout_secs: float,
+                         explain_error: ErrorExplainer) -> tuple[int, dict]:
+    """The evaluator task: evaluate each new checkpoint until the one at max_steps.
+
+    Checkpoints written faster than they are evaluated are skipped (the newest wins), as
+    tf.estimator's evaluator did. Raises TrainerError if no new checkpoint comes for
+    `timeout_secs` (the training tasks died or stalled).
+    """
+    step_variable = tf.Variable(0, dtype=tf.int64, trainable=False)
+    checkpoint = tf.train.Checkpoint(model=model, step=step_variable)
+    log.info("evaluator: waiting for checkpoints in %s", checkpoint_dir)
+    for path in tf.train.checkpoints_iterator(checkpoint_dir, min_interval_secs=1,
+                                              timeout=timeout_secs):
+        try:
+            checkpoint.restore(path).expect_partial()
+        except (tf.errors.NotFoundError, ValueError):
+            log.info("evaluator: %s was deleted before it could be read; waiting for the next",
+                     path)
+            continue
+        step = int(step_variable.numpy())
+        start = time.perf_counter()
+        try:
+            metrics, count = metrics_of(evaluate())
+        except (tf.errors.OpError, UnicodeDecodeError) as err:
+            raise explain_error(err) or err
+        Progress.evaluation(step, metrics, count, time.perf_counter() - start)
+        summaries.write_eval(step, metrics)
+        if step >= max_steps:
+            return step, metrics
+    raise TrainerError(f"evaluator: no new checkpoint in {checkpoint_dir} for {timeout_secs:g} s "
+                       "(--evaluator-timeout-secs); did training stop before --max-steps?")

@@ -41,14 +41,17 @@ class Progress:
 
 
 class Summaries:
-    """TensorBoard scalars under <logdir>/train and <logdir>/eval (chief only)."""
+    """TensorBoard scalars under <logdir>/train and <logdir>/<eval_name>; None writes nothing.
 
-    def __init__(self, logdir: str | None):
+    The evaluator task writes its own `evaluator/` run beside the chief's `eval/`.
+    """
+
+    def __init__(self, logdir: str | None, eval_name: str = "eval"):
         if logdir is None:
             self._train = self._eval = tf.summary.create_noop_writer()
         else:
             self._train = tf.summary.create_file_writer(f"{logdir.rstrip('/')}/train")
-            self._eval = tf.summary.create_file_writer(f"{logdir.rstrip('/')}/eval")
+            self._eval = tf.summary.create_file_writer(f"{logdir.rstrip('/')}/{eval_name}")
 
     def write_train(self, step: int, scalars: dict) -> None:
         self._write(self._train, step, scalars)
