@@ -156,3 +156,38 @@ def test_a_killed_worker_fails_the_chief_quickly_with_one_line(dataset, tmp_path
     assert "lost contact with task /job:worker/replica:0/task:0" in errors[0]
     assert "Traceback" not in err
     assert elapsed < 60
+
+
+def test_sigterm_to_the_chief_stops_every_replica_at_the_same_step(dataset, tmp_path):
+    ports = local_cluster.free_ports(2)
+    cluster = {"chief": [f"127.0.0.1:{ports[0]}"], "worker": [f"127.0.0.1:{ports[1]}"]}
+
+    def start_both():
+        return {role: start_task(dataset, tmp_path, "--max-steps", "100", "--eval-every-steps",
+                                 "100", "--checkpoint-every-steps", "1000", env={
+                                     "TF_CONFIG": json.dumps({"cluster": cluster, "task": {
+                                         "type": role, "index": 0}})})
+                for role in ("chief", "worker")}
+
+    processes = start_both()
+    try:
+        wait_for_line(processes["chief"], r"step 20/")
+        processes["chief"].send_signal(signal.SIGTERM)  # the worker is not told
+        errs = {role: p.communicate(timeout=120)[1] for role, p in processes.items()}
+    finally:
+        for process in processes.values():
+            process.kill()
+    assert {p.returncode for p in processes.values()} == {143}, errs["worker"][-2000:]
+    steps = {int(re.search(r"stopped by SIGTERM at step (\d+)", e)[1]) for e in errs.values()}
+    assert len(steps) == 1
+    saved = steps.pop()
+    assert (tmp_path / "checkpoints" / f"ckpt-{saved}.index").exists()
+
+    processes = start_both()
+    try:
+        outs = {role: p.communicate(timeout=300)[0] for role, p in processes.items()}
+    finally:
+        for process in processes.values():
+            process.kill()
+    assert all(p.returncode == 0 for p in processes.values())
+    assert all(f"at step {saved}" in out and "done at step 100" in out for out in outs.values())

@@ -57,6 +57,10 @@ def run(config: Config, stop=None) -> RunResult:
         return _evaluate_checkpoints(config)
     # Multi-worker strategies must exist before any other TensorFlow op.
     strategy = distribute.create_strategy(config)
+    if stop is not None:
+        # Multi-worker strategies register TensorFlow's own SIGTERM notifier; ours replaces it
+        # because the loop makes every replica agree on when to stop.
+        stop.install()
     return _train_and_evaluate(config, strategy, stop)
 
 
