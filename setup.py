@@ -17,8 +17,10 @@ setup(
     install_requires=["tensorflow>=2.17", "tensorboard", "cloudml-hypertune"],
     extras_require={
         "data": ["tqdm"],
-        "cloud": ["google-cloud-storage", "google-cloud-aiplatform", "tqdm"],
-        "test": ["pytest", "tqdm"],
+        "cloud": ["google-cloud-storage", "google-cloud-aiplatform", "pyyaml", "tqdm"],
+        "tuning": ["optuna", "matplotlib", "pyyaml", "google-cloud-aiplatform"],
+        "test": ["pytest", "tqdm", "pyyaml", "optuna", "matplotlib", "google-cloud-storage",
+                 "google-cloud-aiplatform"],
     },
     entry_points={"console_scripts": ["vertex-trainer=trainer.task:main"]},
 )

@@ -1,0 +1,189 @@
+"""Offline proofs for Vertex submission: request shapes, Cloud Build, the image, the sdist."""
+
+import json
+import re
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+import yaml
+from google.cloud.aiplatform_v1.types import CustomJob
+from google.protobuf import json_format
+
+from scripts import submit_job
+from tests.conftest import REPO
+
+
+def dry_run(capsys, *argv):
+    assert submit_job.main(["--dry-run", *argv]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    request_text, gcloud = out.split("\n# the same through gcloud:\n")
+    return json.loads(request_text), gcloud
+
+
+def pools(request):
+    return request["jobSpec"]["workerPoolSpecs"]
+
+
+SHAPES = {
+    "single-host": ["--package-uri", "gs://b/vertex-trainer-0.1.0.tar.gz", "--timeout", "90m",
+                    "--base-output-dir", "gs://b/runs/1", "--", "--model", "cnn"],
+    "multi-worker-gpu": ["--package-uri", "gs://b/p.tar.gz", "--workers", "2",
+                         "--accelerator-type", "NVIDIA_TESLA_T4", "--accelerator-count", "2",
+                         "--spot", "--restart-job-on-worker-restart", "--", "--max-steps=5"],
+    "parameter-server": ["--container-image-uri", "us-docker.pkg.dev/p/r/trainer:abc",
+                         "--workers", "2", "--ps", "1", "--evaluator", "--service-account",
+                         "sa@p.iam.gserviceaccount.com"],
+    "tpu": ["--container-image-uri", "us-docker.pkg.dev/p/r/trainer-tpu:abc", "--tpu-type",
+            "TPU_V3", "--", "--batch-size", "1024"],
+}
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_dry_run_request_parses_back_unchanged_with_the_sdk_type(capsys, shape):
+    request, gcloud = dry_run(capsys, *SHAPES[shape])
+    job = CustomJob.from_json(json.dumps(request))  # unknown fields would raise
+    assert json_format.MessageToDict(CustomJob.pb(job)) == request
+    assert f"--display-name={request['displayName']} --config=custom_job.yaml" in gcloud
+    spec_yaml = gcloud.split("<<'EOF'\n", 1)[1].split("\nEOF\n", 1)[0]
+    assert yaml.safe_load(spec_yaml) == request["jobSpec"]
+
+
+def test_shapes_put_each_role_in_its_pool(capsys):
+    single, _ = dry_run(capsys, *SHAPES["single-host"])
+    assert len(pools(single)) == 1
+    code = pools(single)[0]["pythonPackageSpec"]
+    assert code["executorImageUri"] == submit_job.CPU_IMAGE
+    assert code["pythonModule"] == "trainer.task" and code["args"] == ["--model", "cnn"]
+    assert single["jobSpec"]["scheduling"] == {"timeout": "5400s"}
+    assert single["jobSpec"]["baseOutputDirectory"] == {"outputUriPrefix": "gs://b/runs/1"}
+
+    gpu, _ = dry_run(capsys, *SHAPES["multi-worker-gpu"])
+    assert [p["replicaCount"] for p in pools(gpu)] == ["1", "2"]
+    assert all(p["machineSpec"]["acceleratorType"] == "NVIDIA_TESLA_T4" for p in pools(gpu))
+    assert pools(gpu)[0]["pythonPackageSpec"]["executorImageUri"] == submit_job.GPU_IMAGE
+    assert gpu["jobSpec"]["scheduling"]["strategy"] == "SPOT"
+
+    ps, _ = dry_run(capsys, *SHAPES["parameter-server"])
+    assert [p["replicaCount"] for p in pools(ps)] == ["1", "2", "1", "1"]
+    assert all(p["containerSpec"]["imageUri"].endswith("trainer:abc") for p in pools(ps))
+
+    tpu, _ = dry_run(capsys, *SHAPES["tpu"])
+    assert pools(tpu)[0]["machineSpec"] == {"machineType": "cloud-tpu",
+                                            "acceleratorType": "TPU_V3", "acceleratorCount": 8}
+    assert pools(tpu)[0]["containerSpec"]["args"][-1] == "--distribution-strategy=tpu"
+
+
+def test_an_evaluator_without_workers_or_ps_keeps_pool_3(capsys):
+    request, _ = dry_run(capsys, "--package-uri", "gs://b/p.tar.gz", "--evaluator")
+    assert [bool(p) for p in pools(request)] == [True, False, False, True]
+
+
+def test_staging_bucket_builds_the_sdist_and_names_its_upload(capsys):
+    request, _ = dry_run(capsys, "--staging-bucket", "gs://bucket")
+    assert pools(request)[0]["pythonPackageSpec"]["packageUris"] == [
+        "gs://bucket/packages/vertex-trainer-0.1.0.tar.gz"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--package-uri", "gs://b/p", "--tpu-type", "TPU_V3"], "needs --container-image-uri"),
+    (["--package-uri", "gs://b/p", "--ps", "1"], "--ps needs --workers"),
+    (["--package-uri", "gs://b/p", "--accelerator-type", "NVIDIA_TESLA_T4"], "go together"),
+    (["--package-uri", "gs://b/p", "--base-output-dir", "/tmp/x"], "must be a gs:// path"),
+    (["--package-uri", "/local/p.tar.gz"], "--package-uri must be a gs:// path"),
+    ([], "exactly one of --staging-bucket"),
+    (["--package-uri", "gs://b/p", "--container-image-uri", "i"], "exactly one of"),
+    (["--package-uri", "gs://b/p", "--timeout", "soon"], "--timeout must be like 30m"),
+    (["--package-uri", "gs://b/p", "--accelerator-type", "NOT_A_GPU", "--accelerator-count", "1"],
+     "the CustomJob request is invalid"),
+])
+def test_bad_submissions_are_one_line_errors(capsys, argv, message):
+    assert submit_job.main(["--dry-run", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+def test_submitting_needs_a_project(capsys):
+    assert submit_job.main(["--package-uri", "gs://b/p"]) == 2
+    assert "--project is required" in capsys.readouterr().err
+
+
+def test_cloudbuild_structure():
+    config = yaml.safe_load((REPO / "cloudbuild.yaml").read_text())
+    steps = config["steps"]
+    ids = [step["id"] for step in steps]
+    assert len(ids) == len(set(ids))
+    for index, step in enumerate(steps):
+        for dependency in step.get("waitFor", []):
+            assert dependency == "-" or dependency in ids[:index], (step["id"], dependency)
+    text = (REPO / "cloudbuild.yaml").read_text()
+    used = set(re.findall(r"\$\{?(_[A-Z0-9_]+)", text))
+    assert used <= set(config["substitutions"]), used - set(config["substitutions"])
+    by_id = {step["id"]: step for step in steps}
+    build = by_id["build-image"]["args"]
+    built = {build[i + 1] for i, arg in enumerate(build) if arg == "-t"}
+    assert set(config["images"]) <= built
+    assert by_id["push-image"]["args"][-1] == "${_IMAGE}" and "--all-tags" in by_id["push-image"]["args"]
+    assert {"test", "build-image"} <= set(by_id["push-image"]["waitFor"])
+    assert by_id["test"]["waitFor"] == by_id["build-image"]["waitFor"] == ["-"]  # in parallel
+    submit = " ".join(by_id["submit-job"]["args"])
+    assert "--container-image-uri=${_IMAGE}:${SHORT_SHA}" in submit
+    assert by_id["submit-job"]["waitFor"] == ["push-image"]
+
+
+def test_dockerfile_is_pinned_unprivileged_and_runs_the_trainer():
+    lines = [l.strip() for l in (REPO / "Dockerfile").read_text().splitlines()
+             if l.strip() and not l.startswith("#")]
+    base = next(l for l in lines if l.startswith("ARG BASE_IMAGE=")).split("=", 1)[1]
+    assert re.search(r":\d+\.\d+\.\d+", base) and "latest" not in base
+    assert "tensorflow==" in next(l for l in lines if l.startswith("ARG TENSORFLOW="))
+    user = [l for l in lines if l.startswith("USER ")][-1]
+    assert user.split()[1] not in ("root", "0")
+    assert lines[-1] == 'ENTRYPOINT ["python", "-m", "trainer.task"]'
+    copied = [l.split()[1:-1] for l in lines if l.startswith("COPY ")]
+    assert sorted(sum(copied, [])) == ["README.md", "setup.py", "trainer"]
+
+
+@pytest.fixture(scope="module")
+def sdist(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dist")
+    subprocess.run([sys.executable, "setup.py", "-q", "sdist", "--dist-dir", str(out)], cwd=REPO,
+                   check=True, capture_output=True)
+    return next(out.glob("vertex-trainer-*.tar.gz"))
+
+
+def test_sdist_holds_the_trainer_the_sample_and_the_configs(sdist):
+    names = {n.split("/", 1)[1] for n in tarfile.open(sdist).getnames() if "/" in n}
+    assert {"setup.py", "README.md", "trainer/task.py", "trainer/loop.py"} <= names
+    assert {"trainer/sample/train-00000-of-00002.tfrecord.gz",
+            "trainer/sample/eval-00000-of-00001.tfrecord.gz"} <= names
+    assert any(n.startswith("hptuning/") and n.endswith(".yaml") for n in names)
+    assert not any(n.startswith("tests/") for n in names)
+
+
+def test_sdist_installs_on_an_existing_tensorflow_without_replacing_it(sdist, tmp_path):
+    # A fresh venv that sees this machine's TensorFlow (as the 2.17 image has its own), with no
+    # index: the install must be satisfied by what is there, never pull another TensorFlow.
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    install = subprocess.run([str(python), "-m", "pip", "install", "--no-index", "--no-build-isolation",
+                              str(sdist)], capture_output=True, text=True)
+    assert install.returncode == 0, install.stdout[-2000:] + install.stderr[-2000:]
+    assert "tensorflow" not in install.stdout.lower().split("successfully installed")[-1]
+    where = subprocess.run([str(python), "-c", "import trainer; print(trainer.__file__)"],
+                           capture_output=True, text=True, cwd=tmp_path)
+    assert str(venv) in where.stdout
+    help_ = subprocess.run([str(python), "-m", "trainer.task", "--help"], capture_output=True,
+                           text=True, cwd=tmp_path)
+    assert help_.returncode == 0 and "--train-files" in help_.stdout
+
+
+def test_requirements_admit_tensorflow_2_17():
+    from packaging.requirements import Requirement
+
+    setup_text = (REPO / "setup.py").read_text()
+    tensorflow = Requirement(re.search(r'"(tensorflow[^"]*)"', setup_text)[1])
+    assert "2.17.0" in tensorflow.specifier and "2.21.0" in tensorflow.specifier
