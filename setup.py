@@ -19,8 +19,11 @@ setup(
         "data": ["tqdm"],
         "cloud": ["google-cloud-storage", "google-cloud-aiplatform", "pyyaml", "tqdm"],
         "tuning": ["optuna", "matplotlib", "pyyaml", "google-cloud-aiplatform"],
+        "serve": ["starlette>=0.37", "uvicorn>=0.29"],
+        "predict": ["matplotlib"],
         "test": ["pytest", "tqdm", "pyyaml", "optuna", "matplotlib", "google-cloud-storage",
-                 "google-cloud-aiplatform"],
+                 "google-cloud-aiplatform", "starlette>=0.37", "uvicorn>=0.29",
+                 "gcp-storage-emulator", "cryptography"],
     },
     entry_points={"console_scripts": ["vertex-trainer=trainer.task:main"]},
 )

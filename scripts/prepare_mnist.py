@@ -3,7 +3,8 @@
     python scripts/prepare_mnist.py --idx-dir ../shared/data/mnist --output-dir data/mnist
 
 writes train-0000i-of-0000N.tfrecord[.gz] from train-*-ubyte(.gz) and eval-... from
-t10k-*-ubyte(.gz). Records use the trainer's schema (records.py): image = raw uint8 bytes,
+t10k-*-ubyte(.gz). A gs:// --output-dir gets the shards uploaded in parallel; shards already there
+with the same checksum are skipped, so an interrupted run can simply be repeated. Records use the trainer's schema (records.py): image = raw uint8 bytes,
 label = int64, height/width/depth; `--schema classic` writes the old tutorials' float32
 `image_raw` instead. Each shard is written under a temporary name and renamed when complete, so an
 interrupted run never leaves a shard that looks finished.
@@ -16,8 +17,12 @@ import gzip
 import os
 import struct
 import sys
+import tempfile
 
 import numpy as np
+
+if not __package__:  # run as `python scripts/x.py`: make `scripts.*` importable too
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from trainer.errors import TrainerError
 from trainer.records import LABEL, LEGACY_IMAGE, serialize_example
@@ -75,7 +80,8 @@ def _serialize(image: np.ndarray, label: int, schema: str) -> bytes:
                 value=[(image.astype(np.float32) / 255.0).tobytes()])),
             LABEL: tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
         }
-        return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
+        return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString(
+            deterministic=True)
     height, width, depth = image.shape
     return serialize_example(image.tobytes(), label, height, width, depth)
 
@@ -109,7 +115,7 @@ def write_shards(images: np.ndarray, labels: np.ndarray, output_dir: str, prefix
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     p.add_argument("--idx-dir", required=True, help="folder with the idx(.gz) files")
-    p.add_argument("--output-dir", required=True)
+    p.add_argument("--output-dir", required=True, help="a local folder or gs://bucket/path")
     p.add_argument("--train-shards", type=int, default=8)
     p.add_argument("--eval-shards", type=int, default=2)
     p.add_argument("--train-limit", type=int, help="first N training examples only")
@@ -124,15 +130,24 @@ def main(argv=None) -> int:
             p.error(f"--{name.replace('_', '-')} must be positive, got {value}")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     compression = "GZIP" if args.compression == "gzip" else ""
+    remote = args.output_dir.startswith("gs://")
     try:
-        for split, shards, limit in (("train", args.train_shards, args.train_limit),
-                                     ("eval", args.eval_shards, args.eval_limit)):
-            images, labels = load_split(args.idx_dir, split)
-            images, labels = images[:limit], labels[:limit]
-            paths = write_shards(images, labels, args.output_dir, split, shards, compression,
-                                 args.schema)
-            print(f"{split}: {len(images):,} records of {'x'.join(map(str, images.shape[1:]))} "
-                  f"in {len(paths)} shard(s) under {args.output_dir}")
+        with tempfile.TemporaryDirectory() as staging:
+            for split, shards, limit in (("train", args.train_shards, args.train_limit),
+                                         ("eval", args.eval_shards, args.eval_limit)):
+                images, labels = load_split(args.idx_dir, split)
+                images, labels = images[:limit], labels[:limit]
+                paths = write_shards(images, labels, staging if remote else args.output_dir,
+                                     split, shards, compression, args.schema)
+                skipped = 0
+                if remote:
+                    from scripts.gcs_upload import upload
+
+                    _, skipped = upload(paths, args.output_dir)
+                note = f" ({skipped} already there)" if skipped else ""
+                print(f"{split}: {len(images):,} records of "
+                      f"{'x'.join(map(str, images.shape[1:]))} in {len(paths)} shard(s) under "
+                      f"{args.output_dir}{note}")
     except TrainerError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

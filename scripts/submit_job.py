@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+if not __package__:  # run as `python scripts/x.py`: make `scripts.*` importable too
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from trainer.errors import TrainerError
 
@@ -134,14 +138,13 @@ def build_and_upload_sdist(staging_bucket: str, upload: bool) -> str:
         subprocess.run([sys.executable, "setup.py", "-q", "sdist", "--dist-dir", out], cwd=REPO,
                        check=True, capture_output=True)
         (sdist,) = Path(out).glob("*.tar.gz")
-        uri = f"{staging_bucket.rstrip('/')}/packages/{sdist.name}"
+        folder = f"{staging_bucket.rstrip('/')}/packages"
         if upload:
-            from google.cloud import storage
+            from scripts.gcs_upload import upload as upload_files
 
-            bucket, _, blob = uri[len("gs://"):].partition("/")
-            storage.Client().bucket(bucket).blob(blob).upload_from_filename(str(sdist))
-            print(f"uploaded {sdist.name} to {uri}", flush=True)
-    return uri
+            upload_files([str(sdist)], folder, progress=False)
+            print(f"uploaded {sdist.name} to {folder}/", flush=True)
+    return f"{folder}/{sdist.name}"
 
 
 def submit(request: dict, project: str, region: str, poll_secs: float, follow: bool) -> int:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +25,13 @@ def synthetic_images(count: int, seed: int = 0, shape=(28, 28, 1), num_classes: 
         row, col = divmod(int(label), 5)
         image[4 + 10 * row:10 + 10 * row, 1 + 5 * col:6 + 5 * col] = 255
     return images, labels
+
+
+def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> None:
+    """An idx file of unsigned bytes, as MNIST ships them."""
+    header = b"\0\0\x08" + bytes([array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(data) if compress else data)
 
 
 def write_dataset(directory: Path, count: int, shards: int, prefix: str, seed: int = 0,

@@ -426,3 +426,12 @@ def test_collective_implementation_only_for_multi_worker():
     assert config_from_flags(["--distribution-strategy", "multi_worker_mirrored",
                               "--collective-implementation", "ring"],
                              {}).collective_implementation == "ring"
+
+
+def test_integer_flags_accept_whole_numbers_sent_as_doubles():
+    # Vertex's discrete parameter values are doubles: --batch_size=64.0 must mean 64.
+    assert config_from_flags(["--batch_size=64.0"], {}).batch_size == 64
+    with pytest.raises(TrainerError, match="expected a whole number, got '64.5'"):
+        config_from_flags(["--batch-size", "64.5"], {})
+    with pytest.raises(TrainerError, match="invalid int value: 'many'"):
+        config_from_flags(["--batch-size", "many"], {})

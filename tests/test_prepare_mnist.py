@@ -1,22 +1,15 @@
 """The idx -> TFRecord converter, on small idx files written here and on real MNIST if present."""
 
-import gzip
-import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from scripts import prepare_mnist
+from tests.conftest import write_idx
 from trainer.errors import TrainerError
 
 MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
-
-
-def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> None:
-    header = b"\0\0\x08" + bytes([array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    data = header + array.astype(np.uint8).tobytes()
-    path.write_bytes(gzip.compress(data) if compress else data)
 
 
 @pytest.fixture

@@ -62,6 +62,7 @@ class Config:
     export_dir: str
     export_timestamped: bool
     output_origins: tuple[tuple[str, str], ...]  # (directory, the flag or variable it came from)
+    label_map: str | None
     cluster: Cluster
 
     @property
@@ -69,7 +70,7 @@ class Config:
         return METRICS[self.hypertune_metric]
 
 
-class _OneLineParser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     """argparse, but errors are one line (no usage dump) and raise instead of exiting."""
 
     def error(self, message):
@@ -82,6 +83,21 @@ def _flag(group, name: str, **kwargs):
     group.add_argument(*spellings, dest=dest, **kwargs)
 
 
+def integer(text: str) -> int:
+    """The type of integer flags: also takes '64.0', as tuning services may send a discrete
+    value (a double in their API) that way."""
+    try:
+        return int(text)
+    except ValueError:
+        value = float(text)  # a ValueError here becomes argparse's "invalid int value"
+        if not value.is_integer():
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        return int(value)
+
+
+integer.__name__ = "int"  # argparse names the type in its messages
+
+
 def _bool(text: str) -> bool:
     value = text.strip().lower()
     if value in ("1", "true", "yes", "on"):
@@ -92,7 +108,7 @@ def _bool(text: str) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _OneLineParser(
+    p = OneLineParser(
         prog="python -m trainer.task", allow_abbrev=False,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Train and evaluate an image classifier on TFRecords, report metrics for "
@@ -107,11 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
                "bundled MNIST sample")
     _flag(g, "eval-files", metavar="PATTERNS",
           help="comma-separated TFRecord globs; required with --train-files")
-    _flag(g, "image-height", type=int, default=28)
-    _flag(g, "image-width", type=int, default=28)
-    _flag(g, "image-channels", type=int, default=1, help="the records' `depth`")
-    _flag(g, "num-classes", type=int, default=10, help="labels must lie in [0, N)")
-    _flag(g, "shuffle-buffer", type=int, default=10_000, help="records (training only)")
+    _flag(g, "image-height", type=integer, default=28)
+    _flag(g, "image-width", type=integer, default=28)
+    _flag(g, "image-channels", type=integer, default=1, help="the records' `depth`")
+    _flag(g, "num-classes", type=integer, default=10, help="labels must lie in [0, N)")
+    _flag(g, "shuffle-buffer", type=integer, default=10_000, help="records (training only)")
 
     g = p.add_argument_group("model and hyperparameters")
     _flag(g, "model", default="cnn", choices=sorted(MODELS),
@@ -120,23 +136,23 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(g, "learning-rate", type=float, help="default: the model's tutorial value")
     _flag(g, "dropout", type=float, help="rate of the dropout before the output layer; "
                                             "default: the model's tutorial value")
-    _flag(g, "batch-size", type=int, default=100,
+    _flag(g, "batch-size", type=integer, default=100,
           help="global batch size, split across all replicas")
-    _flag(g, "eval-batch-size", type=int, help="global; default: --batch-size")
-    _flag(g, "seed", type=int, help="seed for weights, dropout and shuffling")
+    _flag(g, "eval-batch-size", type=integer, help="global; default: --batch-size")
+    _flag(g, "seed", type=integer, help="seed for weights, dropout and shuffling")
 
     g = p.add_argument_group("training loop")
-    _flag(g, "max-steps", type=int, default=1000, help="total training steps (resumes count)")
-    _flag(g, "eval-every-steps", type=int, default=500)
-    _flag(g, "eval-steps", type=int,
+    _flag(g, "max-steps", type=integer, default=1000, help="total training steps (resumes count)")
+    _flag(g, "eval-every-steps", type=integer, default=500)
+    _flag(g, "eval-steps", type=integer,
           help="batches per evaluation; default: the whole eval set")
-    _flag(g, "log-every-steps", type=int, default=100,
+    _flag(g, "log-every-steps", type=integer, default=100,
           help="steps per progress line (and per tf.function call)")
-    _flag(g, "checkpoint-every-steps", type=int,
+    _flag(g, "checkpoint-every-steps", type=integer,
           help="default: --eval-every-steps; a checkpoint is also written at the end")
     _flag(g, "checkpoint-every-secs", type=float, default=600.0,
           help="also checkpoint when this much time passed since the last one")
-    _flag(g, "keep-checkpoints", type=int, default=5)
+    _flag(g, "keep-checkpoints", type=integer, default=5)
     _flag(g, "distribution-strategy", default="auto", choices=STRATEGIES,
           help="auto: parameter_server when the cluster has ps tasks, multi_worker_mirrored for "
                "chief + workers, tpu with --tpu, mirrored on several local GPUs, else default")
@@ -153,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(g, "export-best-only", type=_bool, nargs="?", const=True, default=False,
           metavar="BOOL", help="export after each evaluation that improves --hypertune-metric "
                                "instead of once at the end")
+    _flag(g, "label-map", metavar="PATH",
+          help="one class name per line (line i names class i); adds a `labels` output to the "
+               "export and writes labels.txt beside it")
     _flag(g, "job-dir", help="root of checkpoints/, logs/ and export/ (per trial when tuning); "
                                 f"default: ./{DEFAULT_JOB_DIR}")
     return p
@@ -208,7 +227,8 @@ def config_from_flags(argv: Sequence[str] | None, environ: Mapping[str, str]) ->
         distribution_strategy=strategy,
         collective_implementation=args.collective_implementation,
         tpu=(tpu or "local") if strategy == "tpu" else None,
-        evaluator_timeout_secs=args.evaluator_timeout_secs, cluster=cluster, **dirs)
+        evaluator_timeout_secs=args.evaluator_timeout_secs, label_map=args.label_map,
+        cluster=cluster, **dirs)
 
 
 def resolve_strategy(choice: str, cluster: Cluster, tpu: str | None) -> str:

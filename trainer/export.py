@@ -1,8 +1,30 @@
-"""SavedModel export for hosted prediction (chief only).
+"""SavedModel export for hosted prediction (chief only), and loading it back.
 
-The SavedModel (tag `serve`) has a `serving_default` signature that takes a float32 image batch
-`image` [N, H, W, C] scaled to [0, 1], as the input pipeline feeds training, and returns
-`probabilities` [N, num_classes] and `classes` [N] (int64).
+The SavedModel (tag `serve`) loads and predicts identically under TensorFlow 2.15 (Vertex's
+newest prebuilt prediction image, `tf2-cpu.2-15`) and 2.21. It has three signatures, each
+returning `probabilities` float32 [N, num_classes], `classes` int64 [N] and, when exported with
+a label map, `labels` string [N] (the predicted class's name). A label map is also written to
+`labels.txt` beside `saved_model.pb`, one label per line.
+
+`serving_default`: input `image`, float32 [N, H, W, C] scaled to [0, 1], as training feeds it.
+
+    {"instances": [[[[0.0], [0.5], ...], ...]]}       (one H x W x C nested list per image)
+
+`encoded_image`: input `image_bytes`, PNG/JPEG (BMP, first GIF frame) bytes [N]. Decoded to C
+channels (colour converts to grey and back), scaled to [0, 1] as in training, and resized
+(bilinear, antialiased) when not H x W already.
+
+    {"signature_name": "encoded_image", "instances": [{"image_bytes": {"b64": "iVBORw0K..."}}]}
+
+`tf_example`: input `example_bytes`, serialized tf.train.Example [N] of the trainer's record
+schema: `image` (raw uint8 bytes, HWC) with optional `height`/`width`/`depth` (checked), or the
+classic tutorials' `image_raw` (float32 or uint8 bytes). `label` is ignored.
+
+    {"signature_name": "tf_example", "instances": [{"example_bytes": {"b64": "CpUGCg8K..."}}]}
+
+Vertex's `predict` reaches only `serving_default` on the prebuilt TF image (it forwards no
+signature name); use `rawPredict` with a TF Serving body as above for the other two. Our own
+server (`trainer.serve`) also takes `"parameters": {"signature_name": ...}`.
 """
 
 from __future__ import annotations
@@ -14,48 +36,173 @@ import time
 import keras
 import tensorflow as tf
 
-from trainer import storage
+from trainer import records, storage
 from trainer.config import join
+from trainer.errors import TrainerError, short_reason
 
 log = logging.getLogger(__name__)
 
+SIGNATURE_INPUTS = {"serving_default": "image", "encoded_image": "image_bytes",
+                    "tf_example": "example_bytes"}
+LABELS_FILE = "labels.txt"
 
-def write_saved_model(model, path: str, image_shape: tuple[int, int, int]) -> None:
+
+def read_label_map(path: str, num_classes: int, source: str = "--label-map") -> list[str]:
+    """Class names from a file of one label per line (line i names class i)."""
+    try:
+        with tf.io.gfile.GFile(path, "r") as f:
+            text = f.read()
+    except (tf.errors.OpError, UnicodeDecodeError) as err:
+        raise TrainerError(f"{source}: cannot read {path} ({short_reason(err)})") from None
+    labels = [line.strip() for line in text.splitlines()]
+    for number, label in enumerate(labels, 1):
+        if not label:
+            raise TrainerError(f"{source}: {path} line {number} is empty; expected one label "
+                               "per line")
+    if len(labels) != num_classes:
+        raise TrainerError(f"{source}: {path} has {len(labels)} labels; expected {num_classes} "
+                           "(--num-classes), one per line")
+    duplicates = sorted({label for label in labels if labels.count(label) > 1})
+    if duplicates:
+        raise TrainerError(f"{source}: {path} repeats the label(s) {', '.join(duplicates)}")
+    return labels
+
+
+def _predictions(model, images, class_names):
+    probabilities = tf.nn.softmax(model(images, training=False), axis=-1)
+    classes = tf.argmax(probabilities, axis=-1, output_type=tf.int64)
+    outputs = {"probabilities": probabilities, "classes": classes}
+    if class_names:
+        outputs["labels"] = tf.gather(tf.constant(class_names), classes)
+    return outputs
+
+
+def _decode_images(encoded, image_shape):
+    height, width, channels = image_shape
+
+    def decode(data):
+        image = tf.io.decode_image(data, channels=channels, expand_animations=False)
+        image = tf.cast(image, tf.float32) * (1.0 / 255.0)
+        # Resizing an image that already fits would still resample it; skip it to stay exact.
+        # (The shape is pinned after the cond: inside a branch TensorFlow checks it eagerly.)
+        image = tf.cond(tf.reduce_all(tf.shape(image)[:2] == [height, width]), lambda: image,
+                        lambda: tf.image.resize(image, [height, width], antialias=True))
+        return tf.ensure_shape(image, image_shape)
+
+    return tf.map_fn(decode, encoded,
+                     fn_output_signature=tf.TensorSpec(image_shape, tf.float32))
+
+
+def _parse_examples(serialized, image_shape):
+    height, width, channels = image_shape
+    pixels = height * width * channels
+    shape_text = f"{height}x{width}x{channels}"
+    spec = {records.IMAGE: tf.io.FixedLenFeature([], tf.string, default_value=""),
+            records.LEGACY_IMAGE: tf.io.FixedLenFeature([], tf.string, default_value="")}
+    for key, dim in zip(records.SHAPE_KEYS, image_shape):
+        spec[key] = tf.io.FixedLenFeature([], tf.int64, default_value=dim)
+    features = tf.io.parse_example(serialized, spec)
+    current, legacy = features[records.IMAGE], features[records.LEGACY_IMAGE]
+    current_size, legacy_size = tf.strings.length(current), tf.strings.length(legacy)
+    sized = tf.where(current_size > 0, current_size == pixels,
+                     (legacy_size == pixels) | (legacy_size == 4 * pixels))
+    declared = tf.stack([features[key] for key in records.SHAPE_KEYS], axis=1)
+    # Assert escapes quotes in its message, so the messages go without.
+    checks = [
+        tf.debugging.Assert(tf.reduce_all(sized), [
+            f"example_bytes: a record holds an image of the wrong size; expected feature "
+            f"{records.IMAGE} of {pixels} uint8 bytes, or {records.LEGACY_IMAGE} of {pixels} "
+            f"uint8 or {4 * pixels} float32 bytes, for {shape_text}"]),
+        tf.debugging.Assert(tf.reduce_all(declared == image_shape), [
+            f"example_bytes: a record declares height/width/depth other than {shape_text}"]),
+    ]
+
+    def decode(record):
+        image, image_raw = record
+
+        def raw(data, dtype):
+            values = tf.reshape(tf.io.decode_raw(data, dtype), image_shape)
+            return values if dtype == tf.float32 else tf.cast(values, tf.float32) * (1.0 / 255.0)
+
+        return tf.cond(
+            tf.strings.length(image) > 0, lambda: raw(image, tf.uint8),
+            lambda: tf.cond(tf.strings.length(image_raw) == pixels,
+                            lambda: raw(image_raw, tf.uint8), lambda: raw(image_raw, tf.float32)))
+
+    with tf.control_dependencies(checks):
+        return tf.map_fn(decode, (current, legacy),
+                         fn_output_signature=tf.TensorSpec(image_shape, tf.float32))
+
+
+def write_saved_model(model, path: str, image_shape: tuple[int, int, int],
+                      class_names: list[str] | None = None) -> None:
     """Writes the SavedModel beside `path` first, then moves it into place whole."""
-
-    def serve(image):
-        probabilities = tf.nn.softmax(model(image, training=False), axis=-1)
-        return {"probabilities": probabilities,
-                "classes": tf.argmax(probabilities, axis=-1, output_type=tf.int64)}
-
+    image_shape = tuple(image_shape)
+    endpoints = {
+        "serving_default": (lambda image: _predictions(model, image, class_names),
+                            tf.TensorSpec([None, *image_shape], tf.float32, name="image")),
+        "encoded_image": (lambda image_bytes: _predictions(
+            model, _decode_images(image_bytes, image_shape), class_names),
+            tf.TensorSpec([None], tf.string, name="image_bytes")),
+        "tf_example": (lambda example_bytes: _predictions(
+            model, _parse_examples(example_bytes, image_shape), class_names),
+            tf.TensorSpec([None], tf.string, name="example_bytes")),
+    }
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint(
-        name="serving_default", fn=serve,
-        input_signature=[tf.TensorSpec([None, *image_shape], tf.float32, name="image")])
+    for name, (fn, spec) in endpoints.items():
+        archive.add_endpoint(name=name, fn=fn, input_signature=[spec])
     staging = f"{path.rstrip('/')}.tmp-{os.getpid()}"
     archive.write_out(staging, verbose=False)
+    if class_names:
+        with tf.io.gfile.GFile(join(staging, LABELS_FILE), "w") as f:
+            f.write("".join(f"{name}\n" for name in class_names))
     storage.replace_dir(staging, path)
+
+
+def load(path: str, source: str):
+    """The SavedModel at `path` (local or gs://); `source` names the flag in errors."""
+    if not tf.io.gfile.exists(join(path, "saved_model.pb")):
+        raise TrainerError(f"{source}: {path} holds no saved_model.pb; expected a SavedModel "
+                           "directory written by trainer.task")
+    try:
+        loaded = tf.saved_model.load(path)
+    except (tf.errors.OpError, ValueError) as err:
+        raise TrainerError(f"{source}: cannot load the SavedModel at {path} "
+                           f"({short_reason(err)})") from None
+    return loaded
+
+
+def class_names_of(path: str) -> list[str] | None:
+    """The label map exported with the SavedModel at `path`, if any."""
+    labels_path = join(path, LABELS_FILE)
+    if not tf.io.gfile.exists(labels_path):
+        return None
+    with tf.io.gfile.GFile(labels_path, "r") as f:
+        return f.read().splitlines()
 
 
 class Exporter:
     """Exports once at the end, or with `best_only` after each evaluation that improved.
 
     `local_model` is a non-distributed model of the same architecture that receives the
-    weights before each export.
+    weights before each export. `class_names` (line i of the label map names class i) adds the
+    `labels` output.
 
     With `timestamped`, each export gets `<export_dir>/<unix seconds>/` (tf.estimator's layout);
     otherwise `export_dir` itself holds the model (Vertex's AIP_MODEL_DIR).
     """
 
     def __init__(self, model, local_model, *, export_dir: str, timestamped: bool,
-                 image_shape: tuple[int, int, int], best_only: bool):
+                 image_shape: tuple[int, int, int], best_only: bool,
+                 class_names: list[str] | None = None):
         self._model = model
         self._local_model = local_model
         self._export_dir = export_dir
         self._timestamped = timestamped
         self._image_shape = image_shape
         self._best_only = best_only
+        self._class_names = class_names
         self.last_export: str | None = None
 
     def on_evaluation(self, step: int, metrics: dict, improved: bool) -> None:
@@ -76,7 +223,7 @@ class Exporter:
         start = time.perf_counter()
         # A plain local copy: distributed (mirrored, ps-placed) variables stay out of the model.
         self._local_model.set_weights(self._model.get_weights())
-        write_saved_model(self._local_model, path, self._image_shape)
+        write_saved_model(self._local_model, path, self._image_shape, self._class_names)
         log.info("exported the model at step %d to %s (%.1f s)", step, path,
                  time.perf_counter() - start)
         self.last_export = path

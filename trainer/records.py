@@ -103,4 +103,6 @@ def serialize_example(image: bytes, label: int, height: int, width: int, depth: 
         LABEL: ints(label), "height": ints(height), "width": ints(width), "depth": ints(depth),
     }
     example = example_pb2.Example(features=feature_pb2.Features(feature=features))
-    return example.SerializeToString()
+    # Map order otherwise varies from process to process: deterministic bytes make shards
+    # reproducible, so re-uploads can be skipped by checksum.
+    return example.SerializeToString(deterministic=True)

@@ -15,6 +15,16 @@ from trainer.config import join
 from trainer.errors import TrainerError, short_reason
 
 
+def _problem(err: Exception, path: str) -> str:
+    """What went wrong with `path`, in words: a missing bucket or denied access said plainly."""
+    bucket = "/".join(path.split("/")[:3]) if path.startswith("gs://") else None
+    if bucket and isinstance(err, tf.errors.NotFoundError) and "404" in str(err):
+        return f"bucket {bucket} does not exist (or is not visible to this account)"
+    if isinstance(err, tf.errors.PermissionDeniedError) or (bucket and "403" in str(err)):
+        return f"access denied ({short_reason(err)}); check the account's storage roles"
+    return short_reason(err)
+
+
 def expand_patterns(patterns: tuple[str, ...], flag: str) -> list[str]:
     """Sorted, de-duplicated files matching the globs; every pattern must match something."""
     files: set[str] = set()
@@ -22,7 +32,8 @@ def expand_patterns(patterns: tuple[str, ...], flag: str) -> list[str]:
         try:
             matches = tf.io.gfile.glob(pattern)
         except tf.errors.OpError as err:
-            raise TrainerError(f"{flag}: cannot list {pattern!r} ({short_reason(err)})") from None
+            raise TrainerError(f"{flag}: cannot list {pattern!r}: {_problem(err, pattern)}") \
+                from None
         matches = [m for m in matches if not tf.io.gfile.isdir(m)]
         if not matches:
             raise TrainerError(f"{flag}: no file matches {pattern!r}")
@@ -43,12 +54,18 @@ def ensure_writable_dir(path: str, flag: str) -> None:
     """Creates `path` and proves it writable with a probe file, before any work starts."""
     probe = join(path, f".write-probe-{os.getpid()}-{time.time_ns()}")
     try:
+        # TensorFlow's recursive makedirs retries forever under a bucket that does not exist
+        # (seen against the GCS JSON API): a mistyped bucket would hang the job, so look first.
+        bucket = "/".join(path.split("/")[:3]) + "/" if path.startswith("gs://") else None
+        if bucket and not tf.io.gfile.exists(bucket):
+            raise TrainerError(f"{flag}: cannot write to {path} (bucket {bucket.rstrip('/')} "
+                               "does not exist or is not visible to this account)")
         tf.io.gfile.makedirs(path)
         with tf.io.gfile.GFile(probe, "wb") as f:
             f.write(b"ok")
         tf.io.gfile.remove(probe)
     except (tf.errors.OpError, OSError) as err:
-        raise TrainerError(f"{flag}: cannot write to {path} ({short_reason(err)})") from None
+        raise TrainerError(f"{flag}: cannot write to {path} ({_problem(err, path)})") from None
 
 
 def replace_dir(source: str, target: str) -> None:

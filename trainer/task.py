@@ -80,6 +80,8 @@ def _train_and_evaluate(config: Config, strategy, stop) -> RunResult:
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
     train_source, eval_source = _sources(config, "--train-files", "--eval-files")
+    class_names = (export.read_label_map(config.label_map, config.num_classes)
+                   if config.label_map else None)
     log.info("training on %d file(s) from --train-files, evaluating on %d from --eval-files",
              len(train_source.files), len(eval_source.files))
     cluster = config.cluster
@@ -121,7 +123,8 @@ def _train_and_evaluate(config: Config, strategy, stop) -> RunResult:
 
     exporter = export.Exporter(model, local_model, export_dir=config.export_dir,
                                timestamped=config.export_timestamped,
-                               image_shape=config.image_shape, best_only=config.export_best_only)
+                               image_shape=config.image_shape, best_only=config.export_best_only,
+                               class_names=class_names)
     # Constructed on the chief only: cloudml-hypertune creates its metric file's directory.
     actions = [report.HypertuneReporter(config.hypertune_metric).on_evaluation,
                exporter.on_evaluation] if chief else []

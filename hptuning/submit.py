@@ -1,0 +1,144 @@
+"""`python -m hptuning.submit CONFIG --project P [--region R] [--set NAME=VALUE ...] [--dry-run]`
+
+Turns a tuning config into a Vertex AI HyperparameterTuningJob and creates it. The job is the
+config itself, parsed and validated with the SDK's protobuf type (hptuning.spec), with its
+placeholders filled in and --display-name added; --dry-run prints it as the JSON of the
+request body and stops, offline.
+
+It goes through the SDK's generated client (`aiplatform.gapic.JobServiceClient`), as Vertex's
+own samples and `gcloud ai hp-tuning-jobs create --config` send it, rather than through the
+high-level `aiplatform.HyperparameterTuningJob`: that class rebuilds the spec from its own
+arguments, so it cannot carry a parameterId that repeats under disjoint parent values (its
+conditional parameters are a dict) nor every CustomJobSpec field, and its `run(sync=False)`
+still keeps the interpreter alive until the job ends. Creating the job returns at once with
+its resource name.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from google.cloud.aiplatform_v1.types import HyperparameterTuningJob
+from google.protobuf import json_format
+
+from hptuning import cli, spec
+from trainer.errors import TrainerError
+
+DEFAULT_REGION = "us-central1"
+
+
+def request_job(tuning: spec.TuningSpec, display_name: str | None) -> HyperparameterTuningJob:
+    """The job to create: the config with a display name, checked for what Vertex requires of
+    a trial job beyond what the local tuner needs."""
+    job = copy.deepcopy(tuning.job)
+    job.display_name = display_name or job.display_name or (
+        f"{Path(tuning.source).stem}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+    source = tuning.source
+    for index, pool in enumerate(job.trial_job_spec.worker_pool_specs):
+        field = f"trialJobSpec.workerPoolSpecs[{index}]"
+        if index and not pool.replica_count:
+            continue  # an empty placeholder pool, as Vertex allows
+        if not pool.machine_spec.machine_type:
+            raise spec.error(source, f"{field}.machineSpec.machineType", "is required")
+        if pool.replica_count < 1:
+            raise spec.error(source, f"{field}.replicaCount", "must be at least 1")
+        if "python_package_spec" not in pool:
+            raise spec.error(source, f"{field}.pythonPackageSpec",
+                             f"is required: every replica runs {spec.TRAINER_MODULE}")
+        package = pool.python_package_spec
+        if not package.executor_image_uri:
+            raise spec.error(source, f"{field}.pythonPackageSpec.executorImageUri", "is required")
+        if not package.package_uris or not all(u.startswith("gs://")
+                                               for u in package.package_uris):
+            raise spec.error(source, f"{field}.pythonPackageSpec.packageUris",
+                             "needs the package's gs:// URI (python setup.py sdist, then upload)")
+    prefix = job.trial_job_spec.base_output_directory.output_uri_prefix
+    if not prefix.startswith("gs://"):
+        raise spec.error(source, "trialJobSpec.baseOutputDirectory.outputUriPrefix",
+                         f"must be a gs:// URI, got {prefix!r}")
+    return job
+
+
+def to_json(job: HyperparameterTuningJob) -> str:
+    """The request body, checked to parse back into the SDK's type unchanged."""
+    text = json_format.MessageToJson(HyperparameterTuningJob.pb(job), indent=2)
+    if HyperparameterTuningJob.from_json(text, ignore_unknown_fields=False) != job:
+        raise TrainerError("the job does not survive a JSON round trip; this is a bug")
+    return text
+
+
+def create(job: HyperparameterTuningJob, project: str, region: str) -> str:
+    """Creates the job on Vertex AI; returns its resource name."""
+    from google.api_core import exceptions as api_exceptions
+    from google.auth import exceptions as auth_exceptions
+    from google.cloud import aiplatform
+
+    client = aiplatform.gapic.JobServiceClient(
+        client_options={"api_endpoint": f"{region}-aiplatform.googleapis.com"})
+    try:
+        created = client.create_hyperparameter_tuning_job(
+            parent=f"projects/{project}/locations/{region}", hyperparameter_tuning_job=job)
+    except auth_exceptions.DefaultCredentialsError:
+        raise TrainerError("no Google Cloud credentials; run `gcloud auth "
+                           "application-default login`") from None
+    except api_exceptions.GoogleAPICallError as err:
+        raise TrainerError(f"Vertex AI refused the job: {err.message or err}") from None
+    return created.name
+
+
+def _init_sdk(project: str | None, region: str) -> None:
+    """aiplatform.init, which checks the region name offline before anything is sent."""
+    from google.cloud import aiplatform
+
+    try:
+        aiplatform.init(project=project, location=region)
+    except ValueError:
+        raise TrainerError(f"--region {region!r} is not a Vertex AI region") from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = cli.OneLineParser(
+        prog="python -m hptuning.submit", allow_abbrev=False,
+        description="Create a Vertex AI hyperparameter-tuning job from a tuning config.")
+    cli.add_common(parser)
+    parser.add_argument("--project", help="Google Cloud project (also fills ${PROJECT}); "
+                                          "required unless --dry-run")
+    parser.add_argument("--region", default=DEFAULT_REGION,
+                        help="Vertex AI region (also fills ${REGION})")
+    parser.add_argument("--display-name", help="default: the config's displayName, else "
+                                               "<config name>-<time>")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the job's JSON (the request body) and stop, offline")
+
+    def body() -> int:
+        args = parser.parse_args(argv)
+        if not args.project and not args.dry_run:
+            raise TrainerError("--project is required to submit (or use --dry-run)")
+        _init_sdk(args.project, args.region)
+        defaults = {"REGION": args.region, **({"PROJECT": args.project} if args.project else {})}
+        job = request_job(spec.load(args.config, cli.placeholder_values(args.set, defaults)),
+                          args.display_name)
+        if args.dry_run:
+            print(to_json(job))
+            print(f"dry run: valid; would create it in projects/{args.project or 'PROJECT'}/"
+                  f"locations/{args.region}", file=sys.stderr)
+            return 0
+        try:
+            name = create(job, args.project, args.region)
+        except TrainerError as err:  # not the input's fault: exit 1, as the trainer does
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        print(name)
+        print(f"follow it: gcloud ai hp-tuning-jobs describe {name.rsplit('/', 1)[-1]} "
+              f"--project {args.project} --region {args.region}", file=sys.stderr)
+        return 0
+
+    return cli.run(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+# The prediction image: `python -m trainer.serve` on Vertex AI's custom-container contract
+# (AIP_HTTP_PORT, AIP_HEALTH_ROUTE, AIP_PREDICT_ROUTE, the model from AIP_STORAGE_URI).
+#   docker build -f serving.Dockerfile -t IMAGE .
+#   docker run -p 8080:8080 -e AIP_STORAGE_URI=gs://B/model IMAGE     (or -v + --model-dir)
+ARG BASE_IMAGE=python:3.11.11-slim-bookworm
+FROM ${BASE_IMAGE}
+
+ARG TENSORFLOW=tensorflow==2.21.0
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    TF_CPP_MIN_LOG_LEVEL=2 \
+    AIP_HTTP_PORT=8080
+
+# TensorFlow first, in its own layer: it is most of the image and changes least often.
+RUN python -m pip install "${TENSORFLOW}"
+
+WORKDIR /opt/vertex-trainer
+COPY setup.py README.md ./
+COPY trainer ./trainer
+RUN python -m pip install ".[serve]" \
+    && rm -rf /opt/vertex-trainer \
+    && useradd --create-home --uid 1000 serve
+
+USER serve
+WORKDIR /home/serve
+EXPOSE 8080
+# Vertex reaches the container from outside it, so it listens on every interface.
+ENTRYPOINT ["python", "-m", "trainer.serve", "--host", "0.0.0.0"]

@@ -1,0 +1,126 @@
+"""The submit script: the exact request offline (--dry-run), and creation through the SDK."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from google.cloud.aiplatform_v1.types import HyperparameterTuningJob, StudySpec
+
+from hptuning import submit
+from tests.conftest import REPO
+
+
+def dry_run(*args):
+    env = {k: v for k, v in os.environ.items() if k != "BUCKET"}
+    return subprocess.run([sys.executable, "-m", "hptuning.submit", *args, "--dry-run"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+
+
+def test_dry_run_prints_a_job_the_sdk_parses_back():
+    result = dry_run("hptuning/models.yaml", "--set", "BUCKET=test-bucket", "--project", "proj",
+                     "--display-name", "models-tuning")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ("dry run: valid; would create it in "
+                             "projects/proj/locations/us-central1\n")
+    job = HyperparameterTuningJob.from_json(result.stdout, ignore_unknown_fields=False)
+    assert job.display_name == "models-tuning"
+    assert (job.max_trial_count, job.parallel_trial_count, job.max_failed_trial_count) == (
+        24, 4, 6)
+    study = job.study_spec
+    assert study.metrics[0].metric_id == "accuracy"
+    assert study.metrics[0].goal == StudySpec.MetricSpec.GoalType.MAXIMIZE
+    assert study.measurement_selection_type == (
+        StudySpec.MeasurementSelectionType.BEST_MEASUREMENT)
+    model = study.parameters[0]
+    assert list(model.categorical_value_spec.values) == ["dnn", "cnn_small", "cnn", "cnn_bn"]
+    assert [c.parameter_spec.parameter_id for c in model.conditional_parameter_specs] == [
+        "learning_rate", "learning_rate", "dropout"]
+    assert model.conditional_parameter_specs[0].parameter_spec.scale_type == (
+        StudySpec.ParameterSpec.ScaleType.UNIT_LOG_SCALE)
+    pool = job.trial_job_spec.worker_pool_specs[0]
+    assert pool.python_package_spec.package_uris == [
+        "gs://test-bucket/vertex-trainer-0.1.0.tar.gz"]
+    assert pool.python_package_spec.python_module == "trainer.task"
+    assert job.trial_job_spec.base_output_directory.output_uri_prefix == (
+        "gs://test-bucket/hptuning/models")
+    # The REST shape: camelCase names and enum names, as the config itself.
+    document = json.loads(result.stdout)
+    assert document["studySpec"]["metrics"] == [{"metricId": "accuracy", "goal": "MAXIMIZE"}]
+
+
+def test_dry_run_needs_every_placeholder():
+    result = dry_run("hptuning/cnn.yaml")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == (
+        "error: hptuning/cnn.yaml: trialJobSpec.workerPoolSpecs[0].pythonPackageSpec."
+        "packageUris[0]: ${BUCKET} is not set; pass --set BUCKET=VALUE or export BUCKET\n")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--region", "mars-central1", "--dry-run"],
+     "error: --region 'mars-central1' is not a Vertex AI region\n"),
+    ([], "error: --project is required to submit (or use --dry-run)\n"),
+])
+def test_bad_flags(args, message, capsys):
+    assert submit.main(["hptuning/cnn.yaml", "--set", "BUCKET=b", *args]) == 2
+    assert capsys.readouterr().err == message
+
+
+def test_a_local_base_output_directory_is_refused(tmp_path, capsys):
+    config = (REPO / "hptuning" / "ci_smoke.yaml").read_text().replace(
+        "outputUriPrefix: gs://${BUCKET}/hptuning/ci_smoke", "outputUriPrefix: /tmp/out")
+    path = tmp_path / "local.yaml"
+    path.write_text(config)
+    assert submit.main([str(path), "--set", "BUCKET=b", "--dry-run"]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {path}: trialJobSpec.baseOutputDirectory.outputUriPrefix: must be a gs:// "
+        "URI, got '/tmp/out'\n")
+
+
+class FakeJobServiceClient:
+    """Stands in for the gapic client: records the request, returns what Vertex would."""
+
+    requests = []
+
+    def __init__(self, client_options):
+        self.endpoint = client_options["api_endpoint"]
+
+    def create_hyperparameter_tuning_job(self, parent, hyperparameter_tuning_job):
+        self.requests.append((self.endpoint, parent, hyperparameter_tuning_job))
+        created = HyperparameterTuningJob(hyperparameter_tuning_job)
+        created.name = f"{parent}/hyperparameterTuningJobs/123"
+        return created
+
+
+def test_submit_creates_the_job_and_prints_its_name(monkeypatch, capsys):
+    from google.cloud import aiplatform
+
+    monkeypatch.setattr(aiplatform.gapic, "JobServiceClient", FakeJobServiceClient)
+    code = submit.main(["hptuning/cnn.yaml", "--project", "proj", "--region", "europe-west4",
+                        "--set", "BUCKET=bkt"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert out == "projects/proj/locations/europe-west4/hyperparameterTuningJobs/123\n"
+    assert "gcloud ai hp-tuning-jobs describe 123 --project proj --region europe-west4" in err
+    endpoint, parent, job = FakeJobServiceClient.requests[-1]
+    assert endpoint == "europe-west4-aiplatform.googleapis.com"
+    assert parent == "projects/proj/locations/europe-west4"
+    assert job.display_name.startswith("cnn-")
+    assert job.trial_job_spec.worker_pool_specs[0].python_package_spec.package_uris == [
+        "gs://bkt/vertex-trainer-0.1.0.tar.gz"]
+
+
+def test_a_refusal_is_a_one_line_error(monkeypatch, capsys):
+    from google.api_core import exceptions
+    from google.cloud import aiplatform
+
+    class Refusing(FakeJobServiceClient):
+        def create_hyperparameter_tuning_job(self, parent, hyperparameter_tuning_job):
+            raise exceptions.PermissionDenied("aiplatform.hyperparameterTuningJobs.create denied")
+
+    monkeypatch.setattr(aiplatform.gapic, "JobServiceClient", Refusing)
+    assert submit.main(["hptuning/cnn.yaml", "--project", "proj", "--set", "BUCKET=b"]) == 1
+    assert capsys.readouterr().err == ("error: Vertex AI refused the job: "
+                                       "aiplatform.hyperparameterTuningJobs.create denied\n")

@@ -1,0 +1,136 @@
+"""`python -m trainer.predict` over TFRecords and image files: lines, grid and confusion matrix."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.conftest import REPO, synthetic_images
+from tests.exports import DIGITS, export_model, images, png
+from trainer import predict, task
+from trainer.config import config_from_flags
+
+
+@pytest.fixture(scope="module")
+def trained(dataset, tmp_path_factory):
+    """A dnn trained to ~95% on the shared synthetic dataset: a few right, a few wrong."""
+    train_files, eval_files = dataset
+    job_dir = tmp_path_factory.mktemp("predict-job")
+    result = task.run(config_from_flags(
+        ["--train-files", train_files, "--eval-files", eval_files, "--job-dir", str(job_dir),
+         "--model", "dnn", "--batch-size", "50", "--seed", "7", "--max-steps", "12",
+         "--eval-every-steps", "12"], {}))
+    return result.export_path, eval_files
+
+
+def run_predict(capsys, *argv):
+    code = predict.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def red_pixels(path) -> int:
+    pixels = tf.io.decode_png(path.read_bytes(), channels=3).numpy().astype(int)
+    return int(((pixels[..., 0] > 200) & (pixels[..., 1] < 60) & (pixels[..., 2] < 60)).sum())
+
+
+def check_png(path):
+    data = path.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 5000, path
+
+
+def test_records_print_predictions_and_write_both_pngs(trained, tmp_path, capsys):
+    model_dir, eval_files = trained
+    code, out, err = run_predict(capsys, "--model-dir", model_dir, eval_files, "--output-dir",
+                                 str(tmp_path), "--limit", "120", "--batch-size", "50")
+    assert code == 0, err
+    lines = out.splitlines()
+    predictions = lines[:120]
+    assert predictions[0].startswith(eval_files.replace("*", "00000-of-00001.tfrecord#0  "))
+    assert predictions[-1].split("  ")[0].endswith("#119")
+    wrong = sum(line.endswith("WRONG") for line in predictions)
+    accuracy = float(lines[120].rsplit(" ", 1)[1])
+    assert lines[120].startswith("120 predictions, accuracy") and accuracy == 1 - wrong / 120
+    assert lines[121:] == [f"wrote {tmp_path / 'predictions.png'}",
+                           f"wrote {tmp_path / 'confusion_matrix.png'}"]
+    for name in ("predictions.png", "confusion_matrix.png"):
+        check_png(tmp_path / name)
+    # The grid shows the first 25: red marks exactly the misclassified ones among them.
+    assert (red_pixels(tmp_path / "predictions.png") > 0) == any(
+        line.endswith("WRONG") for line in predictions[:25])
+
+
+def test_images_in_class_folders_match_the_model_and_red_marks_the_wrong(trained, tmp_path,
+                                                                         capsys):
+    model_dir, _ = trained
+    pixels, labels = synthetic_images(12, seed=9)
+    folders = labels.copy()
+    folders[0] = (labels[0] + 5) % 10  # one image filed under the wrong class
+    for index, (image, folder) in enumerate(zip(pixels, folders)):
+        (tmp_path / "images" / str(folder)).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "images" / str(folder) / f"{index:02d}.png").write_bytes(png(image))
+    code, out, err = run_predict(capsys, "--model-dir", model_dir,
+                                 str(tmp_path / "images" / "*" / "*.png"),
+                                 "--output-dir", str(tmp_path / "out"))
+    assert code == 0, err
+    loaded = tf.saved_model.load(model_dir).signatures["serving_default"]
+    want = loaded(image=tf.constant(pixels.astype(np.float32) / 255))["classes"].numpy()
+    lines = {int(line.split("  ")[0].rsplit("/", 1)[1][:2]): line
+             for line in out.splitlines()[:12]}
+    assert sorted(lines) == list(range(12))
+    for index, line in lines.items():
+        assert line.split("  ")[1].startswith(f"{want[index]} (")
+        assert f"true {folders[index]}" in line
+        assert line.endswith("WRONG") == (want[index] != folders[index])
+    assert lines[0].endswith("WRONG")
+    assert red_pixels(tmp_path / "out" / "predictions.png") > 0
+    check_png(tmp_path / "out" / "confusion_matrix.png")
+
+
+def test_images_without_class_folders_get_a_grid_only_with_the_label_map(tmp_path, capsys):
+    _, model_dir = export_model(tmp_path / "model", class_names=DIGITS)
+    for index, image in enumerate(images(3)):
+        (tmp_path / f"{index}.png").write_bytes(png(image))
+    code, out, err = run_predict(capsys, "--model-dir", model_dir, str(tmp_path / "*.png"),
+                                 "--output-dir", str(tmp_path / "out"))
+    assert code == 0, err
+    assert all(line.split("  ")[1].split(" ")[0] in DIGITS for line in out.splitlines()[:3])
+    assert "3 predictions (no true labels: no confusion matrix)" in out
+    check_png(tmp_path / "out" / "predictions.png")
+    assert red_pixels(tmp_path / "out" / "predictions.png") == 0
+    assert not (tmp_path / "out" / "confusion_matrix.png").exists()
+
+
+@pytest.mark.parametrize("files, message", [
+    (["{tmp}/none-*"], "FILES: no file matches '{tmp}/none-*'"),
+    (["{tmp}/fake.png"], "FILES: {tmp}/fake.png is not a PNG or JPEG image"),
+    (["{tmp}/fake.png", "{tmp}/data.tfrecord"], "FILES: give PNG/JPEG images or TFRecord files, "
+                                                "not both"),
+    (["{tmp}/data.tfrecord"], "FILES: {tmp}/data.tfrecord: not a TFRecord file"),
+])
+def test_bad_inputs_are_one_line_errors(trained, tmp_path, capsys, files, message):
+    (tmp_path / "fake.png").write_bytes(b"not a png")
+    (tmp_path / "data.tfrecord").write_bytes(b"not a tfrecord file")
+    code, _, err = run_predict(capsys, "--model-dir", trained[0], "--output-dir",
+                               str(tmp_path / "out"), *[f.format(tmp=tmp_path) for f in files])
+    assert code == 1
+    assert err.startswith("error: ") and message.format(tmp=tmp_path) in err
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("argv, code, message", [
+    (["x.png"], 2, "the following arguments are required: --model-dir"),
+    (["--model-dir", "m", "x.png", "--limit", "0"], 2, "argument --limit: expected a positive "
+                                                       "integer, got '0'"),
+    (["--model-dir", "{tmp}", "x.png"], 1, "--model-dir: {tmp} holds no saved_model.pb"),
+])
+def test_the_command_fails_in_one_line(tmp_path, argv, code, message):
+    done = subprocess.run([sys.executable, "-m", "trainer.predict",
+                           *[arg.format(tmp=tmp_path) for arg in argv]], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == code
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and message.format(tmp=tmp_path) in errors[0], done.stderr[-2000:]
+    assert "Traceback" not in done.stderr

@@ -1,0 +1,231 @@
+"""The prediction server over real HTTP on 127.0.0.1: every signature, every bad request."""
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO
+from tests.exports import (DIGITS, classic_example, current_example, expected, export_model,
+                           images, png, scaled)
+from tests.serving import request, server_process, server_thread
+from trainer import serve
+
+MAX_INSTANCES = 8
+MAX_BYTES = 200_000
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return export_model(tmp_path_factory.mktemp("serve") / "model", class_names=DIGITS)
+
+
+@pytest.fixture(scope="module")
+def port(model):
+    with server_thread(model[1], max_instances=MAX_INSTANCES,
+                       max_request_bytes=MAX_BYTES) as port:
+        yield port
+
+
+def b64(data: bytes) -> dict:
+    return {"b64": base64.b64encode(data).decode()}
+
+
+def check_rows(predictions, probabilities):
+    assert len(predictions) == len(probabilities)
+    for prediction, want in zip(predictions, probabilities):
+        assert set(prediction) == {"probabilities", "classes", "labels"}
+        np.testing.assert_allclose(prediction["probabilities"], want, atol=1e-5)
+        assert prediction["classes"] == want.argmax()
+        assert prediction["labels"] == DIGITS[want.argmax()]
+
+
+PIXELS = images(3)
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/predict", {"instances": scaled(PIXELS).tolist()}),
+    ("/predict", {"instances": [{"image": image} for image in scaled(PIXELS).tolist()]}),
+    ("/v1/models/model:predict", {"signature_name": "serving_default",
+                                  "instances": scaled(PIXELS).tolist()}),
+    ("/predict", {"instances": [{"image_bytes": b64(png(image))} for image in PIXELS],
+                  "parameters": {"signature_name": "encoded_image"}}),
+    ("/v1/models/model:predict", {"signature_name": "encoded_image",
+                                  "instances": [b64(png(image)) for image in PIXELS]}),
+    ("/predict", {"signature_name": "tf_example", "instances": [
+        {"example_bytes": b64(current_example(PIXELS[0]))},
+        {"example_bytes": b64(current_example(PIXELS[1], shape_fields=False))},
+        {"example_bytes": b64(classic_example(PIXELS[2]))}]}),
+], ids=["float-bare", "float-named", "tf-serving-route", "png-vertex-parameters",
+        "png-tf-serving", "tf-example"])
+def test_every_signature_predicts_over_http(model, port, path, body):
+    status, response = request(port, "POST", path, body)
+    assert status == 200, response
+    check_rows(response["predictions"], expected(model[0], PIXELS))
+
+
+def test_columnar_inputs_get_columnar_outputs(model, port):
+    want = expected(model[0], PIXELS)
+    for body in ({"inputs": {"image": scaled(PIXELS).tolist()}},
+                 {"inputs": scaled(PIXELS).tolist()}):
+        status, response = request(port, "POST", "/predict", body)
+        assert status == 200, response
+        outputs = response["outputs"]
+        np.testing.assert_allclose(outputs["probabilities"], want, atol=1e-5)
+        assert outputs["classes"] == want.argmax(axis=1).tolist()
+        assert outputs["labels"] == [DIGITS[c] for c in want.argmax(axis=1)]
+
+
+def test_health(port):
+    assert request(port, "GET", "/health") == (200, {
+        "status": "ok", "signatures": ["encoded_image", "serving_default", "tf_example"]})
+
+
+IMAGE = scaled(PIXELS[:1]).tolist()[0]
+PNG = b64(png(PIXELS[0]))
+
+
+@pytest.mark.parametrize("body, message", [
+    (b"{bad", "request body is not valid JSON (Expecting property name"),
+    (b"\xff\xfe\x00", "request body is not valid JSON"),
+    (b'{"instances": [NaN]}', "request body is not valid JSON (NaN is not valid JSON)"),
+    (b"[" * 100_000, "request body nests too deeply"),
+    ([1, 2], "request body must be a JSON object"),
+    ({}, 'give exactly one of "instances" (row format) and "inputs"'),
+    ({"instances": [IMAGE], "inputs": [IMAGE]}, 'give exactly one of "instances"'),
+    ({"instances": [IMAGE], "instance": 1}, "unknown request field(s) ['instance']"),
+    ({"instances": [IMAGE], "signature_name": "nope"},
+     "unknown signature_name 'nope'; this model has ['encoded_image', 'serving_default', "
+     "'tf_example']"),
+    ({"instances": [IMAGE], "signature_name": 3}, "signature_name: must be a string"),
+    ({"instances": [IMAGE], "parameters": {"signature_name": "encoded_image"},
+      "signature_name": "tf_example"}, "signature_name and parameters.signature_name disagree"),
+    ({"instances": [IMAGE], "parameters": {"top_k": 3}}, "parameters: unknown key(s) ['top_k']"),
+    ({"instances": [IMAGE], "parameters": []}, "parameters: must be a JSON object"),
+    ({"instances": IMAGE[0][0]}, "instances[0]: expected float32 of shape [28, 28, 1], got "
+                                 "shape []"),
+    ({"instances": [IMAGE[:27]]}, "instances[0]: expected float32 of shape [28, 28, 1], got "
+                                  "shape [27, 28, 1]"),
+    ({"instances": [{"image": IMAGE[:1]}]}, "instances[0].image: expected float32 of shape "
+                                           "[28, 28, 1], got shape [1, 28, 1]"),
+    ({"instances": [IMAGE, [[0.5]]]}, "instances[1]: expected float32 of shape [28, 28, 1]"),
+    ({"instances": [[[0.5], [0.5, 0.5]]]}, "instances[0]: nested lists of unequal lengths"),
+    ({"instances": ["abc"]}, "instances[0]: expected float32 of shape [28, 28, 1], got "
+                             "non-numbers"),
+    ({"instances": [[[1e300]]]}, "instances[0]: holds a number too large for float32"),
+    ({"instances": [{"img": IMAGE}]}, "instances[0]: has inputs ['img']; signature "
+                                      "'serving_default' takes ['image']"),
+    ({"instances": {"image": IMAGE}}, "instances: must be a list"),
+    ({"instances": []}, "instances: holds no instances"),
+    ({"instances": [IMAGE] * (MAX_INSTANCES + 1)},
+     f"instances: holds {MAX_INSTANCES + 1} instances; at most {MAX_INSTANCES} are accepted per "
+     "request (--max-instances)"),
+    ({"inputs": {"image": [IMAGE] * (MAX_INSTANCES + 1)}},
+     f"inputs.image: holds {MAX_INSTANCES + 1} instances"),
+    ({"inputs": IMAGE[:2]}, "inputs: expected float32 of shape [N, 28, 28, 1], got shape "
+                            "[2, 28, 1]"),
+    ({"signature_name": "encoded_image", "instances": [{"b64": "not base64!"}]},
+     "instances[0]: invalid base64"),
+    ({"signature_name": "encoded_image", "instances": [{"b64": 7}]},
+     'instances[0]: "b64" must hold a base64 string'),
+    ({"signature_name": "encoded_image", "instances": [[1, 2]]},
+     'instances[0]: expected a string or {"b64": "..."}, got int'),
+    ({"signature_name": "encoded_image", "instances": [{"image_bytes": [PNG, PNG]}]},
+     'instances[0].image_bytes: expected a string or {"b64": "..."}, got shape [2]'),
+    ({"signature_name": "encoded_image", "instances": [b64(b"GIF? no")]},
+     "encoded_image: Unknown image file format"),
+    ({"signature_name": "tf_example", "instances": [b64(b"\x08garbage")]},
+     "tf_example: Could not parse example input"),
+    ({"signature_name": "tf_example", "instances": [b64(current_example(PIXELS[0][:20]))]},
+     "tf_example: example_bytes: a record holds an image of the wrong size; expected feature "
+     "image of 784 uint8 bytes"),
+    (b"x" * (MAX_BYTES + 1), f"request body is over {MAX_BYTES} bytes (--max-request-bytes)"),
+    (iter([b"x" * 65536] * 4), f"request body is over {MAX_BYTES} bytes"),
+])
+def test_bad_requests_get_400_with_one_line_and_the_server_keeps_serving(port, body, message):
+    status, response = request(port, "POST", "/predict", body)
+    assert status == 400, response
+    assert set(response) == {"error"} and message in response["error"], response["error"]
+    assert "\n" not in response["error"]
+    assert request(port, "POST", "/predict", {"instances": [IMAGE]})[0] == 200
+
+
+def test_unknown_routes_models_and_methods_are_json_errors(port):
+    status, response = request(port, "POST", "/v1/models/other:predict", {"instances": [IMAGE]})
+    assert (status, response) == (404, {"error": "model 'other' not found; this server serves "
+                                                 "'model'"})
+    status, response = request(port, "GET", "/nowhere")
+    assert status == 404 and response["error"].startswith("Not Found: GET /nowhere")
+    status, response = request(port, "GET", "/predict")
+    assert status == 405 and "predictions go to POST /predict" in response["error"]
+
+
+def test_vertex_environment_configures_the_server_process(model):
+    routes = {"AIP_HEALTH_ROUTE": "/v1/endpoints/1/deployedModels/2",
+              "AIP_PREDICT_ROUTE": "/v1/endpoints/1/deployedModels/2:predict"}
+    env = {"AIP_STORAGE_URI": model[1], "AIP_HTTP_PORT": "0", **routes}
+    with server_process(env=env) as (process, port):
+        assert request(port, "GET", routes["AIP_HEALTH_ROUTE"])[0] == 200
+        status, response = request(port, "POST", routes["AIP_PREDICT_ROUTE"],
+                                   {"instances": [{"image_bytes": PNG}],
+                                    "parameters": {"signature_name": "encoded_image"}})
+        assert status == 200, response
+        check_rows(response["predictions"], expected(model[0], PIXELS[:1]))
+        process.send_signal(signal.SIGTERM)
+        # Uvicorn shuts down, then re-raises the signal it captured.
+        assert process.wait(timeout=30) in (0, -signal.SIGTERM)
+
+
+def one_line_error(done, code, message):
+    assert done.returncode == code, done.stderr[-2000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and message in errors[0], done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("args, env, code, message", [
+    ([], {}, 2, "--model-dir is required (or set $AIP_STORAGE_URI)"),
+    (["--model-dir", "m", "--port", "http"], {}, 2, "argument --port: expected a port number"),
+    (["--model-dir", "m"], {"AIP_HTTP_PORT": "x"}, 2, "also from $AIP_HTTP_PORT), got 'x'"),
+    (["--model-dir", "m", "--predict-route", "predict"], {}, 2,
+     "--predict-route must be a path starting with '/'"),
+    (["--model-dir", "m", "--max-instances", "0"], {}, 2, "--max-instances must be positive"),
+    (["--model-dir", "{tmp}"], {}, 1, "--model-dir: {tmp} holds no saved_model.pb"),
+])
+def test_server_flag_and_model_errors_are_one_line(tmp_path, args, env, code, message):
+    args = [arg.format(tmp=tmp_path) for arg in args]
+    done = subprocess.run([sys.executable, "-m", "trainer.serve", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **env})
+    one_line_error(done, code, message.format(tmp=tmp_path))
+
+
+def test_a_busy_port_is_a_one_line_error(model):
+    sock = serve.listen("127.0.0.1", 0)
+    try:
+        done = subprocess.run([sys.executable, "-m", "trainer.serve", "--model-dir", model[1],
+                               "--port", str(sock.getsockname()[1])], cwd=REPO,
+                              capture_output=True, text=True, timeout=120)
+    finally:
+        sock.close()
+    one_line_error(done, 1, "--host/--port: cannot listen on 127.0.0.1:")
+
+
+def test_rows_and_columns_without_a_server():
+    signature = serve.Signature("s", None, {"a": serve.InputSpec(np.dtype("float32"), (None, 2)),
+                                            "b": serve.InputSpec(None, (None,))}, ("out",))
+    arrays = serve.rows_to_arrays([{"a": [1, 2], "b": "x"}, {"a": [3, 4], "b": b64(b"\0")}],
+                                  signature, 4)
+    assert arrays["a"].tolist() == [[1, 2], [3, 4]] and arrays["b"].tolist() == [b"x", b"\0"]
+    with pytest.raises(serve.BadRequest, match=r"inputs: batches of different sizes"):
+        serve.columns_to_arrays({"a": [[1, 2]], "b": ["x", "y"]}, signature, 4)
+    with pytest.raises(serve.BadRequest, match=r"instances\[0\]: expected an object with the "
+                                                r"inputs \['a', 'b'\]"):
+        serve.rows_to_arrays([[1, 2]], signature, 4)
+    assert json.loads(json.dumps(serve._jsonable("x_bytes", np.array([b"\xff"], object)))) == \
+        [{"b64": "/w=="}]
