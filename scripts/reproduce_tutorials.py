@@ -45,8 +45,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from trainer import task
+    from trainer.logs import log_to_stdout
 
-    task._log_progress_to_stdout()
+    log_to_stdout()
     rows = []
     for model in args.models.split(","):
         try:

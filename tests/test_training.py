@@ -1,7 +1,6 @@
 """End-to-end training runs with real TensorFlow on tiny generated data."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

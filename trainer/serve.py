@@ -41,6 +41,7 @@ import numpy as np
 
 from trainer.config import OneLineParser
 from trainer.errors import TrainerError, short_reason
+from trainer.logs import log_to_stdout
 
 log = logging.getLogger("trainer.serve")
 
@@ -387,17 +388,8 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _log_to_stdout() -> None:
-    if not log.handlers:
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
-        log.propagate = False
-
-
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] = os.environ) -> int:
-    _log_to_stdout()
+    log_to_stdout()
     try:
         args = build_parser(environ).parse_args(argv)
         if not args.model_dir:

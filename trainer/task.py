@@ -21,6 +21,7 @@ from typing import Sequence
 from trainer import preemption
 from trainer.config import Config, config_from_flags
 from trainer.errors import TrainerError
+from trainer.logs import log_to_stdout
 from trainer.preemption import Preempted, StopRequest
 
 log = logging.getLogger("trainer")
@@ -188,19 +189,8 @@ def _evaluate_checkpoints(config: Config) -> RunResult:
     return RunResult(step, metrics, None, None, None)
 
 
-def _log_progress_to_stdout() -> None:
-    # Vertex files stdout as INFO and stderr as ERROR; only our own loggers speak at INFO, so
-    # TensorFlow's INFO chatter stays out of the job log.
-    if not log.handlers:
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
-        log.propagate = False
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    _log_progress_to_stdout()
+    log_to_stdout()
     try:
         config = config_from_flags(argv, os.environ)
     except TrainerError as err:
