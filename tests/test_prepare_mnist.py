@@ -85,3 +85,16 @@ def test_reads_the_real_mnist_files():
     images, labels = prepare_mnist.load_split(str(MNIST), "eval")
     assert images.shape == (10000, 28, 28, 1) and labels.shape == (10000,)
     assert set(np.unique(labels)) == set(range(10))
+
+
+@pytest.mark.skipif(not MNIST.exists(), reason="../shared/data/mnist is not beside the repo")
+def test_the_bundled_sample_is_exactly_what_the_converter_makes(tmp_path):
+    from trainer.config import SAMPLE_DIR
+
+    assert prepare_mnist.main(["--idx-dir", str(MNIST), "--output-dir", str(tmp_path),
+                               "--train-shards", "2", "--eval-shards", "1",
+                               "--train-limit", "10000", "--eval-limit", "2000"]) == 0
+    bundled = sorted(SAMPLE_DIR.glob("*.tfrecord.gz"))
+    assert [p.name for p in bundled] == sorted(p.name for p in tmp_path.iterdir())
+    for path in bundled:
+        assert path.read_bytes() == (tmp_path / path.name).read_bytes(), path.name

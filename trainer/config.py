@@ -26,6 +26,7 @@ STRATEGIES = ("auto", "default", "mirrored", "multi_worker_mirrored", "parameter
 COLLECTIVES = ("auto", "ring", "nccl")
 # metric name -> whether larger is better
 METRICS = {"accuracy": True, "loss": False}
+MIXED_PRECISION = ("none", "bf16")
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,8 @@ class Config:
     output_origins: tuple[tuple[str, str], ...]  # (directory, the flag or variable it came from)
     label_map: str | None
     cluster: Cluster
+    mixed_precision: str = "none"
+    jit_compile: bool = False
 
     @property
     def metric_higher_is_better(self) -> bool:
@@ -140,6 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
           help="global batch size, split across all replicas")
     _flag(g, "eval-batch-size", type=integer, help="global; default: --batch-size")
     _flag(g, "seed", type=integer, help="seed for weights, dropout and shuffling")
+    _flag(g, "mixed-precision", default="none", choices=MIXED_PRECISION,
+          help="bf16: compute in bfloat16 with float32 weights (fast on CPUs with AMX and on "
+               "TPUs/recent GPUs); checkpoints and the export stay float32")
+    _flag(g, "jit-compile", type=_bool, nargs="?", const=True, default=False, metavar="BOOL",
+          help="compile each training step with XLA")
 
     g = p.add_argument_group("training loop")
     _flag(g, "max-steps", type=integer, default=1000, help="total training steps (resumes count)")
@@ -228,7 +236,8 @@ def config_from_flags(argv: Sequence[str] | None, environ: Mapping[str, str]) ->
         collective_implementation=args.collective_implementation,
         tpu=(tpu or "local") if strategy == "tpu" else None,
         evaluator_timeout_secs=args.evaluator_timeout_secs, label_map=args.label_map,
-        cluster=cluster, **dirs)
+        cluster=cluster, mixed_precision=args.mixed_precision, jit_compile=args.jit_compile,
+        **dirs)
 
 
 def resolve_strategy(choice: str, cluster: Cluster, tpu: str | None) -> str:

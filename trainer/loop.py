@@ -38,17 +38,22 @@ class StepFunctions:
     """
 
     def __init__(self, strategy: tf.distribute.Strategy, model, optimizer=None,
-                 global_batch_size: int = 0):
+                 global_batch_size: int = 0, jit_compile: bool = False):
         self.strategy = strategy
         self.model = model
         self.optimizer = optimizer
         self._global_batch_size = global_batch_size
         with strategy.scope():
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+        # XLA compiles one step only: the iterator and the tf.range loop cannot be compiled.
+        self._step_fn = (tf.function(self._train_step, jit_compile=True) if jit_compile
+                         else self._train_step)
         self.train = tf.function(self._train)
         self.evaluate = tf.function(self._evaluate)
 
     def _sums(self, logits, labels):
+        # A mixed-precision model's logits are bfloat16; the loss needs float32's range.
+        logits = tf.cast(logits, tf.float32)
         per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
         correct = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels),
                           tf.float32)
@@ -71,7 +76,7 @@ class StepFunctions:
         totals = tf.zeros([3])
         for _ in tf.range(num_steps):
             images, labels = next(iterator)
-            sums = self.strategy.run(self._train_step, args=(images, labels))
+            sums = self.strategy.run(self._step_fn, args=(images, labels))
             totals += self.strategy.reduce(_SUM, sums, axis=None)
             self.step.assign_add(1)
         return totals

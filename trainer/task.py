@@ -92,8 +92,15 @@ def _train_and_evaluate(config: Config, strategy, stop) -> RunResult:
             storage.ensure_writable_dir(directory, origin)
 
     with strategy.scope():
-        model = models.build_model(config.model, config.image_shape, config.num_classes,
-                                   config.dropout)
+        # The policy applies to layers as they are built; weights stay float32 either way, so
+        # checkpoints do not depend on --mixed-precision.
+        if config.mixed_precision == "bf16":
+            keras.mixed_precision.set_global_policy("mixed_bfloat16")
+        try:
+            model = models.build_model(config.model, config.image_shape, config.num_classes,
+                                       config.dropout)
+        finally:
+            keras.mixed_precision.set_global_policy("float32")
         optimizer = models.build_optimizer(config.optimizer, config.learning_rate)
         # Built here, not lazily at the first step: the slots must exist (and be placed by the
         # strategy, on the ps for parameter_server) before a checkpoint is restored into them.
@@ -101,8 +108,8 @@ def _train_and_evaluate(config: Config, strategy, stop) -> RunResult:
     log.info("model %s: %s parameters, optimizer %s, learning rate %g; variables on %s",
              config.model, f"{model.count_params():,}", config.optimizer, config.learning_rate,
              model.trainable_variables[0].value.device or "this host")
-    # Export and parameter-server evaluation work on a plain local copy of the weights, so no
-    # distributed variable type reaches the SavedModel or slows evaluation.
+    # Export and parameter-server evaluation work on a plain local float32 copy of the weights,
+    # so no distributed variable type or bfloat16 computation reaches the SavedModel.
     local_model = models.build_model(config.model, config.image_shape, config.num_classes,
                                      config.dropout)
 
@@ -111,7 +118,8 @@ def _train_and_evaluate(config: Config, strategy, stop) -> RunResult:
             source, batch_size=batch_size, training=training, shuffle_buffer=config.shuffle_buffer,
             num_batches=num_batches, seed=config.seed, input_context=context)
 
-    steps = loop.StepFunctions(strategy, model, optimizer, config.batch_size)
+    steps = loop.StepFunctions(strategy, model, optimizer, config.batch_size,
+                               jit_compile=config.jit_compile)
     train_fn = dataset_fn(train_source, config.batch_size, True)
     eval_fn = dataset_fn(eval_source, config.eval_batch_size, False, config.eval_steps)
     if config.distribution_strategy == "parameter_server":

@@ -1,0 +1,359 @@
+"""Measure the trainer on this machine and write the results as a markdown table.
+
+    python scripts/benchmark.py --train-files '/tmp/mnist/train-*' --eval-files '/tmp/mnist/eval-*'
+
+Each measurement runs in a fresh Python process, so no TensorFlow state, memory or thread pool
+carries from one to the next. Within a process the alternatives (trainer loop in fp32, bf16 and
+with XLA; Keras `model.fit` of the same model, optimizer and dataset) are timed in alternating
+rounds after a warm-up call that includes tracing, and the table quotes medians: this kind of
+machine is noisy, so only ratios measured side by side mean much. Takes about 15 minutes on
+2 cores; the table goes to stdout and to --output (default BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import logging
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+if not __package__:  # run as `python scripts/x.py`: make `trainer` importable from a checkout
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODELS = ("dnn", "cnn_small", "cnn", "cnn_bn")
+BATCHES = (100, 128)
+ROUNDS = 3
+STEPS_PER_CALL = 40
+PIPELINE_RECORDS = 60_000
+TARGET_ACCURACY = 0.99
+ACCURACY_MAX_STEPS = 2000
+ACCURACY_EVAL_EVERY = 250
+
+
+# --- measurements, each run in its own process (`--child KIND`) -------------------------------
+
+def _source(patterns: str):
+    from trainer import data
+
+    return data.inspect_input(tuple(patterns.split(",")), "--train-files", (28, 28, 1), 10)
+
+
+def measure_pipeline(args) -> dict:
+    """records/s of make_dataset's training path against a plain read of the same files."""
+    import tensorflow as tf
+
+    from trainer import data
+
+    source = _source(args.train_files)
+    batches = PIPELINE_RECORDS // 100
+
+    def trainer_pipeline():
+        return data.make_dataset(source, batch_size=100, training=True, shuffle_buffer=10_000,
+                                 seed=1).take(batches)
+
+    def raw_read():
+        return tf.data.TFRecordDataset(list(source.files), source.compressions[0],
+                                       num_parallel_reads=len(source.files)).repeat().batch(
+            100).take(batches)
+
+    def rate(make):
+        start = time.perf_counter()
+        records = sum(int(tf.shape(batch[1] if isinstance(batch, tuple) else batch)[0])
+                      for batch in make())
+        return records / (time.perf_counter() - start)
+
+    rates = {"trainer": [], "raw": []}
+    rate(trainer_pipeline), rate(raw_read)  # page cache and thread pools warm
+    for _ in range(ROUNDS):
+        rates["trainer"].append(rate(trainer_pipeline))
+        rates["raw"].append(rate(raw_read))
+    return rates
+
+
+def _build(name: str, bf16: bool):
+    import keras
+
+    from trainer import models
+
+    spec = models.MODELS[name]
+    # Mirrors trainer.task: the policy applies while the training model is built.
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if bf16 else "float32")
+    try:
+        model = models.build_model(name, (28, 28, 1), 10, spec.dropout)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    return model, models.build_optimizer(spec.optimizer, spec.learning_rate)
+
+
+class _LoopVariant:
+    """The trainer's own path: StepFunctions over make_dataset, STEPS_PER_CALL steps a call."""
+
+    def __init__(self, source, model_name: str, batch: int, bf16: bool, jit: bool):
+        import tensorflow as tf
+
+        from trainer import data, loop
+
+        model, optimizer = _build(model_name, bf16)
+        optimizer.build(model.trainable_variables)
+        strategy = tf.distribute.get_strategy()
+        self._steps = loop.StepFunctions(strategy, model, optimizer, batch, jit_compile=jit)
+        self._iterator = iter(strategy.distribute_datasets_from_function(
+            lambda context=None: data.make_dataset(source, batch_size=batch, training=True,
+                                                   shuffle_buffer=10_000, seed=1,
+                                                   input_context=context)))
+        self._num_steps = tf.constant(STEPS_PER_CALL, tf.int64)
+        self._batch = batch
+        self.run()
+
+    def run(self) -> float:
+        start = time.perf_counter()
+        self._steps.train(self._iterator, self._num_steps).numpy()
+        return STEPS_PER_CALL * self._batch / (time.perf_counter() - start)
+
+
+class _FitVariant:
+    """The in-repo baseline: plain `model.fit` (Keras defaults) of the same model and data."""
+
+    def __init__(self, source, model_name: str, batch: int):
+        import keras
+
+        from trainer import data
+
+        model, optimizer = _build(model_name, bf16=False)
+        model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        self._model = model
+        self._dataset = data.make_dataset(source, batch_size=batch, training=True,
+                                          shuffle_buffer=10_000, seed=1)
+        self._batch = batch
+        self._seconds = 0.0
+        outer = self
+
+        class EpochClock(keras.callbacks.Callback):
+            # Only the steps: fit's per-call set-up (iterator, callbacks) is left out, in the
+            # baseline's favour.
+            def on_epoch_begin(self, epoch, logs=None):
+                self.start = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                outer._seconds = time.perf_counter() - self.start
+
+        self._callbacks = [EpochClock()]
+        self.run()
+
+    def run(self) -> float:
+        self._model.fit(self._dataset, steps_per_epoch=STEPS_PER_CALL, epochs=1, verbose=0,
+                        callbacks=self._callbacks)
+        return STEPS_PER_CALL * self._batch / self._seconds
+
+
+def measure_training(args) -> dict:
+    """Median examples/s of each variant of one model at one batch size, alternating rounds."""
+    source = _source(args.train_files)
+    variants = {"fp32": lambda: _LoopVariant(source, args.model, args.batch, False, False),
+                "bf16": lambda: _LoopVariant(source, args.model, args.batch, True, False)}
+    if args.jit:
+        variants["xla"] = lambda: _LoopVariant(source, args.model, args.batch, False, True)
+    variants["fit"] = lambda: _FitVariant(source, args.model, args.batch)
+    built = {name: make() for name, make in variants.items()}
+    rates = {name: [] for name in built}
+    for _ in range(ROUNDS):
+        for name, variant in built.items():
+            rates[name].append(variant.run())
+    return rates
+
+
+def measure_accuracy_run(args) -> dict:
+    """A whole `trainer.task` run: evaluations, export, peak RSS, with timestamps from its log."""
+    from trainer import task
+    from trainer.config import config_from_flags
+
+    events = []
+
+    class Clock(logging.Handler):
+        def emit(self, record):
+            events.append((time.perf_counter(), record.msg, record.args))
+
+    logger = logging.getLogger("trainer")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(Clock())
+    start = time.perf_counter()
+    config = config_from_flags(args.task_flags, {})
+    result = task.run(config)
+    train_start = next(t for t, msg, _ in events if msg.startswith("model %s"))
+    evaluations, eval_seconds = [], 0.0
+    for t, msg, values in events:
+        if msg.startswith("eval at step"):
+            step, accuracy, _, _, seconds = values
+            eval_seconds += seconds
+            evaluations.append({"step": step, "accuracy": accuracy / 100,
+                                "train_seconds": t - train_start - eval_seconds})
+    export_seconds = next(v[2] for _, msg, v in events if msg.startswith("exported the model"))
+    return {"evaluations": evaluations, "export_seconds": export_seconds,
+            "total_seconds": time.perf_counter() - start, "final": result.metrics,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+CHILDREN = {"pipeline": measure_pipeline, "training": measure_training,
+            "accuracy": measure_accuracy_run}
+
+
+def _child(kind: str, **options) -> dict:
+    argv = [sys.executable, os.path.abspath(__file__), "--child", kind]
+    for key, value in options.items():
+        if key == "task_flags":
+            argv += ["--", *value]
+        elif value is True:
+            argv.append(f"--{key}")
+        else:
+            argv += [f"--{key}", str(value)]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO}
+    proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"error: benchmark step {' '.join(argv[2:])} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _help_seconds() -> float:
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "trainer.task", "--help"], cwd=REPO, check=True,
+                       capture_output=True)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+# --- orchestration and report -------------------------------------------------------------------
+
+def _median(values) -> float:
+    return statistics.median(values)
+
+
+def _first_reaching(evaluations) -> dict | None:
+    return next((e for e in evaluations if e["accuracy"] >= TARGET_ACCURACY), None)
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "not met"
+
+
+def benchmark(args, say) -> str:
+    lines = ["# Benchmarks", "",
+             f"{os.cpu_count()} cores ({platform.processor() or platform.machine()}), "
+             f"TensorFlow {importlib.metadata.version('tensorflow')}, Python {platform.python_version()}; "
+             f"`python scripts/benchmark.py` on {time.strftime('%Y-%m-%d')}. Medians of "
+             f"{ROUNDS} alternating rounds after a warm-up call; training rounds are "
+             f"{STEPS_PER_CALL} steps.", ""]
+
+    say("input pipeline ...")
+    pipe = _child("pipeline", **{"train-files": args.train_files})
+    trainer_rate, raw_rate = _median(pipe["trainer"]), _median(pipe["raw"])
+    lines += ["## Input pipeline (batch 100, training path)", "",
+              "| pipeline | records/s |", "|---|---|",
+              f"| trainer `make_dataset` (shuffle, batch, parse) | {trainer_rate:,.0f} |",
+              f"| raw TFRecord read of the same files | {raw_rate:,.0f} |",
+              f"| ratio (target >= 0.8) | {trainer_rate / raw_rate:.2f} "
+              f"({_met(trainer_rate / raw_rate >= 0.8)}) |", ""]
+
+    lines += ["## Training examples/s (steady state)", "",
+              "| model | batch | trainer fp32 | trainer bf16 | trainer fp32 + XLA | "
+              "Keras `fit` fp32 | fp32 / fit | bf16 / fit |", "|---|---|---|---|---|---|---|---|"]
+    cnn_ratio = None
+    for model in MODELS:
+        for batch in BATCHES:
+            say(f"training {model} at batch {batch} ...")
+            jit = batch == BATCHES[0]  # XLA once per model: it costs long compiles
+            rates = {k: _median(v) for k, v in _child(
+                "training", **{"train-files": args.train_files, "model": model,
+                               "batch": batch, "jit": jit}).items()}
+            xla = f"{rates['xla']:,.0f}" if "xla" in rates else "-"
+            lines.append(f"| {model} | {batch} | {rates['fp32']:,.0f} | {rates['bf16']:,.0f} | "
+                         f"{xla} | {rates['fit']:,.0f} | {rates['fp32'] / rates['fit']:.2f} | "
+                         f"{rates['bf16'] / rates['fit']:.2f} |")
+            if model == "cnn" and batch == 100:
+                cnn_ratio = rates["fp32"] / rates["fit"], rates["bf16"] / rates["fit"]
+    lines += ["", f"`cnn` at batch 100 against `fit`: fp32 {cnn_ratio[0]:.2f}x, bf16 "
+                  f"{cnn_ratio[1]:.2f}x (target fp32 >= 1.5x: {_met(cnn_ratio[0] >= 1.5)}).", ""]
+
+    runs = {}
+    with tempfile.TemporaryDirectory(prefix="benchmark-") as tmp:
+        for precision in ("bf16", "none"):
+            say(f"cnn on full MNIST to {ACCURACY_MAX_STEPS} steps, mixed precision "
+                f"{precision} ...")
+            runs[precision] = _child("accuracy", task_flags=[
+                "--train-files", args.train_files, "--eval-files", args.eval_files,
+                "--model", "cnn", "--batch-size", "100", "--max-steps", str(ACCURACY_MAX_STEPS),
+                "--eval-every-steps", str(ACCURACY_EVAL_EVERY), "--seed", "1",
+                "--mixed-precision", precision, "--job-dir", os.path.join(tmp, precision)])
+    lines += [f"## `cnn` on full MNIST (batch 100, eval every {ACCURACY_EVAL_EVERY} steps on the "
+              "10k test set)", "",
+              "| step | " + " | ".join(f"{p} accuracy | {p} training s" for p in runs) + " |",
+              "|---" * (1 + 2 * len(runs)) + "|"]
+    for rows in zip(*(r["evaluations"] for r in runs.values())):
+        lines.append(f"| {rows[0]['step']} | " + " | ".join(
+            f"{e['accuracy']:.2%} | {e['train_seconds']:.1f}" for e in rows) + " |")
+    lines.append("")
+    for precision, run in runs.items():
+        hit = _first_reaching(run["evaluations"])
+        lines.append(f"- mixed precision {precision}: " + (
+            f"{TARGET_ACCURACY:.1%} at step {hit['step']} after {hit['train_seconds']:.1f} s of "
+            f"training (target <= ~50 s: {_met(hit['train_seconds'] <= 50)})" if hit else
+            f"{TARGET_ACCURACY:.1%} not reached in {ACCURACY_MAX_STEPS} steps (not met)"))
+    final = {p: r["evaluations"][-1]["accuracy"] for p, r in runs.items()}
+    lines += [f"- bf16 - fp32 accuracy at step {ACCURACY_MAX_STEPS}: "
+              f"{100 * (final['bf16'] - final['none']):+.2f} points", ""]
+
+    say("trainer.task --help ...")
+    help_seconds = _help_seconds()
+    rss = max(r["peak_rss_mb"] for r in runs.values())
+    export = max(r["export_seconds"] for r in runs.values())
+    lines += ["## Resources", "", "| measure | value | target |", "|---|---|---|",
+              f"| peak RSS of a training run (cnn, {ACCURACY_MAX_STEPS} steps with evaluations "
+              f"and export) | {rss:,.0f} MB | <= 700 MB ({_met(rss <= 700)}) |",
+              f"| export wall time | {export:.1f} s | <= 10 s ({_met(export <= 10)}) |",
+              f"| `python -m trainer.task --help` | {help_seconds:.2f} s | < 0.5 s "
+              f"({_met(help_seconds < 0.5)}) |", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    p.add_argument("--train-files", help="comma-separated TFRecord globs (MNIST training set)")
+    p.add_argument("--eval-files", help="comma-separated TFRecord globs (the MNIST test set)")
+    p.add_argument("--output", default=os.path.join(REPO, "BENCHMARKS.md"))
+    p.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
+    p.add_argument("--model", help=argparse.SUPPRESS)
+    p.add_argument("--batch", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--jit", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("task_flags", nargs="*", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        print(json.dumps(CHILDREN[args.child](args)))
+        return 0
+    if not (args.train_files and args.eval_files):
+        p.error("--train-files and --eval-files are required")
+    start = time.perf_counter()
+
+    def say(message):
+        print(f"[{time.perf_counter() - start:6.0f} s] {message}", file=sys.stderr, flush=True)
+
+    table = benchmark(args, say)
+    print(table)
+    with open(args.output, "w") as f:
+        f.write(table + "\n")
+    say(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
