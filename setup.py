@@ -21,7 +21,8 @@ setup(
         "tuning": ["optuna", "matplotlib", "pyyaml", "google-cloud-aiplatform"],
         "serve": ["starlette>=0.37", "uvicorn>=0.29"],
         "predict": ["matplotlib"],
-        "test": ["pytest", "tqdm", "pyyaml", "optuna", "matplotlib", "google-cloud-storage",
+        # setuptools and wheel: the sdist test installs with --no-build-isolation, offline.
+        "test": ["pytest", "setuptools", "wheel", "tqdm", "pyyaml", "optuna", "matplotlib", "google-cloud-storage",
                  "google-cloud-aiplatform", "starlette>=0.37", "uvicorn>=0.29",
                  "gcp-storage-emulator", "cryptography"],
     },

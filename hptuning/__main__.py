@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Sequence
 
 from hptuning import cli, spec, tuner
+from trainer.cli import OneLineParser, run_cli, usage_errors
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     split = argv.index("--") if "--" in argv else len(argv)
-    parser = cli.OneLineParser(
+    parser = OneLineParser(
         prog="python -m hptuning", allow_abbrev=False,
         usage="%(prog)s CONFIG [--output-dir DIR] [--set NAME=VALUE ...] [--seed N] "
               "[-- TRAINER_FLAGS ...]",
@@ -31,13 +32,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="seed of the search algorithm's sampling")
 
     def body() -> int:
-        args = parser.parse_args(argv[:split])
-        tuning = spec.load(args.config, cli.placeholder_values(args.set),
-                           extra_args=argv[split + 1:], placeholders_everywhere=False)
+        with usage_errors():
+            args = parser.parse_args(argv[:split])
+            tuning = spec.load(args.config, cli.placeholder_values(args.set),
+                               extra_args=argv[split + 1:], placeholders_everywhere=False)
         output_dir = args.output_dir or Path("hptuning-output") / Path(args.config).stem
         return tuner.run_study(tuning, output_dir, seed=args.seed)
 
-    return cli.run(body)
+    return run_cli(body)
 
 
 if __name__ == "__main__":

@@ -1,23 +1,15 @@
-"""What the tuner's and the submit script's command lines share: one-line errors, --set."""
+"""What the tuner's and the submit script's command lines share: the config argument, --set."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import re
-import sys
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 from trainer.errors import TrainerError
 
 _ASSIGNMENT = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=(.*)", re.DOTALL)
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but errors are one line (no usage dump) and raise instead of exiting."""
-
-    def error(self, message):
-        raise TrainerError(f"{message} (see --help)")
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
@@ -38,11 +30,3 @@ def placeholder_values(assignments: Sequence[str],
         values[match.group(1)] = match.group(2)
     return values
 
-
-def run(main: Callable[[], int]) -> int:
-    """Runs a command's body; a TrainerError becomes `error: <message>` and exit code 2."""
-    try:
-        return main()
-    except TrainerError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2

@@ -26,6 +26,7 @@ from google.cloud.aiplatform_v1.types import HyperparameterTuningJob
 from google.protobuf import json_format
 
 from hptuning import cli, spec
+from trainer.cli import OneLineParser, run_cli, usage_errors
 from trainer.errors import TrainerError
 
 DEFAULT_REGION = "us-central1"
@@ -101,7 +102,7 @@ def _init_sdk(project: str | None, region: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = cli.OneLineParser(
+    parser = OneLineParser(
         prog="python -m hptuning.submit", allow_abbrev=False,
         description="Create a Vertex AI hyperparameter-tuning job from a tuning config.")
     cli.add_common(parser)
@@ -115,29 +116,27 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="print the job's JSON (the request body) and stop, offline")
 
     def body() -> int:
-        args = parser.parse_args(argv)
-        if not args.project and not args.dry_run:
-            raise TrainerError("--project is required to submit (or use --dry-run)")
-        _init_sdk(args.project, args.region)
-        defaults = {"REGION": args.region, **({"PROJECT": args.project} if args.project else {})}
-        job = request_job(spec.load(args.config, cli.placeholder_values(args.set, defaults)),
-                          args.display_name)
+        with usage_errors():
+            args = parser.parse_args(argv)
+            if not args.project and not args.dry_run:
+                raise TrainerError("--project is required to submit (or use --dry-run)")
+            _init_sdk(args.project, args.region)
+            defaults = {"REGION": args.region,
+                        **({"PROJECT": args.project} if args.project else {})}
+            job = request_job(spec.load(args.config, cli.placeholder_values(args.set, defaults)),
+                              args.display_name)
         if args.dry_run:
             print(to_json(job))
             print(f"dry run: valid; would create it in projects/{args.project or 'PROJECT'}/"
                   f"locations/{args.region}", file=sys.stderr)
             return 0
-        try:
-            name = create(job, args.project, args.region)
-        except TrainerError as err:  # not the input's fault: exit 1, as the trainer does
-            print(f"error: {err}", file=sys.stderr)
-            return 1
+        name = create(job, args.project, args.region)
         print(name)
         print(f"follow it: gcloud ai hp-tuning-jobs describe {name.rsplit('/', 1)[-1]} "
               f"--project {args.project} --region {args.region}", file=sys.stderr)
         return 0
 
-    return cli.run(body)
+    return run_cli(body)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
-import logging
 import os
 import platform
 import resource
@@ -172,32 +171,15 @@ def measure_training(args) -> dict:
 
 
 def measure_accuracy_run(args) -> dict:
-    """A whole `trainer.task` run: evaluations, export, peak RSS, with timestamps from its log."""
+    """A whole `trainer.task` run: evaluations, export, peak RSS, from the run's own result."""
     from trainer import task
     from trainer.config import config_from_flags
 
-    events = []
-
-    class Clock(logging.Handler):
-        def emit(self, record):
-            events.append((time.perf_counter(), record.msg, record.args))
-
-    logger = logging.getLogger("trainer")
-    logger.setLevel(logging.INFO)
-    logger.addHandler(Clock())
     start = time.perf_counter()
-    config = config_from_flags(args.task_flags, {})
-    result = task.run(config)
-    train_start = next(t for t, msg, _ in events if msg.startswith("model %s"))
-    evaluations, eval_seconds = [], 0.0
-    for t, msg, values in events:
-        if msg.startswith("eval at step"):
-            step, accuracy, _, _, seconds = values
-            eval_seconds += seconds
-            evaluations.append({"step": step, "accuracy": accuracy / 100,
-                                "train_seconds": t - train_start - eval_seconds})
-    export_seconds = next(v[2] for _, msg, v in events if msg.startswith("exported the model"))
-    return {"evaluations": evaluations, "export_seconds": export_seconds,
+    result = task.run(config_from_flags(args.task_flags, {}))
+    evaluations = [{"step": e.step, "accuracy": e.metrics["accuracy"],
+                    "train_seconds": e.train_seconds} for e in result.evaluations]
+    return {"evaluations": evaluations, "export_seconds": result.export_seconds,
             "total_seconds": time.perf_counter() - start, "final": result.metrics,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 

@@ -24,7 +24,10 @@ import time
 
 import numpy as np
 
-from trainer.config import OneLineParser
+if not __package__:  # run as `python scripts/x.py`: use this checkout's `trainer`
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from trainer.cli import OneLineParser, run_cli
 from trainer.errors import TrainerError
 
 SIGNATURES = ("serving_default", "encoded_image", "tf_example")
@@ -137,29 +140,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    return run_cli(lambda: _benchmark(argv))
+
+
+def _benchmark(argv) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        args = build_parser().parse_args(argv)
-    except TrainerError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    args = build_parser().parse_args(argv)
     from trainer import export, models
 
     with tempfile.TemporaryDirectory() as scratch:
-        try:
-            model_dir = args.model_dir
-            if model_dir is None:
-                model_dir = os.path.join(scratch, "cnn")
-                start = time.perf_counter()
-                export.write_saved_model(models.build_model("cnn", (28, 28, 1), 10, 0.4),
-                                         model_dir, (28, 28, 1))
-                print(f"exported the tutorial cnn in {time.perf_counter() - start:.2f} s")
-            serving = export.load(model_dir, "--model-dir").signatures["serving_default"]
-            shape = tuple(serving.structured_input_signature[1]["image"].shape[1:])
-            server, port = start_server(model_dir)
-        except TrainerError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 1
+        model_dir = args.model_dir
+        if model_dir is None:
+            model_dir = os.path.join(scratch, "cnn")
+            start = time.perf_counter()
+            export.write_saved_model(models.build_model("cnn", (28, 28, 1), 10, 0.4),
+                                     model_dir, (28, 28, 1))
+            print(f"exported the tutorial cnn in {time.perf_counter() - start:.2f} s")
+        serving = export.load(model_dir, "--model-dir").signatures["serving_default"]
+        shape = tuple(serving.structured_input_signature[1]["image"].shape[1:])
+        server, port = start_server(model_dir)
         try:
             print(f"{args.signature}, {int(args.concurrency)} connection(s), server "
                   f"127.0.0.1:{port}")
@@ -177,14 +176,9 @@ def main(argv=None) -> int:
                 p50, p99 = np.percentile(latencies, [50, 99]) * 1000
                 print(f"{batch:>17} {len(latencies):>8} {rate:>10.1f} {rate * batch:>11.1f} "
                       f"{p50:>8.2f} {p99:>8.2f}")
-        except TrainerError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 1
         finally:
             server.terminate()
             server.wait(timeout=30)
-    return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

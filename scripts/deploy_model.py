@@ -18,10 +18,14 @@ import argparse
 import base64
 import json
 import re
+import os
 import sys
 from pathlib import Path
 
-from trainer.config import OneLineParser
+if not __package__:  # run as `python scripts/x.py`: use this checkout's `trainer`
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from trainer.cli import OneLineParser, run_cli, usage_errors
 from trainer.errors import TrainerError
 
 CPU_IMAGE = "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-15:latest"
@@ -212,21 +216,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-        if args.timeout_minutes <= 0:
-            raise TrainerError(f"--timeout-minutes must be positive, got {args.timeout_minutes}")
-        if not (args.dry_run or args.project):
-            raise TrainerError("--project is required to deploy (or use --dry-run)")
-        requests = build_requests(args)
-        messages = validate(requests)
-    except TrainerError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if args.dry_run:
-        print(json.dumps(requests, indent=2))
-        return 0
-    return deploy(messages, args.region, 60 * args.timeout_minutes)
+    def body():
+        with usage_errors():
+            args = build_parser().parse_args(argv)
+            if args.timeout_minutes <= 0:
+                raise TrainerError(f"--timeout-minutes must be positive, got "
+                                   f"{args.timeout_minutes}")
+            if not (args.dry_run or args.project):
+                raise TrainerError("--project is required to deploy (or use --dry-run)")
+            requests = build_requests(args)
+            messages = validate(requests)
+        if args.dry_run:
+            print(json.dumps(requests, indent=2))
+            return 0
+        return deploy(messages, args.region, 60 * args.timeout_minutes)
+
+    return run_cli(body)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ interrupted run never leaves a shard that looks finished.
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import os
 import struct
@@ -24,6 +23,7 @@ import numpy as np
 if not __package__:  # run as `python scripts/x.py`: make `scripts.*` importable too
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from trainer.cli import OneLineParser, run_cli
 from trainer.errors import TrainerError
 from trainer.records import LABEL, LEGACY_IMAGE, serialize_example
 
@@ -113,7 +113,11 @@ def write_shards(images: np.ndarray, labels: np.ndarray, output_dir: str, prefix
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
+    return run_cli(lambda: _prepare(argv))
+
+
+def _prepare(argv) -> None:
+    p = OneLineParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     p.add_argument("--idx-dir", required=True, help="folder with the idx(.gz) files")
     p.add_argument("--output-dir", required=True, help="a local folder or gs://bucket/path")
     p.add_argument("--train-shards", type=int, default=8)
@@ -131,28 +135,22 @@ def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     compression = "GZIP" if args.compression == "gzip" else ""
     remote = args.output_dir.startswith("gs://")
-    try:
-        with tempfile.TemporaryDirectory() as staging:
-            for split, shards, limit in (("train", args.train_shards, args.train_limit),
-                                         ("eval", args.eval_shards, args.eval_limit)):
-                images, labels = load_split(args.idx_dir, split)
-                images, labels = images[:limit], labels[:limit]
-                paths = write_shards(images, labels, staging if remote else args.output_dir,
-                                     split, shards, compression, args.schema)
-                skipped = 0
-                if remote:
-                    from scripts.gcs_upload import upload
+    with tempfile.TemporaryDirectory() as staging:
+        for split, shards, limit in (("train", args.train_shards, args.train_limit),
+                                     ("eval", args.eval_shards, args.eval_limit)):
+            images, labels = load_split(args.idx_dir, split)
+            images, labels = images[:limit], labels[:limit]
+            paths = write_shards(images, labels, staging if remote else args.output_dir,
+                                 split, shards, compression, args.schema)
+            skipped = 0
+            if remote:
+                from scripts.gcs_upload import upload
 
-                    _, skipped = upload(paths, args.output_dir)
-                note = f" ({skipped} already there)" if skipped else ""
-                print(f"{split}: {len(images):,} records of "
-                      f"{'x'.join(map(str, images.shape[1:]))} in {len(paths)} shard(s) under "
-                      f"{args.output_dir}{note}")
-    except TrainerError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0
-
+                _, skipped = upload(paths, args.output_dir)
+            note = f" ({skipped} already there)" if skipped else ""
+            print(f"{split}: {len(images):,} records of "
+                  f"{'x'.join(map(str, images.shape[1:]))} in {len(paths)} shard(s) under "
+                  f"{args.output_dir}{note}")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -17,6 +17,9 @@ import platform
 import sys
 import time
 
+if not __package__:  # run as `python scripts/x.py`: use this checkout's `trainer`
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 from trainer.config import config_from_flags
 from trainer.errors import TrainerError
 

@@ -10,7 +10,6 @@ gs:// all work. Exits 1 with a one-line error at the first bad file or record.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -18,6 +17,7 @@ import time
 if not __package__:  # run as `python scripts/x.py`: make `trainer` importable from a checkout
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from trainer.cli import OneLineParser, run_cli
 from trainer.errors import TrainerError
 
 
@@ -50,7 +50,11 @@ def verify(patterns: tuple[str, ...], image_shape: tuple[int, int, int], num_cla
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    return run_cli(lambda: _verify(argv))
+
+
+def _verify(argv) -> None:
+    p = OneLineParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("patterns", help="comma-separated TFRecord globs")
     p.add_argument("--image-height", type=int, default=28)
     p.add_argument("--image-width", type=int, default=28)
@@ -63,8 +67,7 @@ def main(argv=None) -> int:
     try:
         report = verify(patterns, shape, args.num_classes)
     except TrainerError as err:
-        print(f"error: {str(err).replace('PATTERNS', 'patterns', 1)}", file=sys.stderr)
-        return 1
+        raise TrainerError(str(err).replace("PATTERNS", "patterns", 1)) from None
     width = max(len(path) for path, _, _ in report["rows"])
     print(f"{'shard':<{width}}  {'bytes':>13}  {'records':>9}")
     for path, size, count in report["rows"]:
@@ -74,8 +77,6 @@ def main(argv=None) -> int:
           f"with labels in [0, {args.num_classes})")
     print(f"input pipeline: {report['records']:,} records in {report['seconds']:.2f} s "
           f"({report['records_per_sec']:,.0f} records/s)")
-    return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

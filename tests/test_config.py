@@ -37,7 +37,7 @@ def test_defaults():
         cnn.optimizer, cnn.learning_rate, cnn.dropout)
     assert config.batch_size == 100
     assert config.eval_batch_size == 100
-    assert config.checkpoint_every_steps == config.eval_every_steps
+    assert config.schedule.checkpoint_every_steps == config.schedule.eval_every_steps
     assert config.eval_steps is None
     assert config.image_shape == (28, 28, 1)
     assert config.num_classes == 10
@@ -58,14 +58,14 @@ def test_default_files_are_the_bundled_sample():
 def test_derived_defaults_follow_their_source_flags():
     config = config_from_flags(["--batch-size", "64", "--eval-every-steps", "200"], {})
     assert config.eval_batch_size == 64
-    assert config.checkpoint_every_steps == 200
+    assert config.schedule.checkpoint_every_steps == 200
 
 
 def test_derived_defaults_can_be_overridden():
     config = config_from_flags(["--batch-size", "64", "--eval-batch-size", "256",
                                 "--eval-every-steps", "200", "--checkpoint-every-steps", "50"], {})
     assert (config.batch_size, config.eval_batch_size) == (64, 256)
-    assert (config.eval_every_steps, config.checkpoint_every_steps) == (200, 50)
+    assert (config.schedule.eval_every_steps, config.schedule.checkpoint_every_steps) == (200, 50)
 
 
 @pytest.mark.parametrize("model", sorted(MODELS))
@@ -113,13 +113,16 @@ def test_every_dashed_flag_has_an_underscore_spelling():
 @pytest.mark.parametrize("argv, field, value", [
     (["--learning_rate=0.01"], "learning_rate", 0.01),
     (["--batch_size", "32"], "batch_size", 32),
-    (["--max_steps=7"], "max_steps", 7),
+    (["--max_steps=7"], "schedule.max_steps", 7),
     (["--num_classes=3"], "num_classes", 3),
     (["--distribution_strategy=mirrored"], "distribution_strategy", "mirrored"),
     (["--train_files=a", "--eval_files=b"], "train_files", ("a",)),
 ])
 def test_underscore_spellings_parse(argv, field, value):
-    assert getattr(config_from_flags(argv, {}), field) == value
+    value_of = config_from_flags(argv, {})
+    for name in field.split("."):
+        value_of = getattr(value_of, name)
+    assert value_of == value
 
 
 def test_unknown_flag_is_an_error():

@@ -80,8 +80,8 @@ def make_spec(tmp_path, **changes):
     return spec.load(path, {"BUCKET": "b"})
 
 
-def run(tmp_path, tuning, fake, seed=1):
-    out = io.StringIO()
+def run(tmp_path, tuning, fake, seed=1, out=None):
+    out = out or io.StringIO()
     code = tuner.run_study(tuning, tmp_path / "out", seed=seed, trainer=fake, out=out)
     return code, out.getvalue()
 
@@ -203,19 +203,21 @@ def test_a_stopped_study_resumes_without_rerunning_finished_trials(tmp_path, fak
     monkeypatch.setenv("FAKE_HANG", "2")
     tuning = make_spec(tmp_path, maxTrialCount=3, parallelTrialCount=2)
 
+    out = io.StringIO()
+
     def stop_when_trial_2_hangs():
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            ended = {e["trial"] for e in events(tmp_path) if e["event"] == "end"}
-            if ended == {"1", "3"}:
-                time.sleep(1)  # for the tuner to see trial 3 end
+            # Trials 1 and 3 ended and the tuner recorded both: only trial 2 is left running.
+            seen = out.getvalue()
+            if "    1  succeeded" in seen and "    3  succeeded" in seen:
                 os.kill(os.getpid(), signal.SIGTERM)  # the tuner's own handler takes it
                 return
             time.sleep(0.05)
 
     watcher = threading.Thread(target=stop_when_trial_2_hangs)
     watcher.start()
-    code, output = run(tmp_path, tuning, fake)
+    code, output = run(tmp_path, tuning, fake, out=out)
     watcher.join()
     assert code == 130, output
     assert "    2  stopped" in output and "run the same command again to resume" in output

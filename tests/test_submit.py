@@ -5,6 +5,7 @@ import re
 import subprocess
 import sys
 import tarfile
+from pathlib import Path
 
 import pytest
 import yaml
@@ -163,11 +164,17 @@ def test_sdist_holds_the_trainer_the_sample_and_the_configs(sdist):
 
 
 def test_sdist_installs_on_an_existing_tensorflow_without_replacing_it(sdist, tmp_path):
-    # A fresh venv that sees this machine's TensorFlow (as the 2.17 image has its own), with no
-    # index: the install must be satisfied by what is there, never pull another TensorFlow.
+    # A fresh venv that sees the running interpreter's packages, TensorFlow included (as the
+    # 2.17 image has its own), with no index: the install must be satisfied by what is there,
+    # never pull another TensorFlow. A .pth file, not --system-site-packages: when the suite
+    # runs in a virtualenv, the "system" would be the base Python, without TensorFlow.
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
+    inner = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()"
+                            "['purelib'])"], capture_output=True, text=True, check=True)
+    outer = [p for p in sys.path if p.endswith(("site-packages", "dist-packages"))]
+    (Path(inner.stdout.strip()) / "outer.pth").write_text("\n".join(outer) + "\n")
     install = subprocess.run([str(python), "-m", "pip", "install", "--no-index", "--no-build-isolation",
                               str(sdist)], capture_output=True, text=True)
     assert install.returncode == 0, install.stdout[-2000:] + install.stderr[-2000:]

@@ -27,7 +27,6 @@ class Cluster:
     task_index: int = 0
     trial: str | None = None
     spec: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # chief, worker, ps hosts
-    num_evaluators: int = 0  # side-car evaluators, outside the training cluster
 
     @property
     def num_workers(self) -> int:
@@ -62,10 +61,7 @@ def resolve_cluster(environ: Mapping[str, str]) -> Cluster:
         cluster = Cluster()
     trial = (_trial_of(tf_config, "TF_CONFIG") or _trial_of(cluster_spec, "CLUSTER_SPEC")
              or environ.get("CLOUD_ML_TRIAL_ID") or None)
-    pools = cluster_spec.get("cluster") if isinstance(cluster_spec.get("cluster"), dict) else {}
-    evaluators = max(cluster.num_evaluators, len(pools.get("workerpool3") or ()),
-                     int(cluster.task_type == "evaluator"))
-    return Cluster(cluster.task_type, cluster.task_index, trial, cluster.spec, evaluators)
+    return Cluster(cluster.task_type, cluster.task_index, trial, cluster.spec)
 
 
 def _load_json(environ: Mapping[str, str], name: str) -> dict:
@@ -103,12 +99,12 @@ def _task_type(config: dict, name: str) -> str:
 def _from_tf_config(config: dict) -> Cluster:
     spec = _hosts_by_role(config["cluster"], "TF_CONFIG", rename={"master": "chief"})
     # Vertex never lists evaluators; TF's own convention may. Either way they do not train.
-    evaluators = len(spec.pop("evaluator", ()))
+    spec.pop("evaluator", None)
     task_type = _task_type(config, "TF_CONFIG")
     task_type = "chief" if task_type == "master" else task_type
     cluster = _validated(spec, task_type, _task_of(config, "TF_CONFIG").get("index", 0),
                          "TF_CONFIG")
-    return Cluster(cluster.task_type, cluster.task_index, None, spec, evaluators)
+    return Cluster(cluster.task_type, cluster.task_index, None, spec)
 
 
 def _from_cluster_spec(config: dict) -> Cluster:
@@ -117,13 +113,13 @@ def _from_cluster_spec(config: dict) -> Cluster:
     if unknown:
         raise TrainerError(f"CLUSTER_SPEC: unknown worker pool {unknown[0]!r}; expected workerpool0..3")
     spec = _hosts_by_role(pools, "CLUSTER_SPEC", rename=_POOL_ROLES)
-    evaluators = len(spec.pop("evaluator", ()))  # side-cars, not part of the training cluster
+    spec.pop("evaluator", None)  # side-cars, not part of the training cluster
     task = _task_of(config, "CLUSTER_SPEC")
     pool = _task_type(config, "CLUSTER_SPEC")
     if pool not in _POOL_ROLES:
         raise TrainerError(f"CLUSTER_SPEC: task.type {pool!r} is not one of workerpool0..3")
     cluster = _validated(spec, _POOL_ROLES[pool], task.get("index", 0), "CLUSTER_SPEC")
-    return Cluster(cluster.task_type, cluster.task_index, None, spec, evaluators)
+    return Cluster(cluster.task_type, cluster.task_index, None, spec)
 
 
 def _hosts_by_role(cluster, name: str, rename: Mapping[str, str]) -> dict[str, tuple[str, ...]]:

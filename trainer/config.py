@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from trainer.cli import OneLineParser
 from trainer.cluster import Cluster, resolve_cluster
 from trainer.errors import TrainerError
 from trainer.models import MODELS, OPTIMIZERS
+from trainer.storage import is_url, join
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
 SAMPLE_TRAIN_FILES = str(SAMPLE_DIR / "train-*.tfrecord.gz")
@@ -27,6 +28,26 @@ COLLECTIVES = ("auto", "ring", "nccl")
 # metric name -> whether larger is better
 METRICS = {"accuracy": True, "loss": False}
 MIXED_PRECISION = ("none", "bf16")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When the training loop stops to act, in global steps (and seconds for checkpoints)."""
+
+    max_steps: int
+    log_every_steps: int
+    eval_every_steps: int
+    checkpoint_every_steps: int
+    checkpoint_every_secs: float
+
+    def next_boundary(self, step: int) -> int:
+        """The first step after `step` at which something is due (a log line at the least)."""
+        return min(_next(step, self.log_every_steps), _next(step, self.eval_every_steps),
+                   _next(step, self.checkpoint_every_steps), self.max_steps)
+
+
+def _next(step: int, every: int) -> int:
+    return (step // every + 1) * every
 
 
 @dataclass(frozen=True)
@@ -44,12 +65,8 @@ class Config:
     dropout: float
     batch_size: int
     eval_batch_size: int
-    max_steps: int
-    eval_every_steps: int
+    schedule: Schedule
     eval_steps: int | None
-    log_every_steps: int
-    checkpoint_every_steps: int
-    checkpoint_every_secs: float
     keep_checkpoints: int
     seed: int | None
     hypertune_metric: str
@@ -71,13 +88,6 @@ class Config:
     @property
     def metric_higher_is_better(self) -> bool:
         return METRICS[self.hypertune_metric]
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but errors are one line (no usage dump) and raise instead of exiting."""
-
-    def error(self, message):
-        raise TrainerError(f"{message} (see --help)")
 
 
 def _flag(group, name: str, **kwargs):
@@ -226,10 +236,12 @@ def config_from_flags(argv: Sequence[str] | None, environ: Mapping[str, str]) ->
         learning_rate=spec.learning_rate if args.learning_rate is None else args.learning_rate,
         dropout=dropout, batch_size=args.batch_size,
         eval_batch_size=args.eval_batch_size or args.batch_size,
-        max_steps=args.max_steps, eval_every_steps=args.eval_every_steps,
-        eval_steps=args.eval_steps, log_every_steps=args.log_every_steps,
-        checkpoint_every_steps=args.checkpoint_every_steps or args.eval_every_steps,
-        checkpoint_every_secs=args.checkpoint_every_secs, keep_checkpoints=args.keep_checkpoints,
+        schedule=Schedule(
+            max_steps=args.max_steps, log_every_steps=args.log_every_steps,
+            eval_every_steps=args.eval_every_steps,
+            checkpoint_every_steps=args.checkpoint_every_steps or args.eval_every_steps,
+            checkpoint_every_secs=args.checkpoint_every_secs),
+        eval_steps=args.eval_steps, keep_checkpoints=args.keep_checkpoints,
         seed=args.seed, hypertune_metric=args.hypertune_metric,
         export_best_only=args.export_best_only,
         distribution_strategy=strategy,
@@ -280,15 +292,6 @@ def _patterns(text: str, flag: str) -> tuple[str, ...]:
     if not patterns:
         raise TrainerError(f"{flag} is empty; expected comma-separated file patterns")
     return patterns
-
-
-def is_url(path: str) -> bool:
-    return "://" in path
-
-
-def join(base: str, *parts: str) -> str:
-    """Joins path parts; URLs (gs://) always use '/'."""
-    return posixpath.join(base, *parts) if is_url(base) else os.path.join(base, *parts)
 
 
 def resolve_output_dirs(job_dir: str | None, trial: str | None,

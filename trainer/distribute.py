@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+from typing import NoReturn
 
 import tensorflow as tf
 
@@ -79,7 +80,7 @@ def checkpoint_options(config: Config) -> tf.train.CheckpointOptions | None:
     return None
 
 
-def serve_forever(cluster: Cluster) -> None:
+def serve_forever(cluster: Cluster) -> NoReturn:
     """A parameter-server cluster's worker or ps task: serve the coordinator until killed."""
     # Fail an RPC at once when a peer is gone, so the coordinator's fault tolerance can act.
     os.environ.setdefault("GRPC_FAIL_FAST", "use_caller")
@@ -90,4 +91,4 @@ def serve_forever(cluster: Cluster) -> None:
                                   task_index=cluster.task_index, protocol="grpc", start=True)
     log.info("%s %d serving the parameter-server cluster at %s", cluster.task_type,
              cluster.task_index, server.target)
-    server.join()
+    server.join()  # blocks for the life of the process

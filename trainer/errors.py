@@ -7,8 +7,10 @@ class TrainerError(Exception):
     """A problem with the user's input or environment.
 
     The message must be one line that names the flag, file or field at fault and what was
-    expected; `trainer.task` prints it as `error: <message>` and exits non-zero.
+    expected; `trainer.cli.run_cli` prints it as `error: <message>` and exits with `exit_code`.
     """
+
+    exit_code = 1
 
 
 _NOISE = re.compile(r"\{\{function_node [^}]*\}\}|\[Op:\w+\]|\s+name:\s*$|\[\[\{\{node [^}]*\}\}\]\]")

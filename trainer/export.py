@@ -37,7 +37,7 @@ import keras
 import tensorflow as tf
 
 from trainer import records, storage
-from trainer.config import join
+from trainer.storage import join
 from trainer.errors import TrainerError, short_reason
 
 log = logging.getLogger(__name__)
@@ -183,7 +183,7 @@ def class_names_of(path: str) -> list[str] | None:
 
 
 class Exporter:
-    """Exports once at the end, or with `best_only` after each evaluation that improved.
+    """Writes the model's current weights as a SavedModel (at the end, or on each new best).
 
     `local_model` is a non-distributed model of the same architecture that receives the
     weights before each export. `class_names` (line i of the label map names class i) adds the
@@ -194,24 +194,15 @@ class Exporter:
     """
 
     def __init__(self, model, local_model, *, export_dir: str, timestamped: bool,
-                 image_shape: tuple[int, int, int], best_only: bool,
-                 class_names: list[str] | None = None):
+                 image_shape: tuple[int, int, int], class_names: list[str] | None = None):
         self._model = model
         self._local_model = local_model
         self._export_dir = export_dir
         self._timestamped = timestamped
         self._image_shape = image_shape
-        self._best_only = best_only
         self._class_names = class_names
         self.last_export: str | None = None
-
-    def on_evaluation(self, step: int, metrics: dict, improved: bool) -> None:
-        if self._best_only and improved:
-            self.export(step)
-
-    def on_finish(self, step: int) -> None:
-        if not self._best_only:
-            self.export(step)
+        self.seconds = 0.0  # spent exporting, for benchmarks
 
     def export(self, step: int) -> str:
         path = self._export_dir
@@ -224,7 +215,8 @@ class Exporter:
         # A plain local copy: distributed (mirrored, ps-placed) variables stay out of the model.
         self._local_model.set_weights(self._model.get_weights())
         write_saved_model(self._local_model, path, self._image_shape, self._class_names)
-        log.info("exported the model at step %d to %s (%.1f s)", step, path,
-                 time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        self.seconds += seconds
+        log.info("exported the model at step %d to %s (%.1f s)", step, path, seconds)
         self.last_export = path
         return path

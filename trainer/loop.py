@@ -3,11 +3,13 @@
 `StepFunctions` holds the compiled work (several training steps per tf.function call, a full
 evaluation pass), written against the tf.distribute strategy API only. A trainer runs those
 steps in-graph (default, mirrored, multi-worker, TPU) or schedules them on the workers of a
-parameter-server cluster. `Controller` sequences the run in the spirit of tensorflow/models'
-orbit: train to the next boundary (progress line, evaluation, checkpoint, max_steps), then act
-there. A restarted run restores the latest checkpoint and stops at exactly max_steps; SIGTERM
-(preemption) saves a checkpoint at the next boundary and stops. `evaluate_checkpoints` is the
-side-car evaluator task.
+parameter-server cluster; an evaluation computes metrics over the whole eval set. Both explain
+their own input errors. `Controller` sequences the run in the spirit of tensorflow/models'
+orbit: it gets a trainer, an evaluation, a `Checkpoints` and plain callables as actions, trains
+to the next boundary (progress line, evaluation, checkpoint, max_steps) and acts there. A
+restarted run resumes from its checkpoint and stops at exactly max_steps; SIGTERM (preemption)
+saves a checkpoint at the next boundary and stops. `evaluate_checkpoints` is the side-car
+evaluator task; it reports through the same `evaluate` as the Controller.
 """
 
 from __future__ import annotations
@@ -16,18 +18,23 @@ import logging
 import math
 import re
 import time
-from typing import Callable, Protocol
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
 
+from trainer.checkpoints import Checkpoints
+from trainer.config import Schedule
 from trainer.errors import TrainerError, short_reason
 from trainer.preemption import Preempted, StopRequest
-from trainer.report import Progress, Summaries
 
 log = logging.getLogger(__name__)
 
 _SUM = tf.distribute.ReduceOp.SUM
+_INPUT_ERRORS = (tf.errors.OpError, UnicodeDecodeError)
+
+ErrorExplainer = Callable[[Exception], "TrainerError | None"]
 
 
 class StepFunctions:
@@ -50,6 +57,9 @@ class StepFunctions:
                          else self._train_step)
         self.train = tf.function(self._train)
         self.evaluate = tf.function(self._evaluate)
+
+    def learning_rate(self) -> float:
+        return float(tf.convert_to_tensor(self.optimizer.learning_rate))
 
     def _sums(self, logits, labels):
         # A mixed-precision model's logits are bfloat16; the loss needs float32's range.
@@ -92,18 +102,28 @@ class StepFunctions:
         return totals
 
 
+def _explained(run: Callable[[], np.ndarray], explain: ErrorExplainer) -> np.ndarray:
+    try:
+        return run()
+    except _INPUT_ERRORS as err:
+        raise explain(err) or err
+
+
 class InGraphTrainer:
     """Runs training steps inside one tf.function call per interval (all synchronous strategies)."""
 
-    def __init__(self, steps: StepFunctions, distributed_dataset):
-        self._steps = steps
+    def __init__(self, steps: StepFunctions, distributed_dataset, explain_error: ErrorExplainer):
+        self.steps = steps
         self._dataset = distributed_dataset
+        self._explain = explain_error
         self._iterator = None
 
     def train(self, num_steps: int) -> np.ndarray:
         if self._iterator is None:
             self._iterator = iter(self._dataset)
-        return self._steps.train(self._iterator, tf.constant(num_steps, tf.int64)).numpy()
+        return _explained(
+            lambda: self.steps.train(self._iterator, tf.constant(num_steps, tf.int64)).numpy(),
+            self._explain)
 
 
 class CoordinatedTrainer:
@@ -113,8 +133,11 @@ class CoordinatedTrainer:
     worker is free; joining at every boundary makes the global step exact.
     """
 
-    def __init__(self, steps: StepFunctions, dataset_fn, num_workers: int):
-        self._steps = steps
+    _CHUNKS_PER_WORKER = 4
+
+    def __init__(self, steps: StepFunctions, dataset_fn, num_workers: int,
+                 explain_error: ErrorExplainer):
+        self.steps = steps
         self._coordinator = tf.distribute.coordinator.ClusterCoordinator(steps.strategy)
         strategy = steps.strategy
 
@@ -123,13 +146,16 @@ class CoordinatedTrainer:
             return strategy.distribute_datasets_from_function(dataset_fn)
 
         self._iterator = iter(self._coordinator.create_per_worker_dataset(per_worker_dataset))
-        self._chunks_per_worker = 4
         self._num_workers = num_workers
+        self._explain = explain_error
 
     def train(self, num_steps: int) -> np.ndarray:
-        chunk = max(1, num_steps // (self._chunks_per_worker * self._num_workers))
+        return _explained(lambda: self._train(num_steps), self._explain)
+
+    def _train(self, num_steps: int) -> np.ndarray:
+        chunk = max(1, num_steps // (self._CHUNKS_PER_WORKER * self._num_workers))
         sizes = [chunk] * (num_steps // chunk) + ([num_steps % chunk] if num_steps % chunk else [])
-        results = [self._coordinator.schedule(self._steps.train,
+        results = [self._coordinator.schedule(self.steps.train,
                                               args=(self._iterator, tf.constant(n, tf.int64)))
                    for n in sizes]
         self._coordinator.join()
@@ -139,12 +165,15 @@ class CoordinatedTrainer:
 class DistributedEvaluation:
     """Evaluates the whole eval set across the strategy's replicas (every worker takes part)."""
 
-    def __init__(self, steps: StepFunctions, distributed_dataset):
+    def __init__(self, steps: StepFunctions, distributed_dataset, flag: str,
+                 explain_error: ErrorExplainer):
         self._steps = steps
         self._dataset = distributed_dataset
+        self.flag = flag
+        self._explain = explain_error
 
     def __call__(self) -> np.ndarray:
-        return self._steps.evaluate(self._dataset).numpy()
+        return _explained(lambda: self._steps.evaluate(self._dataset).numpy(), self._explain)
 
 
 class LocalCopyEvaluation:
@@ -154,15 +183,18 @@ class LocalCopyEvaluation:
     evaluator task): one weight transfer per evaluation instead of one per batch.
     """
 
-    def __init__(self, source_model, local_model, dataset):
+    def __init__(self, source_model, local_model, dataset, flag: str,
+                 explain_error: ErrorExplainer):
         self._source = source_model
         self._steps = StepFunctions(tf.distribute.get_strategy(), local_model)
         self._dataset = dataset
+        self.flag = flag
+        self._explain = explain_error
 
     def __call__(self) -> np.ndarray:
         if self._source is not None:
             self._steps.model.set_weights(self._source.get_weights())
-        return self._steps.evaluate(self._dataset).numpy()
+        return _explained(lambda: self._steps.evaluate(self._dataset).numpy(), self._explain)
 
 
 def metrics_of(totals) -> tuple[dict, int]:
@@ -172,11 +204,71 @@ def metrics_of(totals) -> tuple[dict, int]:
     return {"loss": loss_sum / count, "accuracy": correct / count}, int(count)
 
 
-class EvalAction(Protocol):
-    def __call__(self, step: int, metrics: dict, improved: bool) -> None: ...
+@dataclass(frozen=True)
+class TrainInterval:
+    """The training steps between two boundaries, as train actions see them."""
+
+    step: int  # the global step at the end of the interval
+    steps: int
+    seconds: float  # training only: evaluations and checkpoints are not counted
+    metrics: dict  # loss and accuracy over the interval's examples
+    examples: int
+
+    @property
+    def examples_per_sec(self) -> float:
+        return self.examples / max(self.seconds, 1e-9)
 
 
-ErrorExplainer = Callable[[Exception], TrainerError | None]
+@dataclass(frozen=True)
+class Evaluation:
+    """One evaluation, as eval actions see it and the run's result records it."""
+
+    step: int
+    metrics: dict
+    examples: int
+    seconds: float
+    train_seconds: float | None  # training time of this process until then (the loop only)
+
+
+TrainAction = Callable[[TrainInterval], None]
+EvalAction = Callable[[Evaluation], None]
+
+
+def evaluate(evaluation, step: int, actions: Sequence[EvalAction],
+             train_seconds: float | None = None) -> Evaluation:
+    """Runs one evaluation and hands it to the actions (progress line, summaries, ...)."""
+    start = time.perf_counter()
+    metrics, count = metrics_of(evaluation())
+    if count == 0:
+        raise TrainerError(f"{evaluation.flag}: evaluation read no examples")
+    result = Evaluation(step, metrics, count, time.perf_counter() - start, train_seconds)
+    for action in actions:
+        action(result)
+    return result
+
+
+class BestMetric:
+    """Eval action: tracks the best value of one metric and calls `on_improvement` on a new best.
+
+    The best value is a variable for the checkpoint, so a resumed run never treats a worse
+    evaluation as an improvement (and never replaces a better exported model with it).
+    """
+
+    def __init__(self, metric: str, higher_is_better: bool,
+                 on_improvement: Sequence[EvalAction] = ()):
+        self._metric = metric
+        self._sign = 1.0 if higher_is_better else -1.0
+        self.on_improvement = list(on_improvement)
+        self.variable = tf.Variable(-math.inf, dtype=tf.float64, trainable=False,
+                                    name="best_metric")
+
+    def __call__(self, evaluation: Evaluation) -> None:
+        value = self._sign * evaluation.metrics[self._metric]
+        if value > float(self.variable.numpy()):
+            self.variable.assign(value)
+            for action in self.on_improvement:
+                action(evaluation)
+
 
 _CLUSTER_ERRORS = (tf.errors.UnavailableError, tf.errors.AbortedError,
                    tf.errors.DeadlineExceededError, tf.errors.CancelledError)
@@ -194,190 +286,119 @@ def explain_cluster_error(err: Exception) -> TrainerError | None:
                         "Checkpoints are kept: rerun the job to resume")
 
 
-class Controller:
-    """Sequences training, evaluation, checkpoints and the actions taken after evaluations.
+def vote_across_workers(strategy: tf.distribute.Strategy) -> Callable[[tuple[bool, ...]],
+                                                                      tuple[bool, ...]]:
+    """Each flag becomes true on every worker when it is true on any.
 
-    `save_dir` is where this process writes checkpoints: the real `checkpoint_dir` on the chief,
-    a throwaway directory on other multi-worker replicas (they must take part in saving, but
-    must not overwrite the chief's files). Everyone restores from `checkpoint_dir`.
+    Multi-worker replicas must decide alike to save or stop: a lone save or exit would leave
+    the others waiting forever in the next collective.
+    """
+    @tf.function
+    def any_worker(flags):
+        per_replica = strategy.run(lambda: tf.identity(flags))
+        return strategy.reduce(_SUM, per_replica, axis=None)
+
+    def vote(flags: tuple[bool, ...]) -> tuple[bool, ...]:
+        agreed = any_worker(tf.constant([float(f) for f in flags]))
+        return tuple(bool(v > 0) for v in agreed.numpy())
+
+    return vote
+
+
+class Controller:
+    """Sequences training, evaluation, checkpoints and the actions taken at the boundaries.
+
+    `trainer.train(n)` runs n steps and returns their (loss sum, correct, examples) totals;
+    `trainer.steps.step` is the global step. `evaluation()` returns the same totals over the
+    eval set. `vote` (multi-worker runs) makes every worker agree on saving and stopping.
     """
 
-    def __init__(self, *, steps: StepFunctions, trainer, evaluate: Callable[[], np.ndarray],
-                 max_steps: int, eval_every_steps: int, log_every_steps: int,
-                 checkpoint_every_steps: int, checkpoint_every_secs: float, checkpoint_dir: str,
-                 save_dir: str, keep_checkpoints: int, batch_size: int, metric: str,
-                 higher_is_better: bool, summaries: Summaries, eval_actions: list[EvalAction],
-                 explain_train_error: ErrorExplainer, explain_eval_error: ErrorExplainer,
-                 stop: StopRequest | None = None, sync_across_workers: bool = False,
-                 checkpoint_options: tf.train.CheckpointOptions | None = None):
-        self._steps = steps
+    def __init__(self, *, trainer, evaluation, checkpoints: Checkpoints, schedule: Schedule,
+                 train_actions: Sequence[TrainAction] = (),
+                 eval_actions: Sequence[EvalAction] = (), stop: StopRequest | None = None,
+                 vote: Callable[[tuple[bool, ...]], tuple[bool, ...]] | None = None):
         self._trainer = trainer
-        self._evaluate_totals = evaluate
-        self._max_steps = max_steps
-        self._eval_every = eval_every_steps
-        self._log_every = log_every_steps
-        self._ckpt_every = checkpoint_every_steps
-        self._ckpt_secs = checkpoint_every_secs
-        self._checkpoint_dir = checkpoint_dir
-        self._metric = metric
-        self._sign = 1.0 if higher_is_better else -1.0
-        self._summaries = summaries
-        self._actions = eval_actions
-        self._explain_train_error = explain_train_error
-        self._explain_eval_error = explain_eval_error
+        self._evaluation = evaluation
+        self._checkpoints = checkpoints
+        self._schedule = schedule
+        self._train_actions = list(train_actions)
+        self._eval_actions = list(eval_actions)
         self._stop = stop or StopRequest()
-        self._options = checkpoint_options
-        self._progress = Progress(max_steps, batch_size)
-        self.examples_per_sec: list[float] = []  # per progress interval of this process
-        strategy = steps.strategy
-        with strategy.scope():
-            # The best (sign-adjusted) metric so far, checkpointed so a resumed run with
-            # --export-best-only never replaces a better model with a worse one.
-            self._best = tf.Variable(-math.inf, dtype=tf.float64, trainable=False, name="best")
-        self._checkpoint = tf.train.Checkpoint(model=steps.model, optimizer=steps.optimizer,
-                                               step=steps.step, best_metric=self._best)
-        self._manager = tf.train.CheckpointManager(self._checkpoint, save_dir,
-                                                   max_to_keep=keep_checkpoints)
-        self._any_worker = None
-        if sync_across_workers:
-            # Every worker must decide alike to save or stop: a lone save or exit would leave
-            # the others waiting forever in the next collective.
-            @tf.function
-            def any_worker(flags):
-                per_replica = strategy.run(lambda: tf.identity(flags))
-                return strategy.reduce(_SUM, per_replica, axis=None)
-
-            self._any_worker = any_worker
+        self._vote = vote or (lambda flags: flags)
+        self.evaluations: list[Evaluation] = []
+        self.train_seconds = 0.0
 
     @property
     def step(self) -> int:
-        return int(self._steps.step.numpy())
+        return int(self._trainer.steps.step.numpy())
 
-    def restore(self) -> int:
-        """Restores the latest checkpoint, if any; returns the step it resumes from."""
-        path = tf.train.latest_checkpoint(self._checkpoint_dir)
-        if path is None:
-            return 0
-        try:
-            self._checkpoint.restore(path, options=self._options).assert_existing_objects_matched()
-        except (AssertionError, ValueError, tf.errors.OpError) as err:
-            reason = " ".join(str(err).split())[:200]
-            raise TrainerError(f"checkpoint {path} does not fit this model (written with other "
-                               f"--model/--image-*/--num-classes flags?); use another --job-dir "
-                               f"or AIP_CHECKPOINT_DIR ({reason})") from None
-        log.info("resumed from checkpoint %s at step %d", path, self.step)
-        return self.step
-
-    def run(self) -> dict:
+    def run(self) -> Evaluation:
         """Trains to max_steps, evaluating and checkpointing on the way; returns the last eval."""
         try:
             return self._run()
         except tf.errors.OpError as err:  # any collective (step, save, stop vote) may lose a peer
             raise explain_cluster_error(err) or err
 
-    def _run(self) -> dict:
-        step = self.restore()
-        if step >= self._max_steps:
+    def _run(self) -> Evaluation:
+        self._checkpoints.restore()
+        step, schedule = self.step, self._schedule
+        if step >= schedule.max_steps:
             log.info("checkpoint step %d already reaches --max-steps %d; evaluating only",
-                     step, self._max_steps)
+                     step, schedule.max_steps)
             return self._evaluate(step)
         last_save = time.monotonic()
-        interval = np.zeros(3)
-        interval_steps = 0
-        metrics = None
-        self._progress.restart_clock()
-        while step < self._max_steps:
-            num_steps = min(self._next(step, self._log_every), self._next(step, self._eval_every),
-                            self._next(step, self._ckpt_every), self._max_steps) - step
-            try:
-                interval += self._trainer.train(num_steps)
-            except (tf.errors.OpError, UnicodeDecodeError) as err:
-                raise self._explain_train_error(err) or err
+        interval, interval_steps, interval_seconds = np.zeros(3), 0, 0.0
+        evaluation = None
+        while step < schedule.max_steps:
+            num_steps = schedule.next_boundary(step) - step
+            start = time.perf_counter()
+            interval += self._trainer.train(num_steps)
+            seconds = time.perf_counter() - start
+            self.train_seconds += seconds
             step += num_steps
             interval_steps += num_steps
-            final = step == self._max_steps
-            if step % self._log_every == 0 or final:
-                self._log_train(step, interval_steps, interval)
-                interval, interval_steps = np.zeros(3), 0
-            if step % self._eval_every == 0 or final:
-                metrics = self._evaluate(step)
-            stop, save_due = self._flags(self._stop.requested,
-                                         time.monotonic() - last_save >= self._ckpt_secs)
-            if step % self._ckpt_every == 0 or final or save_due or stop:
-                self._manager.save(checkpoint_number=step, options=self._options)
+            interval_seconds += seconds
+            final = step == schedule.max_steps
+            if step % schedule.log_every_steps == 0 or final:
+                metrics, examples = metrics_of(interval)
+                record = TrainInterval(step, interval_steps, interval_seconds, metrics, examples)
+                for action in self._train_actions:
+                    action(record)
+                interval, interval_steps, interval_seconds = np.zeros(3), 0, 0.0
+            if step % schedule.eval_every_steps == 0 or final:
+                evaluation = self._evaluate(step)
+            stop, save_due = self._vote((self._stop.requested, time.monotonic() - last_save
+                                         >= schedule.checkpoint_every_secs))
+            if step % schedule.checkpoint_every_steps == 0 or final or save_due or stop:
+                self._checkpoints.save(step)
                 last_save = time.monotonic()
             if stop and not final:
                 raise Preempted(step)
-            self._progress.restart_clock()
-        return metrics
+        return evaluation
 
-    def _flags(self, *flags: bool) -> tuple[bool, ...]:
-        if self._any_worker is None:
-            return flags
-        agreed = self._any_worker(tf.constant([float(f) for f in flags]))
-        return tuple(bool(v > 0) for v in agreed.numpy())
-
-    @staticmethod
-    def _next(step: int, every: int) -> int:
-        return (step // every + 1) * every
-
-    def _log_train(self, step: int, steps: int, totals) -> None:
-        metrics, _ = metrics_of(totals)
-        examples_per_sec = self._progress.train_interval(step, steps, metrics["loss"],
-                                                         metrics["accuracy"])
-        self.examples_per_sec.append(examples_per_sec)
-        learning_rate = float(tf.convert_to_tensor(self._steps.optimizer.learning_rate))
-        self._summaries.write_train(step, {**metrics, "learning_rate": learning_rate,
-                                           "examples_per_sec": examples_per_sec})
-
-    def _evaluate(self, step: int) -> dict:
-        start = time.perf_counter()
-        try:
-            metrics, count = metrics_of(self._evaluate_totals())
-        except (tf.errors.OpError, UnicodeDecodeError) as err:
-            raise self._explain_eval_error(err) or err
-        if count == 0:
-            raise TrainerError("--eval-files: evaluation read no examples")
-        Progress.evaluation(step, metrics, count, time.perf_counter() - start)
-        self._summaries.write_eval(step, metrics)
-        value = self._sign * metrics[self._metric]
-        improved = value > float(self._best.numpy())
-        if improved:
-            self._best.assign(value)
-        for action in self._actions:
-            action(step, metrics, improved)
-        return metrics
+    def _evaluate(self, step: int) -> Evaluation:
+        result = evaluate(self._evaluation, step, self._eval_actions, self.train_seconds)
+        self.evaluations.append(result)
+        return result
 
 
-def evaluate_checkpoints(*, model, evaluate: Callable[[], np.ndarray], checkpoint_dir: str,
-                         max_steps: int, summaries: Summaries, timeout_secs: float,
-                         explain_error: ErrorExplainer) -> tuple[int, dict]:
+def evaluate_checkpoints(*, checkpoints: Checkpoints, evaluation, max_steps: int,
+                         eval_actions: Sequence[EvalAction], timeout_secs: float) -> Evaluation:
     """The evaluator task: evaluate each new checkpoint until the one at max_steps.
 
     Checkpoints written faster than they are evaluated are skipped (the newest wins), as
     tf.estimator's evaluator did. Raises TrainerError if no new checkpoint comes for
     `timeout_secs` (the training tasks died or stalled).
     """
-    step_variable = tf.Variable(0, dtype=tf.int64, trainable=False)
-    checkpoint = tf.train.Checkpoint(model=model, step=step_variable)
-    log.info("evaluator: waiting for checkpoints in %s", checkpoint_dir)
-    for path in tf.train.checkpoints_iterator(checkpoint_dir, min_interval_secs=1,
+    log.info("evaluator: waiting for checkpoints in %s", checkpoints.directory)
+    for path in tf.train.checkpoints_iterator(checkpoints.directory, min_interval_secs=1,
                                               timeout=timeout_secs):
-        try:
-            checkpoint.restore(path).expect_partial()
-        except (tf.errors.NotFoundError, ValueError):
-            log.info("evaluator: %s was deleted before it could be read; waiting for the next",
-                     path)
+        step = checkpoints.restore_for_evaluation(path)
+        if step is None:
             continue
-        step = int(step_variable.numpy())
-        start = time.perf_counter()
-        try:
-            metrics, count = metrics_of(evaluate())
-        except (tf.errors.OpError, UnicodeDecodeError) as err:
-            raise explain_error(err) or err
-        Progress.evaluation(step, metrics, count, time.perf_counter() - start)
-        summaries.write_eval(step, metrics)
+        result = evaluate(evaluation, step, eval_actions)
         if step >= max_steps:
-            return step, metrics
-    raise TrainerError(f"evaluator: no new checkpoint in {checkpoint_dir} for {timeout_secs:g} s "
-                       "(--evaluator-timeout-secs); did training stop before --max-steps?")
+            return result
+    raise TrainerError(f"evaluator: no new checkpoint in {checkpoints.directory} for "
+                       f"{timeout_secs:g} s (--evaluator-timeout-secs); did training stop "
+                       "before --max-steps?")

@@ -28,7 +28,7 @@ from typing import Sequence
 
 import numpy as np
 
-from trainer.config import OneLineParser
+from trainer.cli import OneLineParser, run_cli
 from trainer.errors import TrainerError, short_reason
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -220,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> list[str]:
     """Predicts, prints one line per input, writes the PNGs; returns their paths."""
     from trainer import export, storage
-    from trainer.config import join
+    from trainer.storage import join
 
     model = export.load(args.model_dir, "--model-dir")
     missing = sorted({"serving_default", "encoded_image"} - set(model.signatures))
@@ -266,18 +266,12 @@ def run(args: argparse.Namespace) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
+    def body():
         args = build_parser().parse_args(argv)
-    except TrainerError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         run(args)
-    except TrainerError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0
+
+    return run_cli(body)
 
 
 if __name__ == "__main__":

@@ -10,13 +10,17 @@ from __future__ import annotations
 import logging
 import signal
 
+from trainer.errors import TrainerError
+
 log = logging.getLogger(__name__)
 
 EXIT_CODE = 128 + signal.SIGTERM  # what a shell reports for a process ended by SIGTERM
 
 
-class Preempted(Exception):
+class Preempted(TrainerError):
     """SIGTERM arrived; a checkpoint of `step` was saved and the run stopped early."""
+
+    exit_code = EXIT_CODE
 
     def __init__(self, step: int):
         super().__init__(f"stopped by SIGTERM at step {step}; its checkpoint is saved, run the "

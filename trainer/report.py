@@ -4,60 +4,67 @@ from __future__ import annotations
 
 import datetime
 import logging
-import time
+from typing import TYPE_CHECKING, Callable
 
 import tensorflow as tf
+
+if TYPE_CHECKING:
+    from trainer.loop import Evaluation, TrainInterval
 
 log = logging.getLogger(__name__)
 
 
 class Progress:
-    """One line per interval: step, loss, accuracy, examples/s, ETA."""
+    """One line per training interval (step, loss, accuracy, examples/s, ETA) and evaluation.
 
-    def __init__(self, max_steps: int, batch_size: int):
+    Keeps each interval's examples/s for the run's result.
+    """
+
+    def __init__(self, max_steps: int):
         self._max_steps = max_steps
-        self._batch_size = batch_size
-        self._last_time = time.perf_counter()
+        self.examples_per_sec: list[float] = []
 
-    def restart_clock(self) -> None:
-        self._last_time = time.perf_counter()
-
-    def train_interval(self, step: int, steps: int, loss: float, accuracy: float) -> float:
-        """Logs the interval that just ended; returns its examples/s."""
-        now = time.perf_counter()
-        elapsed = max(now - self._last_time, 1e-9)
-        self._last_time = now
-        examples_per_sec = steps * self._batch_size / elapsed
-        eta = datetime.timedelta(seconds=round((self._max_steps - step) * elapsed / steps))
+    def on_train(self, interval: TrainInterval) -> None:
+        seconds_per_step = interval.seconds / interval.steps
+        eta = datetime.timedelta(seconds=round((self._max_steps - interval.step)
+                                               * seconds_per_step))
+        self.examples_per_sec.append(interval.examples_per_sec)
         log.info("step %d/%d  loss %.4f  accuracy %.2f%%  %s examples/s  %.1f ms/step  ETA %s",
-                 step, self._max_steps, loss, 100 * accuracy, f"{examples_per_sec:,.0f}",
-                 1000 * elapsed / steps, eta)
-        return examples_per_sec
+                 interval.step, self._max_steps, interval.metrics["loss"],
+                 100 * interval.metrics["accuracy"], f"{interval.examples_per_sec:,.0f}",
+                 1000 * seconds_per_step, eta)
 
     @staticmethod
-    def evaluation(step: int, metrics: dict, examples: int, seconds: float) -> None:
-        log.info("eval at step %d: accuracy %.2f%%  loss %.4f  (%s examples, %.1f s)", step,
-                 100 * metrics["accuracy"], metrics["loss"], f"{examples:,}", seconds)
+    def on_evaluation(evaluation: Evaluation) -> None:
+        log.info("eval at step %d: accuracy %.2f%%  loss %.4f  (%s examples, %.1f s)",
+                 evaluation.step, 100 * evaluation.metrics["accuracy"],
+                 evaluation.metrics["loss"], f"{evaluation.examples:,}", evaluation.seconds)
 
 
 class Summaries:
     """TensorBoard scalars under <logdir>/train and <logdir>/<eval_name>; None writes nothing.
 
     The evaluator task writes its own `evaluator/` run beside the chief's `eval/`.
+    `learning_rate` (a callable) adds the current learning rate to the training scalars.
     """
 
-    def __init__(self, logdir: str | None, eval_name: str = "eval"):
+    def __init__(self, logdir: str | None, eval_name: str = "eval",
+                 learning_rate: Callable[[], float] | None = None):
+        self._learning_rate = learning_rate
         if logdir is None:
             self._train = self._eval = tf.summary.create_noop_writer()
         else:
             self._train = tf.summary.create_file_writer(f"{logdir.rstrip('/')}/train")
             self._eval = tf.summary.create_file_writer(f"{logdir.rstrip('/')}/{eval_name}")
 
-    def write_train(self, step: int, scalars: dict) -> None:
-        self._write(self._train, step, scalars)
+    def on_train(self, interval: TrainInterval) -> None:
+        scalars = {**interval.metrics, "examples_per_sec": interval.examples_per_sec}
+        if self._learning_rate is not None:
+            scalars["learning_rate"] = self._learning_rate()
+        self._write(self._train, interval.step, scalars)
 
-    def write_eval(self, step: int, scalars: dict) -> None:
-        self._write(self._eval, step, scalars)
+    def on_evaluation(self, evaluation: Evaluation) -> None:
+        self._write(self._eval, evaluation.step, evaluation.metrics)
 
     @staticmethod
     def _write(writer, step: int, scalars: dict) -> None:
@@ -84,7 +91,7 @@ class HypertuneReporter:
         self._metric = metric
         self._hypertune = hypertune.HyperTune()
 
-    def on_evaluation(self, step: int, metrics: dict, improved: bool) -> None:
+    def on_evaluation(self, evaluation: Evaluation) -> None:
         self._hypertune.report_hyperparameter_tuning_metric(
-            hyperparameter_metric_tag=self._metric, metric_value=float(metrics[self._metric]),
-            global_step=int(step))
+            hyperparameter_metric_tag=self._metric,
+            metric_value=float(evaluation.metrics[self._metric]), global_step=evaluation.step)

@@ -39,7 +39,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from trainer.config import OneLineParser
+from trainer.cli import OneLineParser, run_cli, usage_errors
 from trainer.errors import TrainerError, short_reason
 from trainer.logs import log_to_stdout
 
@@ -389,8 +389,12 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] = os.environ) -> int:
+    return run_cli(lambda: _serve(argv, environ))
+
+
+def _serve(argv: Sequence[str] | None, environ: Mapping[str, str]) -> None:
     log_to_stdout()
-    try:
+    with usage_errors():
         args = build_parser(environ).parse_args(argv)
         if not args.model_dir:
             raise TrainerError("--model-dir is required (or set $AIP_STORAGE_URI)")
@@ -399,20 +403,13 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] = os.envi
                 raise TrainerError(f"--{flag.replace('_', '-')} must be positive")
         routes = {flag: _route(getattr(args, flag.replace("-", "_")), f"--{flag}")
                   for flag in ("health-route", "predict-route")}
-    except TrainerError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import uvicorn
 
     from trainer import export
 
-    try:
-        predictor = Predictor(export.load(args.model_dir, "--model-dir"), args.max_instances)
-        sock = listen(args.host, args.port)
-    except TrainerError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    predictor = Predictor(export.load(args.model_dir, "--model-dir"), args.max_instances)
+    sock = listen(args.host, args.port)
     app = build_app(predictor, model_name=args.model_name, predict_route=routes["predict-route"],
                     health_route=routes["health-route"],
                     max_request_bytes=args.max_request_bytes)
@@ -426,8 +423,6 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] = os.envi
     # Uvicorn stops gracefully on SIGTERM, as Vertex sends it when it scales a node down.
     uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(
         sockets=[sock])
-    return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,22 +1,32 @@
-"""File-system access for every path flag, through tf.io.gfile.
+"""Paths and file-system access for every path flag, through tf.io.gfile.
 
 Local paths, Vertex's FUSE mounts (/gcs/bucket/...) and gs:// URLs all take this one code path,
-so what works on a laptop works on Vertex.
+so what works on a laptop works on Vertex. The path helpers are pure Python; TensorFlow is
+imported only where a file is touched, so the flag parser can use them.
 """
 
 from __future__ import annotations
 
 import os
+import posixpath
 import time
 
-import tensorflow as tf
-
-from trainer.config import join
 from trainer.errors import TrainerError, short_reason
+
+
+def is_url(path: str) -> bool:
+    return "://" in path
+
+
+def join(base: str, *parts: str) -> str:
+    """Joins path parts; URLs (gs://) always use '/'."""
+    return posixpath.join(base, *parts) if is_url(base) else os.path.join(base, *parts)
 
 
 def _problem(err: Exception, path: str) -> str:
     """What went wrong with `path`, in words: a missing bucket or denied access said plainly."""
+    import tensorflow as tf
+
     bucket = "/".join(path.split("/")[:3]) if path.startswith("gs://") else None
     if bucket and isinstance(err, tf.errors.NotFoundError) and "404" in str(err):
         return f"bucket {bucket} does not exist (or is not visible to this account)"
@@ -27,6 +37,8 @@ def _problem(err: Exception, path: str) -> str:
 
 def expand_patterns(patterns: tuple[str, ...], flag: str) -> list[str]:
     """Sorted, de-duplicated files matching the globs; every pattern must match something."""
+    import tensorflow as tf
+
     files: set[str] = set()
     for pattern in patterns:
         try:
@@ -42,16 +54,22 @@ def expand_patterns(patterns: tuple[str, ...], flag: str) -> list[str]:
 
 
 def read_head(path: str, size: int) -> bytes:
+    import tensorflow as tf
+
     with tf.io.gfile.GFile(path, "rb") as f:
         return f.read(size)
 
 
 def open_binary(path: str):
+    import tensorflow as tf
+
     return tf.io.gfile.GFile(path, "rb")
 
 
 def ensure_writable_dir(path: str, flag: str) -> None:
     """Creates `path` and proves it writable with a probe file, before any work starts."""
+    import tensorflow as tf
+
     probe = join(path, f".write-probe-{os.getpid()}-{time.time_ns()}")
     try:
         # TensorFlow's recursive makedirs retries forever under a bucket that does not exist
@@ -70,6 +88,8 @@ def ensure_writable_dir(path: str, flag: str) -> None:
 
 def replace_dir(source: str, target: str) -> None:
     """Moves a finished directory into place, replacing whatever `target` held."""
+    import tensorflow as tf
+
     if tf.io.gfile.exists(target):
         tf.io.gfile.rmtree(target)
     tf.io.gfile.rename(source, target)

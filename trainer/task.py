@@ -18,11 +18,10 @@ import warnings
 from dataclasses import dataclass
 from typing import Sequence
 
-from trainer import preemption
+from trainer.cli import run_cli, usage_errors
 from trainer.config import Config, config_from_flags
-from trainer.errors import TrainerError
 from trainer.logs import log_to_stdout
-from trainer.preemption import Preempted, StopRequest
+from trainer.preemption import StopRequest
 
 log = logging.getLogger("trainer")
 
@@ -34,9 +33,11 @@ class RunResult:
     export_path: str | None
     examples_per_sec: float | None  # median over progress intervals, the first (tracing) excluded
     weights_digest: str | None  # equal on every replica of a synchronous multi-worker run
+    evaluations: tuple = ()  # loop.Evaluation of each evaluation this process made
+    export_seconds: float = 0.0
 
 
-def run(config: Config, stop=None) -> RunResult:
+def run(config: Config, stop: StopRequest | None = None) -> RunResult:
     """Runs this process's role per `config`. Raises TrainerError on bad input.
 
     Chief and multi-worker replicas train (only the chief writes checkpoints, summaries,
@@ -65,18 +66,12 @@ def run(config: Config, stop=None) -> RunResult:
     return _train_and_evaluate(config, strategy, stop)
 
 
-def _sources(config: Config, *flags: str):
-    from trainer import data
-
-    files = {"--train-files": config.train_files, "--eval-files": config.eval_files}
-    return [data.inspect_input(files[flag], flag, config.image_shape, config.num_classes)
-            for flag in flags]
-
-
 def _train_and_evaluate(config: Config, strategy, stop) -> RunResult:
     import keras
+    import tensorflow as tf
 
-    from trainer import data, distribute, export, loop, models, report, storage
+    from trainer import distribute, export, loop, report, storage
+    from trainer.checkpoints import Checkpoints
 
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
@@ -85,11 +80,75 @@ def _train_and_evaluate(config: Config, strategy, stop) -> RunResult:
                    if config.label_map else None)
     log.info("training on %d file(s) from --train-files, evaluating on %d from --eval-files",
              len(train_source.files), len(eval_source.files))
-    cluster = config.cluster
-    chief = cluster.is_chief
-    for directory, origin in config.output_origins:
-        if chief:
+    chief = config.cluster.is_chief
+    if chief:
+        for directory, origin in config.output_origins:
             storage.ensure_writable_dir(directory, origin)
+
+    model, optimizer, local_model = _build_models(config, strategy)
+    steps = loop.StepFunctions(strategy, model, optimizer, config.batch_size,
+                               jit_compile=config.jit_compile)
+    trainer, evaluation = _build_runner(config, steps, local_model, train_source, eval_source)
+    with strategy.scope():
+        best = loop.BestMetric(config.hypertune_metric, config.metric_higher_is_better)
+    # Other replicas take part in saving (a collective) but write to a directory they remove.
+    save_dir = config.checkpoint_dir if chief else tempfile.mkdtemp(prefix="trainer-replica-")
+    checkpoints = Checkpoints(
+        tf.train.Checkpoint(model=model, optimizer=optimizer, step=steps.step,
+                            best_metric=best.variable),
+        steps.step, directory=config.checkpoint_dir, save_dir=save_dir,
+        keep=config.keep_checkpoints, options=distribute.checkpoint_options(config))
+
+    progress = report.Progress(config.schedule.max_steps)
+    summaries = report.Summaries(config.tensorboard_dir if chief else None,
+                                 learning_rate=steps.learning_rate)
+    exporter = export.Exporter(model, local_model, export_dir=config.export_dir,
+                               timestamped=config.export_timestamped,
+                               image_shape=config.image_shape, class_names=class_names)
+    eval_actions = [progress.on_evaluation, best]
+    if chief:
+        # Constructed on the chief only: cloudml-hypertune creates its metric file's directory.
+        eval_actions += [summaries.on_evaluation,
+                         report.HypertuneReporter(config.hypertune_metric).on_evaluation]
+        if config.export_best_only:
+            best.on_improvement.append(lambda evaluation: exporter.export(evaluation.step))
+    controller = loop.Controller(
+        trainer=trainer, evaluation=evaluation, checkpoints=checkpoints,
+        schedule=config.schedule, train_actions=[progress.on_train, summaries.on_train],
+        eval_actions=eval_actions, stop=stop,
+        vote=(loop.vote_across_workers(strategy)
+              if config.distribution_strategy == "multi_worker_mirrored" else None))
+    try:
+        last = controller.run()
+        if chief and not config.export_best_only:
+            exporter.export(controller.step)
+    finally:
+        summaries.close()
+        if not chief:
+            shutil.rmtree(save_dir, ignore_errors=True)
+    rates = progress.examples_per_sec[1:] or progress.examples_per_sec
+    return RunResult(controller.step, last.metrics, exporter.last_export,
+                     statistics.median(rates) if rates else None, _digest(model),
+                     tuple(controller.evaluations), exporter.seconds)
+
+
+def _sources(config: Config, *flags: str):
+    from trainer import data
+
+    files = {"--train-files": config.train_files, "--eval-files": config.eval_files}
+    return [data.inspect_input(files[flag], flag, config.image_shape, config.num_classes)
+            for flag in flags]
+
+
+def _build_models(config: Config, strategy):
+    """The model and optimizer under the strategy, and a plain local float32 copy of the model.
+
+    Export and parameter-server evaluation work on the copy, so no distributed variable type
+    or bfloat16 computation reaches the SavedModel.
+    """
+    import keras
+
+    from trainer import models
 
     with strategy.scope():
         # The policy applies to layers as they are built; weights stay float32 either way, so
@@ -108,64 +167,35 @@ def _train_and_evaluate(config: Config, strategy, stop) -> RunResult:
     log.info("model %s: %s parameters, optimizer %s, learning rate %g; variables on %s",
              config.model, f"{model.count_params():,}", config.optimizer, config.learning_rate,
              model.trainable_variables[0].value.device or "this host")
-    # Export and parameter-server evaluation work on a plain local float32 copy of the weights,
-    # so no distributed variable type or bfloat16 computation reaches the SavedModel.
     local_model = models.build_model(config.model, config.image_shape, config.num_classes,
                                      config.dropout)
+    return model, optimizer, local_model
+
+
+def _build_runner(config: Config, steps, local_model, train_source, eval_source):
+    """The trainer and the evaluation that fit the strategy; each explains its input's errors."""
+    from trainer import data, loop
 
     def dataset_fn(source, batch_size, training, num_batches=None):
         return lambda context=None: data.make_dataset(
             source, batch_size=batch_size, training=training, shuffle_buffer=config.shuffle_buffer,
             num_batches=num_batches, seed=config.seed, input_context=context)
 
-    steps = loop.StepFunctions(strategy, model, optimizer, config.batch_size,
-                               jit_compile=config.jit_compile)
+    def explain(source):
+        return lambda err: data.explain_pipeline_error(err, source)
+
+    strategy = steps.strategy
     train_fn = dataset_fn(train_source, config.batch_size, True)
     eval_fn = dataset_fn(eval_source, config.eval_batch_size, False, config.eval_steps)
     if config.distribution_strategy == "parameter_server":
-        trainer = loop.CoordinatedTrainer(steps, train_fn, cluster.num_workers)
-        evaluate = loop.LocalCopyEvaluation(model, local_model, eval_fn())
-    else:
-        trainer = loop.InGraphTrainer(steps, strategy.distribute_datasets_from_function(train_fn))
-        evaluate = loop.DistributedEvaluation(
-            steps, strategy.distribute_datasets_from_function(eval_fn))
-
-    exporter = export.Exporter(model, local_model, export_dir=config.export_dir,
-                               timestamped=config.export_timestamped,
-                               image_shape=config.image_shape, best_only=config.export_best_only,
-                               class_names=class_names)
-    # Constructed on the chief only: cloudml-hypertune creates its metric file's directory.
-    actions = [report.HypertuneReporter(config.hypertune_metric).on_evaluation,
-               exporter.on_evaluation] if chief else []
-    summaries = report.Summaries(config.tensorboard_dir if chief else None)
-    # Other replicas take part in saving (a collective) but write to a directory they remove.
-    save_dir = config.checkpoint_dir if chief else tempfile.mkdtemp(prefix="trainer-replica-")
-    controller = loop.Controller(
-        steps=steps, trainer=trainer, evaluate=evaluate,
-        max_steps=config.max_steps, eval_every_steps=config.eval_every_steps,
-        log_every_steps=config.log_every_steps,
-        checkpoint_every_steps=config.checkpoint_every_steps,
-        checkpoint_every_secs=config.checkpoint_every_secs,
-        checkpoint_dir=config.checkpoint_dir, save_dir=save_dir,
-        keep_checkpoints=config.keep_checkpoints,
-        batch_size=config.batch_size, metric=config.hypertune_metric,
-        higher_is_better=config.metric_higher_is_better, summaries=summaries,
-        eval_actions=actions,
-        explain_train_error=lambda err: data.explain_pipeline_error(err, train_source),
-        explain_eval_error=lambda err: data.explain_pipeline_error(err, eval_source),
-        stop=stop, sync_across_workers=config.distribution_strategy == "multi_worker_mirrored",
-        checkpoint_options=distribute.checkpoint_options(config))
-    try:
-        metrics = controller.run()
-        if chief:
-            exporter.on_finish(controller.step)
-    finally:
-        summaries.close()
-        if not chief:
-            shutil.rmtree(save_dir, ignore_errors=True)
-    rates = controller.examples_per_sec[1:] or controller.examples_per_sec
-    return RunResult(controller.step, metrics, exporter.last_export,
-                     statistics.median(rates) if rates else None, _digest(model))
+        return (loop.CoordinatedTrainer(steps, train_fn, config.cluster.num_workers,
+                                        explain(train_source)),
+                loop.LocalCopyEvaluation(steps.model, local_model, eval_fn(), eval_source.flag,
+                                         explain(eval_source)))
+    return (loop.InGraphTrainer(steps, strategy.distribute_datasets_from_function(train_fn),
+                                explain(train_source)),
+            loop.DistributedEvaluation(steps, strategy.distribute_datasets_from_function(eval_fn),
+                                       eval_source.flag, explain(eval_source)))
 
 
 def _digest(model) -> str:
@@ -176,52 +206,51 @@ def _digest(model) -> str:
 
 
 def _evaluate_checkpoints(config: Config) -> RunResult:
+    """The evaluator task: its own summaries run (`evaluator/`), no hypertune, no export."""
+    import tensorflow as tf
+
     from trainer import data, loop, models, report, storage
+    from trainer.checkpoints import Checkpoints
 
     (eval_source,) = _sources(config, "--eval-files")
     storage.ensure_writable_dir(config.tensorboard_dir, dict(config.output_origins)[
         config.tensorboard_dir])
     model = models.build_model(config.model, config.image_shape, config.num_classes,
                                config.dropout)
+    step = tf.Variable(0, dtype=tf.int64, trainable=False)
     dataset = data.make_dataset(eval_source, batch_size=config.eval_batch_size, training=False,
                                 num_batches=config.eval_steps)
     summaries = report.Summaries(config.tensorboard_dir, eval_name="evaluator")
     try:
-        step, metrics = loop.evaluate_checkpoints(
-            model=model, evaluate=loop.LocalCopyEvaluation(None, model, dataset),
-            checkpoint_dir=config.checkpoint_dir, max_steps=config.max_steps,
-            summaries=summaries, timeout_secs=config.evaluator_timeout_secs,
-            explain_error=lambda err: data.explain_pipeline_error(err, eval_source))
+        last = loop.evaluate_checkpoints(
+            checkpoints=Checkpoints(tf.train.Checkpoint(model=model, step=step), step,
+                                    directory=config.checkpoint_dir),
+            evaluation=loop.LocalCopyEvaluation(
+                None, model, dataset, eval_source.flag,
+                lambda err: data.explain_pipeline_error(err, eval_source)),
+            max_steps=config.schedule.max_steps,
+            eval_actions=[report.Progress.on_evaluation, summaries.on_evaluation],
+            timeout_secs=config.evaluator_timeout_secs)
     finally:
         summaries.close()
-    return RunResult(step, metrics, None, None, None)
+    return RunResult(last.step, last.metrics, None, None, None, (last,))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(lambda: _main(argv), interrupted="interrupted; the latest checkpoint is "
+                                                    "kept, rerun to resume")
+
+
+def _main(argv: Sequence[str] | None) -> None:
     log_to_stdout()
-    try:
+    with usage_errors():
         config = config_from_flags(argv, os.environ)
-    except TrainerError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     stop = StopRequest()
     stop.install()
-    try:
-        result = run(config, stop)
-    except TrainerError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except Preempted as err:
-        print(f"error: {err}", file=sys.stderr)
-        return preemption.EXIT_CODE
-    except KeyboardInterrupt:
-        print("error: interrupted; the latest checkpoint is kept, rerun to resume", file=sys.stderr)
-        return 130
+    result = run(config, stop)
     digest = f" (weights {result.weights_digest})" if result.weights_digest else ""
     log.info("done at step %d: %s%s", result.step,
              ", ".join(f"{k} {v:.4f}" for k, v in sorted(result.metrics.items())), digest)
-    return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,0 +1,59 @@
+"""What every command line of the package shares: one-line flag errors and one-line failures.
+
+`run_cli(body)` runs a command's body and turns a `TrainerError` into `error: <message>` as the
+last line on stderr with the error's exit code: 2 for bad flags (`UsageError`, raised by
+`OneLineParser` and inside `usage_errors()`), 1 for a run that failed. No TensorFlow import.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import sys
+from typing import Callable, Iterator
+
+from trainer.errors import TrainerError
+
+
+class UsageError(TrainerError):
+    """The command line itself is wrong: nothing was attempted."""
+
+    exit_code = 2
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but errors are one line (no usage dump) and raise instead of exiting."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (see --help)")
+
+
+@contextlib.contextmanager
+def usage_errors() -> Iterator[None]:
+    """Marks the validation of flags: a TrainerError inside is a usage error (exit code 2)."""
+    try:
+        yield
+    except UsageError:
+        raise
+    except TrainerError as err:
+        raise UsageError(str(err)) from None
+
+
+def run_cli(body: Callable[[], int | None], interrupted: str = "interrupted") -> int:
+    """Runs a command's body and returns its exit code; failures print one line to stderr."""
+    try:
+        return body() or 0
+    except TrainerError as err:
+        return _fail(str(err), err.exit_code)
+    except KeyboardInterrupt:
+        return _fail(interrupted, 130)
+
+
+def _fail(message: str, code: int) -> int:
+    # Whatever our loggers still buffer goes out first, so the error is the last line.
+    for handler in logging.getLogger("trainer").handlers:
+        handler.flush()
+    sys.stdout.flush()
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    return code
