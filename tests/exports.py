@@ -39,6 +39,17 @@ def png(image: np.ndarray) -> bytes:
     return tf.io.encode_png(image).numpy()
 
 
+def webp(image: np.ndarray) -> bytes:
+    """A format TensorFlow decodes but the server refuses (its header is not read)."""
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.fromarray(image[..., 0]).save(out, "WEBP")
+    return out.getvalue()
+
+
 def jpeg(image: np.ndarray) -> bytes:
     return tf.io.encode_jpeg(image, quality=95).numpy()
 

@@ -26,7 +26,7 @@ def server_thread(model_dir: str, **options):
                 "max_request_bytes": serve.VERTEX_MAX_REQUEST_BYTES, "max_instances": 256,
                 **options}
     predictor = serve.Predictor(export.load(model_dir, "--model-dir"),
-                                settings.pop("max_instances"))
+                                settings.pop("max_instances"), settings.pop("max_image_pixels", None))
     sock = serve.listen("127.0.0.1", 0)
     # log_config=None: Uvicorn's own config would bind handlers to pytest's captured streams.
     server = uvicorn.Server(uvicorn.Config(serve.build_app(predictor, **settings),

@@ -2,8 +2,11 @@
 
 import base64
 import json
+import logging
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 
@@ -12,7 +15,7 @@ import pytest
 
 from tests.conftest import REPO
 from tests.exports import (DIGITS, classic_example, current_example, expected, export_model,
-                           images, png, scaled)
+                           images, png, scaled, webp)
 from tests.serving import request, server_process, server_thread
 from trainer import serve
 
@@ -138,9 +141,25 @@ PNG = b64(png(PIXELS[0]))
     ({"signature_name": "encoded_image", "instances": [{"image_bytes": [PNG, PNG]}]},
      'instances[0].image_bytes: expected a string or {"b64": "..."}, got shape [2]'),
     ({"signature_name": "encoded_image", "instances": [b64(b"GIF? no")]},
-     "encoded_image: Unknown image file format"),
+     "instances[0].image_bytes: cannot read the image's size (not a PNG, JPEG, GIF or BMP "
+     "image)"),
+    ({"signature_name": "encoded_image", "instances": [b64(webp(PIXELS[0]))]},
+     "instances[0].image_bytes: cannot read the image's size (not a PNG, JPEG, GIF or BMP"),
+    ({"signature_name": "encoded_image", "instances": [PNG, b64(png(np.zeros((2000, 2000, 1),
+                                                                            np.uint8)))]},
+     "instances[1].image_bytes: the image declares 4,000,000 pixels; at most 3,211,264 are "
+     "accepted (--max-image-pixels)"),
     ({"signature_name": "tf_example", "instances": [b64(b"\x08garbage")]},
      "tf_example: Could not parse example input"),
+    ({"signature_name": "tf_example", "instances": [{"example_bytes": {"b64": "/wBnYXJiYWdl"}}]},
+     "tf_example: Could not parse example input"),
+    ({"signature_name": "tf_example", "inputs": [b64(bytes(4 * 784 + 1025))]},
+     "inputs[0].example_bytes: a serialized example of 4,161 bytes; this model's records take "
+     "at most 4,160"),
+    ({"instances": [[[[True]] * 28] * 28]}, "instances[0][0][0][0]: JSON true/false is not "
+                                           "accepted; send numbers or strings"),
+    ({"instances": [IMAGE, {"image": IMAGE[:27] + [[[0.5]] * 27 + [[False]]]}]},
+     "instances[1].image[27][27][0]: JSON true/false is not accepted"),
     ({"signature_name": "tf_example", "instances": [b64(current_example(PIXELS[0][:20]))]},
      "tf_example: example_bytes: a record holds an image of the wrong size; expected feature "
      "image of 784 uint8 bytes"),
@@ -195,6 +214,8 @@ def one_line_error(done, code, message):
     (["--model-dir", "m", "--predict-route", "predict"], {}, 2,
      "--predict-route must be a path starting with '/'"),
     (["--model-dir", "m", "--max-instances", "0"], {}, 2, "--max-instances must be positive"),
+    (["--model-dir", "m", "--max-image-pixels", "-1"], {}, 2,
+     "--max-image-pixels must be positive"),
     (["--model-dir", "{tmp}"], {}, 1, "--model-dir: {tmp} holds no saved_model.pb"),
 ])
 def test_server_flag_and_model_errors_are_one_line(tmp_path, args, env, code, message):
@@ -203,6 +224,33 @@ def test_server_flag_and_model_errors_are_one_line(tmp_path, args, env, code, me
                           capture_output=True, text=True, timeout=120,
                           env={**os.environ, **env})
     one_line_error(done, code, message.format(tmp=tmp_path))
+
+
+def test_a_corrupt_saved_model_is_a_one_line_error_at_start(model, tmp_path):
+    damaged = tmp_path / "model"
+    shutil.copytree(model[1], damaged)
+    (damaged / "saved_model.pb").write_bytes((damaged / "saved_model.pb").read_bytes()[:3000])
+    done = subprocess.run([sys.executable, "-m", "trainer.serve", "--model-dir", str(damaged),
+                           "--port", "0"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    one_line_error(done, 1, f"--model-dir: cannot load the SavedModel at {damaged} (Cannot parse "
+                            f"file b'{damaged}/saved_model.pb'")
+    assert done.stderr.splitlines()[-1].startswith("error: ")
+
+
+def test_a_client_that_disconnects_mid_body_is_no_prediction_failure(port, caplog):
+    caplog.set_level(logging.DEBUG, logger="trainer.serve")
+    with socket.create_connection(("127.0.0.1", port)) as client:
+        client.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n"
+                       + b"{" * 1000)
+    def handled():  # the server's verdict on the cut request, either way
+        return [record for record in caplog.records if record.name == "trainer.serve" and (
+            record.levelno >= logging.WARNING or "disconnected" in record.getMessage())]
+
+    for _ in range(10_000):
+        if handled():
+            break
+        assert request(port, "GET", "/health")[0] == 200
+    assert [record.levelname for record in handled()] == ["DEBUG"], caplog.text[-2000:]
 
 
 def test_a_busy_port_is_a_one_line_error(model):

@@ -167,7 +167,9 @@ def load(path: str, source: str):
                            "directory written by trainer.task")
     try:
         loaded = tf.saved_model.load(path)
-    except (tf.errors.OpError, ValueError) as err:
+    # A damaged file surfaces as whatever the parser meets first: OSError for saved_model.pb,
+    # IndexError for a short variables file, ValueError, an OpError...
+    except (tf.errors.OpError, ValueError, OSError, IndexError, KeyError) as err:
         raise TrainerError(f"{source}: cannot load the SavedModel at {path} "
                            f"({short_reason(err)})") from None
     return loaded

@@ -13,9 +13,17 @@ the signature is `serving_default` unless `"signature_name"` (TF Serving) or
 `parameters`) names another. Binary strings travel as `{"b64": "..."}`, and outputs whose name
 ends in `_bytes` are returned so. Responses: `{"predictions": [...]}` (one object per instance,
 or the bare value for a one-output signature) or, for columnar requests, `{"outputs": ...}`.
-Every bad request (malformed JSON, unknown fields or signature, wrong shapes or types, bad b64,
-more than --max-instances instances, a body over --max-request-bytes) gets HTTP 400
+Every bad request (malformed JSON, unknown fields or signature, wrong shapes or types, JSON
+booleans, bad b64, more than --max-instances instances, a body over --max-request-bytes, an
+image whose header declares more than --max-image-pixels or is not PNG/JPEG/GIF/BMP, a
+serialized example larger than the model's largest valid record) gets HTTP 400
 `{"error": "<one line>"}`; the server keeps serving.
+
+Cost bounds: the request body is capped before it is buffered; encoded images are measured from
+their headers (trainer/image_header.py) before TensorFlow decodes anything, so a few hundred
+bytes declaring 16000 x 16000 pixels cost nothing; predictions run at most
+--max-concurrent-predictions at a time, so peak memory is bounded by that many worst-case
+requests (README, "Serve predictions", states the measured figure).
 
 Starlette on Uvicorn: a maintained, small ASGI stack (anyio, h11) with explicit routing and
 streaming request bodies (so the size cap holds before a body is buffered); model calls run in
@@ -39,6 +47,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from trainer import image_header
 from trainer.cli import OneLineParser, run_cli, usage_errors
 from trainer.errors import TrainerError, short_reason
 from trainer.logs import log_to_stdout
@@ -50,6 +59,12 @@ VERTEX_MAX_REQUEST_BYTES = 1_500_000  # shared public endpoints' cap
 _DRAIN_BYTES = 64 << 20  # over-size bodies up to this are read, so the client gets its 400
 _MAX_ERROR_CHARS = 300
 _REQUEST_FIELDS = ("instances", "inputs", "signature_name", "parameters")
+# The byte inputs of trainer.export's signatures (export.SIGNATURE_INPUTS): checked before
+# TensorFlow sees them.
+IMAGE_BYTES, EXAMPLE_BYTES = "image_bytes", "example_bytes"
+_IMAGE_PIXELS_PER_MODEL_PIXEL = 4096
+_MAX_DEFAULT_IMAGE_PIXELS = 1 << 24
+_EXAMPLE_OVERHEAD_BYTES = 1024  # label, height/width/depth and the proto framing of a record
 
 
 class BadRequest(Exception):
@@ -201,6 +216,23 @@ def _reject_constant(name: str):
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _boolean_at(value, where: str) -> str | None:
+    """The path of the first JSON boolean in `value`, if any."""
+    if isinstance(value, bool):
+        return where
+    if isinstance(value, list):
+        items = ((f"{where}[{index}]", item) for index, item in enumerate(value))
+    elif isinstance(value, dict):
+        items = ((f"{where}.{key}", item) for key, item in value.items())
+    else:
+        return None
+    for path, item in items:
+        found = _boolean_at(item, path)
+        if found:
+            return found
+    return None
+
+
 def parse_body(body: bytes):
     try:
         request = json.loads(body, parse_constant=_reject_constant)
@@ -218,6 +250,17 @@ def parse_body(body: bytes):
     if ("instances" in request) == ("inputs" in request):
         raise BadRequest('give exactly one of "instances" (row format) and "inputs" (columnar '
                          "format)")
+    # NumPy would read true/false as 1/0. Only a body holding the words can hold a boolean, so
+    # ordinary requests skip the walk.
+    if b"true" in body or b"false" in body:
+        field = "instances" if "instances" in request else "inputs"
+        try:
+            found = _boolean_at(request[field], field)
+        except RecursionError:
+            raise BadRequest("request body nests too deeply") from None
+        if found:
+            raise BadRequest(f"{found}: JSON true/false is not accepted; send numbers or "
+                             "strings")
     return request
 
 
@@ -240,18 +283,88 @@ def _signature_name(request: dict) -> str:
 _ASSERTION = re.compile(r"assertion failed: \[(.*?)\]")
 
 
-def _op_error(err) -> str:
-    found = _ASSERTION.search(err.message or "")
+def _op_error(err: BaseException) -> str:
+    if isinstance(err, UnicodeDecodeError):
+        # TensorFlow echoed the client's bytes into its message, which then failed to decode
+        # on the way to Python: decode it leniently instead.
+        err = ValueError(err.object.decode("utf-8", "replace"))
+    message = getattr(err, "message", None) or str(err)
+    found = _ASSERTION.search(message)
     reason = found.group(1) if found else short_reason(err)
     return reason if len(reason) <= _MAX_ERROR_CHARS else reason[:_MAX_ERROR_CHARS] + "..."
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask the model to decode."""
+
+    max_instances: int
+    max_image_pixels: int
+    max_example_bytes: int | None  # None: the model has no float image input to size it by
+
+
+def model_image_shape(signatures: Mapping[str, Signature]) -> tuple[int, ...] | None:
+    """H x W x C of the model's float image input (trainer.export's serving_default)."""
+    signature = signatures.get(DEFAULT_SIGNATURE)
+    specs = list(signature.inputs.values()) if signature else []
+    if len(specs) == 1 and specs[0].dtype is not None and len(specs[0].shape) == 4 and \
+            all(specs[0].shape[1:]):
+        return specs[0].shape[1:]
+    return None
+
+
+def default_max_image_pixels(image_shape: tuple[int, ...] | None) -> int:
+    """A generous multiple of the model's own input; 2^24 when that is unknown or larger."""
+    if image_shape is None:
+        return _MAX_DEFAULT_IMAGE_PIXELS
+    return min(_IMAGE_PIXELS_PER_MODEL_PIXEL * image_shape[0] * image_shape[1],
+               _MAX_DEFAULT_IMAGE_PIXELS)
+
+
+def max_example_bytes(image_shape: tuple[int, ...] | None) -> int | None:
+    """The largest valid record: the classic schema's float32 `image_raw` and small fields."""
+    if image_shape is None:
+        return None
+    return 4 * int(np.prod(image_shape)) + _EXAMPLE_OVERHEAD_BYTES
+
+
+def _check_image(data: bytes, where: str, limit: int) -> None:
+    try:
+        count = image_header.pixels(data)
+    except image_header.HeaderError as err:
+        raise BadRequest(f"{where}: cannot read the image's size ({err}); expected a "
+                         f"{image_header.FORMATS} image") from None
+    if count > limit:
+        raise BadRequest(f"{where}: the image declares {count:,} pixels; at most {limit:,} are "
+                         "accepted (--max-image-pixels)")
+
+
+def _check_example(data: bytes, where: str, limit: int) -> None:
+    if len(data) > limit:
+        raise BadRequest(f"{where}: a serialized example of {len(data):,} bytes; this model's "
+                         f"records take at most {limit:,}")
+
+
+def check_payloads(arrays: Mapping[str, np.ndarray], limits: Limits, field: str) -> None:
+    """Refuses byte inputs that would cost more to decode than this model's limits allow."""
+    checks = {IMAGE_BYTES: (_check_image, limits.max_image_pixels),
+              EXAMPLE_BYTES: (_check_example, limits.max_example_bytes)}
+    for name, array in arrays.items():
+        check, limit = checks.get(name, (None, None))
+        if check is None or limit is None or array.dtype != object:
+            continue
+        for index, data in enumerate(array.flat):
+            check(data, f"{field}[{index}].{name}", limit)
 
 
 class Predictor:
     """Turns request bodies into signature calls and their outputs into response bodies."""
 
-    def __init__(self, loaded, max_instances: int):
+    def __init__(self, loaded, max_instances: int, max_image_pixels: int | None = None):
         self._signatures = signatures_of(loaded)
-        self._max_instances = max_instances
+        shape = model_image_shape(self._signatures)
+        self.limits = Limits(max_instances, max_image_pixels or default_max_image_pixels(shape),
+                             max_example_bytes(shape))
 
     @property
     def signature_names(self) -> list[str]:
@@ -267,12 +380,14 @@ class Predictor:
             raise BadRequest(f"unknown signature_name {name!r}; this model has "
                              f"{self.signature_names}")
         rows = "instances" in request
-        arrays = (rows_to_arrays(request["instances"], signature, self._max_instances) if rows
-                  else columns_to_arrays(request["inputs"], signature, self._max_instances))
+        max_instances = self.limits.max_instances
+        arrays = (rows_to_arrays(request["instances"], signature, max_instances) if rows
+                  else columns_to_arrays(request["inputs"], signature, max_instances))
+        check_payloads(arrays, self.limits, "instances" if rows else "inputs")
         try:
             outputs = signature.function(**{key: tf.constant(value)
                                             for key, value in arrays.items()})
-        except tf.errors.InvalidArgumentError as err:
+        except (tf.errors.InvalidArgumentError, UnicodeDecodeError) as err:
             raise BadRequest(f"{name}: {_op_error(err)}") from None
         values = {key: _jsonable(key, outputs[key].numpy()) for key in signature.outputs}
         if not rows:
@@ -302,12 +417,17 @@ async def _read_body(request, limit: int) -> bytes:
 
 
 def build_app(predictor: Predictor, *, model_name: str, predict_route: str, health_route: str,
-              max_request_bytes: int):
+              max_request_bytes: int, max_concurrent_predictions: int = 2):
+    import anyio
     from starlette.applications import Starlette
-    from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException
-    from starlette.responses import JSONResponse
+    from starlette.requests import ClientDisconnect
+    from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
+
+    # Bodies are read concurrently, but only this many predictions hold decoded tensors at once;
+    # the others wait their turn with nothing but their (capped) body in memory.
+    predicting = anyio.CapacityLimiter(max_concurrent_predictions)
 
     async def predict(request):
         if "name" in request.path_params and request.path_params["name"] != model_name:
@@ -315,9 +435,13 @@ def build_app(predictor: Predictor, *, model_name: str, predict_route: str, heal
                                           f"this server serves {model_name!r}"}, status_code=404)
         try:
             body = await _read_body(request, max_request_bytes)
-            return JSONResponse(await run_in_threadpool(predictor.predict, body))
+            return JSONResponse(await anyio.to_thread.run_sync(predictor.predict, body,
+                                                               limiter=predicting))
         except BadRequest as err:
             return JSONResponse({"error": str(err)}, status_code=400)
+        except ClientDisconnect:  # nobody is left to answer; not the model's failure
+            log.debug("a client disconnected before its request body arrived")
+            return Response(status_code=400)
         except Exception as err:  # a failure inside the model: answer, log, keep serving
             log.exception("prediction failed")
             return JSONResponse({"error": f"internal error: {short_reason(err)}"},
@@ -369,6 +493,12 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     p.add_argument("--max-instances", type=int, default=256, help="per request")
     p.add_argument("--max-request-bytes", type=int, default=VERTEX_MAX_REQUEST_BYTES,
                    help="largest request body accepted")
+    p.add_argument("--max-image-pixels", type=int,
+                   help="largest width x height of an encoded image, read from its header "
+                        f"before decoding; default {_IMAGE_PIXELS_PER_MODEL_PIXEL} x the model's "
+                        f"input H x W, at most {_MAX_DEFAULT_IMAGE_PIXELS:,}")
+    p.add_argument("--max-concurrent-predictions", type=int, default=2,
+                   help="predictions computed at once; further requests wait their turn")
     return p
 
 
@@ -398,8 +528,9 @@ def _serve(argv: Sequence[str] | None, environ: Mapping[str, str]) -> None:
         args = build_parser(environ).parse_args(argv)
         if not args.model_dir:
             raise TrainerError("--model-dir is required (or set $AIP_STORAGE_URI)")
-        for flag in ("max_instances", "max_request_bytes"):
-            if getattr(args, flag) <= 0:
+        for flag in ("max_instances", "max_request_bytes", "max_image_pixels",
+                     "max_concurrent_predictions"):
+            if getattr(args, flag) is not None and getattr(args, flag) <= 0:
                 raise TrainerError(f"--{flag.replace('_', '-')} must be positive")
         routes = {flag: _route(getattr(args, flag.replace("-", "_")), f"--{flag}")
                   for flag in ("health-route", "predict-route")}
@@ -408,21 +539,25 @@ def _serve(argv: Sequence[str] | None, environ: Mapping[str, str]) -> None:
 
     from trainer import export
 
-    predictor = Predictor(export.load(args.model_dir, "--model-dir"), args.max_instances)
+    predictor = Predictor(export.load(args.model_dir, "--model-dir"), args.max_instances,
+                          args.max_image_pixels)
     sock = listen(args.host, args.port)
     app = build_app(predictor, model_name=args.model_name, predict_route=routes["predict-route"],
                     health_route=routes["health-route"],
-                    max_request_bytes=args.max_request_bytes)
+                    max_request_bytes=args.max_request_bytes,
+                    max_concurrent_predictions=args.max_concurrent_predictions)
     # The loaded model leaves ~350k long-lived objects that every full collection would scan
     # again (~150 ms, seen as p99 latency); frozen, collections only walk request garbage.
     gc.freeze()
     host, port = sock.getsockname()[:2]
     log.info("serving %s (signatures %s) on http://%s:%d: POST %s, POST /v1/models/%s:predict, "
-             "GET %s", args.model_dir, ", ".join(predictor.signature_names), host, port,
-             routes["predict-route"], args.model_name, routes["health-route"])
+             "GET %s; images up to %s pixels", args.model_dir,
+             ", ".join(predictor.signature_names), host, port, routes["predict-route"],
+             args.model_name, routes["health-route"], f"{predictor.limits.max_image_pixels:,}")
     # Uvicorn stops gracefully on SIGTERM, as Vertex sends it when it scales a node down.
     uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(
         sockets=[sock])
+
 
 if __name__ == "__main__":
     sys.exit(main())
