@@ -50,10 +50,22 @@ def instances(signature: str, images: np.ndarray) -> list:
     return [{"b64": base64.b64encode(data).decode()} for data in encoded]
 
 
-def start_server(model_dir: str) -> tuple[subprocess.Popen, int]:
+def tutorial_model(scratch: str) -> str:
+    """A fresh export of the tutorial cnn (untrained: weights do not change the cost)."""
+    from trainer import export, models
+
+    model_dir = os.path.join(scratch, "cnn")
+    start = time.perf_counter()
+    export.write_saved_model(models.build_model("cnn", (28, 28, 1), 10, 0.4), model_dir,
+                             (28, 28, 1))
+    print(f"exported the tutorial cnn in {time.perf_counter() - start:.2f} s")
+    return model_dir
+
+
+def start_server(model_dir: str, *flags: str) -> tuple[subprocess.Popen, int]:
     """The server on a free 127.0.0.1 port, once it listens."""
     server = subprocess.Popen([sys.executable, "-m", "trainer.serve", "--model-dir", model_dir,
-                               "--host", "127.0.0.1", "--port", "0", "--max-instances", "64"],
+                               "--host", "127.0.0.1", "--port", "0", *flags],
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     found: list[int] = []
 
@@ -146,19 +158,13 @@ def main(argv=None) -> int:
 def _benchmark(argv) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
-    from trainer import export, models
+    from trainer import export
 
     with tempfile.TemporaryDirectory() as scratch:
-        model_dir = args.model_dir
-        if model_dir is None:
-            model_dir = os.path.join(scratch, "cnn")
-            start = time.perf_counter()
-            export.write_saved_model(models.build_model("cnn", (28, 28, 1), 10, 0.4),
-                                     model_dir, (28, 28, 1))
-            print(f"exported the tutorial cnn in {time.perf_counter() - start:.2f} s")
+        model_dir = args.model_dir or tutorial_model(scratch)
         serving = export.load(model_dir, "--model-dir").signatures["serving_default"]
         shape = tuple(serving.structured_input_signature[1]["image"].shape[1:])
-        server, port = start_server(model_dir)
+        server, port = start_server(model_dir, "--max-instances", "64")
         try:
             print(f"{args.signature}, {int(args.concurrency)} connection(s), server "
                   f"127.0.0.1:{port}")

@@ -3,7 +3,9 @@
 TensorFlow's gs:// client has the hosts www.googleapis.com / storage.googleapis.com built in and
 no endpoint override, but it honours libcurl's proxy variables and CURL_CA_BUNDLE. So the tests
 point https_proxy/http_proxy at a local proxy that accepts CONNECT, terminates TLS with a
-certificate from a throwaway CA, and forwards each request as plain HTTP to the emulator.
+certificate from a throwaway CA, and forwards each request as plain HTTP to the emulator. The
+proxy can inject faults (`FakeGcs.faults`): transient 503/429 answers and broken connections, or
+an object that always fails.
 google-cloud-storage talks to the emulator directly (STORAGE_EMULATOR_HOST). Nothing leaves the
 loopback interface: with only the test CA trusted, no real Google host could even be verified.
 """
@@ -13,13 +15,15 @@ from __future__ import annotations
 import datetime
 import http.client
 import json
+import random
 import re
 import socket
 import socketserver
 import ssl
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 _GOOGLE_HOSTS = ["www.googleapis.com", "storage.googleapis.com", "oauth2.googleapis.com"]
 _HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "proxy-authorization",
@@ -70,6 +74,44 @@ def _write_certificates(directory: Path) -> tuple[Path, Path, Path]:
                                            serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
     return paths
+
+
+@dataclass
+class Faults:
+    """What the proxy does wrong, deterministically for a given seed and request order.
+
+    Transient: a `share` of requests is answered 503 or 429, or loses its connection mid-way
+    (a GET's response is cut after half its body; any other request is dropped unanswered, so
+    nothing reaches the emulator), but never more than `max_in_a_row` in a row, so a client
+    that retries always gets through. Permanent: every request whose decoded target contains
+    `broken` gets 503.
+    """
+
+    share: float = 0.0
+    seed: int = 0
+    max_in_a_row: int = 2
+    broken: str | None = None
+    injected: dict = field(default_factory=lambda: {"503": 0, "429": 0, "drop": 0})
+    _random: random.Random = field(init=False, repr=False)
+    _in_a_row: int = field(default=0, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def __post_init__(self):
+        self._random = random.Random(self.seed)
+
+    def pick(self, target: str) -> str | None:
+        """"503", "429", "drop" or None (forward the request) for this request."""
+        with self._lock:
+            if self.broken and self.broken in unquote(target):
+                self.injected["503"] += 1
+                return "503"
+            draw, kind = self._random.random(), self._random.choice(("503", "429", "drop"))
+            if draw >= self.share or self._in_a_row >= self.max_in_a_row:
+                self._in_a_row = 0
+                return None
+            self._in_a_row += 1
+            self.injected[kind] += 1
+            return kind
 
 
 class _ProxyHandler(socketserver.StreamRequestHandler):
@@ -135,7 +177,15 @@ class _ProxyHandler(socketserver.StreamRequestHandler):
         if target.startswith("http://"):  # absolute-form, from http_proxy
             target = "/" + target.split("/", 3)[3] if target.count("/") >= 3 else "/"
         layout = re.match(r"^/storage/v1/b/([^/?]+)/storageLayout", target)
-        if method == "GET" and layout:
+        fault = self.server.faults.pick(target)
+        if fault == "drop" and method != "GET":
+            return False
+        if fault in ("503", "429"):
+            status, reason = (503, "Service Unavailable") if fault == "503" else \
+                (429, "Too Many Requests")
+            response_headers = [("Content-Type", "application/json")]
+            payload = json.dumps({"error": {"code": status, "message": "injected fault"}}).encode()
+        elif method == "GET" and layout:
             # TensorFlow asks for the bucket's layout before renaming a directory; the emulator
             # lacks this call, so answer as GCS does for a flat (non-hierarchical) bucket.
             status, reason, response_headers = 200, "OK", [("Content-Type", "application/json")]
@@ -157,8 +207,11 @@ class _ProxyHandler(socketserver.StreamRequestHandler):
         lines.append(f"Content-Length: {len(payload)}")
         keep_alive = dict((k.lower(), v.lower()) for k, v in headers).get("connection") != "close"
         lines.append("Connection: " + ("keep-alive" if keep_alive else "close"))
-        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-                     + (b"" if method == "HEAD" else payload))
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        if fault == "drop":  # the connection breaks with the response half sent
+            sock.sendall(head + payload[:len(payload) // 2])
+            return False
+        sock.sendall(head + (b"" if method == "HEAD" else payload))
         return keep_alive
 
 
@@ -170,6 +223,7 @@ class _ProxyServer(socketserver.ThreadingTCPServer):
         super().__init__(("127.0.0.1", port), _ProxyHandler)
         self.upstream = upstream
         self.tls = tls
+        self.faults = Faults()
 
 
 def _accept_empty_media_uploads() -> None:
@@ -190,6 +244,25 @@ def _accept_empty_media_uploads() -> None:
     objects._media_upload = media_upload
 
 
+def _report_no_bytes_of_a_fresh_upload() -> None:
+    """Asked how much of a resumable upload arrived when none did, the emulator answers
+    `Range: bytes=0-0` (one byte) where GCS sends no Range: TensorFlow, retrying an upload whose
+    first request failed, would then resume at byte 1 and get HTTP 400."""
+    from gcp_storage_emulator.handlers import objects
+
+    original = objects._resumable_incomplete
+    if getattr(original, "reports_no_bytes", False):
+        return
+
+    def resumable_incomplete(response, storage, upload_id, fallback_end=0):
+        original(response, storage, upload_id, fallback_end)
+        if fallback_end == 0 and storage.get_resumable_byte_count(upload_id) == 0:
+            response._headers.pop("Range")
+
+    resumable_incomplete.reports_no_bytes = True
+    objects._resumable_incomplete = resumable_incomplete
+
+
 class FakeGcs:
     """The emulator and the proxy, started on free loopback ports; `env` configures clients."""
 
@@ -197,6 +270,7 @@ class FakeGcs:
         from gcp_storage_emulator.server import create_server
 
         _accept_empty_media_uploads()
+        _report_no_bytes_of_a_fresh_upload()
         ca, cert, key = _write_certificates(directory)
         self.emulator_port, self.proxy_port = free_port(), free_port()
         self._emulator = create_server("127.0.0.1", self.emulator_port, in_memory=True)
@@ -212,6 +286,15 @@ class FakeGcs:
             "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{self.emulator_port}",
             "GOOGLE_CLOUD_PROJECT": "test-project",
         }
+
+    @property
+    def faults(self) -> Faults:
+        """What the proxy (TensorFlow's path; not google-cloud-storage's) currently injects."""
+        return self._proxy.faults
+
+    @faults.setter
+    def faults(self, faults: Faults) -> None:
+        self._proxy.faults = faults
 
     def start(self) -> "FakeGcs":
         self._emulator.start()
@@ -239,6 +322,18 @@ class FakeGcs:
         data = response.read()
         connection.close()
         return data if response.status == 200 else None
+
+    def upload(self, local: Path, bucket: str, prefix: str) -> None:
+        """A local tree straight to the emulator: TensorFlow's gs:// writes are slow here."""
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import storage
+
+        client = storage.Client(project="test-project", credentials=AnonymousCredentials(),
+                                client_options={"api_endpoint": self.env["STORAGE_EMULATOR_HOST"]})
+        for path in local.rglob("*"):
+            if path.is_file():
+                client.bucket(bucket).blob(f"{prefix}/{path.relative_to(local)}") \
+                    .upload_from_filename(str(path))
 
     def create_bucket(self, name: str) -> None:
         connection = http.client.HTTPConnection("127.0.0.1", self.emulator_port, timeout=10)

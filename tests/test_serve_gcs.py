@@ -9,26 +9,13 @@ from tests.fake_gcs import FakeGcs
 from tests.serving import request, server_process
 
 
-def upload(gcs, local: Path, bucket: str, prefix: str) -> None:
-    """Straight to the emulator: TensorFlow's gs:// writes take ~10 s for a SavedModel here."""
-    from google.auth.credentials import AnonymousCredentials
-    from google.cloud import storage
-
-    client = storage.Client(project="test-project", credentials=AnonymousCredentials(),
-                            client_options={"api_endpoint": gcs.env["STORAGE_EMULATOR_HOST"]})
-    for path in local.rglob("*"):
-        if path.is_file():
-            client.bucket(bucket).blob(f"{prefix}/{path.relative_to(local)}") \
-                .upload_from_filename(str(path))
-
-
 def test_the_model_is_loaded_from_gcs_at_start(tmp_path):
     model, local = export_model(tmp_path / "model", class_names=DIGITS)
     (tmp_path / "gcs").mkdir()
     gcs = FakeGcs(tmp_path / "gcs").start()
     try:
         gcs.create_bucket("bkt")
-        upload(gcs, Path(local), "bkt", "models/1")
+        gcs.upload(Path(local), "bkt", "models/1")
         with server_process(env={**gcs.env, "AIP_STORAGE_URI": "gs://bkt/models/1",
                                  "AIP_HTTP_PORT": "0"}) as (_, port):
             pixels = images(2)

@@ -162,17 +162,16 @@ def write_saved_model(model, path: str, image_shape: tuple[int, int, int],
 
 def load(path: str, source: str):
     """The SavedModel at `path` (local or gs://); `source` names the flag in errors."""
-    if not tf.io.gfile.exists(join(path, "saved_model.pb")):
-        raise TrainerError(f"{source}: {path} holds no saved_model.pb; expected a SavedModel "
-                           "directory written by trainer.task")
     try:
-        loaded = tf.saved_model.load(path)
+        if not tf.io.gfile.exists(join(path, "saved_model.pb")):
+            raise TrainerError(f"{source}: {path} holds no saved_model.pb; expected a "
+                               "SavedModel directory written by trainer.task")
+        return tf.saved_model.load(path)
     # A damaged file surfaces as whatever the parser meets first: OSError for saved_model.pb,
     # IndexError for a short variables file, ValueError, an OpError...
     except (tf.errors.OpError, ValueError, OSError, IndexError, KeyError) as err:
         raise TrainerError(f"{source}: cannot load the SavedModel at {path} "
-                           f"({short_reason(err)})") from None
-    return loaded
+                           f"({storage.problem(err, path)})") from None
 
 
 def class_names_of(path: str) -> list[str] | None:
@@ -208,15 +207,19 @@ class Exporter:
 
     def export(self, step: int) -> str:
         path = self._export_dir
-        if self._timestamped:
-            stamp = int(time.time())
-            while tf.io.gfile.exists(join(self._export_dir, str(stamp))):
-                stamp += 1
-            path = join(self._export_dir, str(stamp))
-        start = time.perf_counter()
-        # A plain local copy: distributed (mirrored, ps-placed) variables stay out of the model.
-        self._local_model.set_weights(self._model.get_weights())
-        write_saved_model(self._local_model, path, self._image_shape, self._class_names)
+        try:
+            if self._timestamped:
+                stamp = int(time.time())
+                while tf.io.gfile.exists(join(self._export_dir, str(stamp))):
+                    stamp += 1
+                path = join(self._export_dir, str(stamp))
+            start = time.perf_counter()
+            # A plain local copy: distributed (mirrored, ps-placed) variables stay out of it.
+            self._local_model.set_weights(self._model.get_weights())
+            write_saved_model(self._local_model, path, self._image_shape, self._class_names)
+        except tf.errors.OpError as err:
+            raise TrainerError(f"cannot export the model to {path} "
+                               f"({storage.problem(err, path)})") from None
         seconds = time.perf_counter() - start
         self.seconds += seconds
         log.info("exported the model at step %d to %s (%.1f s)", step, path, seconds)

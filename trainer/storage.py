@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 import time
 
 from trainer.errors import TrainerError, short_reason
@@ -23,8 +24,15 @@ def join(base: str, *parts: str) -> str:
     return posixpath.join(base, *parts) if is_url(base) else os.path.join(base, *parts)
 
 
-def _problem(err: Exception, path: str) -> str:
-    """What went wrong with `path`, in words: a missing bucket or denied access said plainly."""
+# TensorFlow's GCS errors quote the response body on the first line and name the object on a
+# later one ("\t when reading metadata of gs://b/o"): one line needs the object, not the body.
+_RESPONSE_BODY = re.compile(r" with body '.*", re.DOTALL)
+_GCS_OBJECT = re.compile(r"^\s*(when .*gs://\S+)", re.MULTILINE)
+
+
+def problem(err: Exception, path: str) -> str:
+    """What went wrong with `path`, in words: a missing bucket or denied access said plainly,
+    and for GCS the object that failed."""
     import tensorflow as tf
 
     bucket = "/".join(path.split("/")[:3]) if path.startswith("gs://") else None
@@ -32,6 +40,10 @@ def _problem(err: Exception, path: str) -> str:
         return f"bucket {bucket} does not exist (or is not visible to this account)"
     if isinstance(err, tf.errors.PermissionDeniedError) or (bucket and "403" in str(err)):
         return f"access denied ({short_reason(err)}); check the account's storage roles"
+    message = getattr(err, "message", None) or str(err)
+    found = _GCS_OBJECT.search(message)
+    if found:
+        return f"{_RESPONSE_BODY.sub('', message.splitlines()[0])} {found[1]}"
     return short_reason(err)
 
 
@@ -44,7 +56,7 @@ def expand_patterns(patterns: tuple[str, ...], flag: str) -> list[str]:
         try:
             matches = tf.io.gfile.glob(pattern)
         except tf.errors.OpError as err:
-            raise TrainerError(f"{flag}: cannot list {pattern!r}: {_problem(err, pattern)}") \
+            raise TrainerError(f"{flag}: cannot list {pattern!r}: {problem(err, pattern)}") \
                 from None
         matches = [m for m in matches if not tf.io.gfile.isdir(m)]
         if not matches:
@@ -83,7 +95,7 @@ def ensure_writable_dir(path: str, flag: str) -> None:
             f.write(b"ok")
         tf.io.gfile.remove(probe)
     except (tf.errors.OpError, OSError) as err:
-        raise TrainerError(f"{flag}: cannot write to {path} ({_problem(err, path)})") from None
+        raise TrainerError(f"{flag}: cannot write to {path} ({problem(err, path)})") from None
 
 
 def replace_dir(source: str, target: str) -> None:

@@ -1,0 +1,183 @@
+"""Peak memory of the prediction server under a burst of worst-case requests, on 127.0.0.1.
+
+    python scripts/benchmark_serving_memory.py [--requests 8] [--concurrency 8] [--kinds ...]
+
+Starts `python -m trainer.serve` on a free loopback port (the tutorial `cnn`, untrained), then
+for each kind of request sends --requests copies (at most --seconds per kind) from --concurrency
+connections and prints the answers and the server's peak resident memory (VmHWM, which only
+grows, so each row includes the rows above). The kinds, each the costliest body of its sort that
+fits the server's 1.5 MB cap:
+
+  bomb      one PNG declaring 16000 x 16000 pixels (~330 KB of base64)
+  images    --max-instances PNGs each at the server's --max-image-pixels (what it accepts)
+  examples  --max-instances tf.train.Examples of the largest valid size (float32 image_raw)
+  floats    as many serving_default instances of long float literals as fit
+
+The server is always stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import collections
+import http.client
+import json
+import math
+import os
+import struct
+import sys
+import tempfile
+import threading
+import time
+import zlib
+
+if not __package__:  # run as `python scripts/x.py`: use this checkout's `trainer`
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from scripts.benchmark_serving import _positive, start_server, tutorial_model
+from trainer.cli import OneLineParser, run_cli
+from trainer.errors import TrainerError
+
+KINDS = ("bomb", "images", "examples", "floats")
+MAX_INSTANCES = 256  # the server's default
+SHAPE = (28, 28, 1)  # the tutorial cnn's input
+BODY_LIMIT = 1_500_000  # the server's default --max-request-bytes
+_BOMB_SIDE = 16000
+
+
+def grey_png(side: int) -> bytes:
+    """A side x side 8-bit grey PNG of zeros, written without ever holding its pixels."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    compressor = zlib.compressobj(9)
+    row = bytes(side + 1)  # filter byte + pixels
+    pixels = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", pixels) + chunk(b"IEND", b""))
+
+
+def _b64(data: bytes) -> dict:
+    return {"b64": base64.b64encode(data).decode()}
+
+
+def body(kind: str) -> bytes:
+    if kind == "bomb":
+        return json.dumps({"signature_name": "encoded_image",
+                           "instances": [_b64(grey_png(_BOMB_SIDE))]}).encode()
+    if kind == "images":
+        from trainer import serve
+
+        side = math.isqrt(serve.default_max_image_pixels(SHAPE))
+        return json.dumps({"signature_name": "encoded_image",
+                           "instances": [_b64(grey_png(side))] * MAX_INSTANCES}).encode()
+    if kind == "examples":
+        import tensorflow as tf
+
+        from trainer.records import LEGACY_IMAGE
+
+        image = tf.train.Feature(bytes_list=tf.train.BytesList(value=[bytes(4 * math.prod(SHAPE))]))
+        record = tf.train.Example(features=tf.train.Features(
+            feature={LEGACY_IMAGE: image})).SerializeToString()
+        return json.dumps({"signature_name": "tf_example",
+                           "instances": [_b64(record)] * MAX_INSTANCES}).encode()
+    image = [[[0.123456789012]] * SHAPE[1]] * SHAPE[0]
+    count = BODY_LIMIT // len(json.dumps(image)) - 1
+    return json.dumps({"instances": [image] * min(count, MAX_INSTANCES)}).encode()
+
+
+def memory_mib(pid: int) -> dict[str, float]:
+    """VmRSS and VmHWM (peak) of a process, in MiB."""
+    with open(f"/proc/{pid}/status") as f:
+        fields = dict(line.split(":", 1) for line in f)
+    return {key: int(fields[key].split()[0]) / 1024 for key in ("VmRSS", "VmHWM")}
+
+
+def burst(port: int, payload: bytes, requests: int, seconds: float,
+          concurrency: int) -> collections.Counter:
+    """HTTP status -> count for up to `requests` sends within `seconds`."""
+    statuses: collections.Counter = collections.Counter()
+    sent = 0
+    lock = threading.Lock()
+    deadline = time.monotonic() + seconds
+
+    def client():
+        nonlocal sent
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=seconds + 60)
+        try:
+            while time.monotonic() < deadline:
+                with lock:
+                    if sent >= requests:
+                        return
+                    sent += 1
+                connection.request("POST", "/predict", payload)
+                response = connection.getresponse()
+                response.read()
+                with lock:
+                    statuses[response.status] += 1
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=client) for _ in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return statuses
+
+
+def cpu_name() -> str:
+    with open("/proc/cpuinfo") as f:
+        names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    return f"{names[0]} x {len(names)}" if names else "unknown CPU"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(prog="scripts/benchmark_serving_memory.py", allow_abbrev=False,
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description=__doc__.split("\n\n")[0])
+    p.add_argument("--model-dir", help="default: a fresh export of the tutorial cnn")
+    p.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
+    p.add_argument("--requests", type=_positive, default=8, help="per kind")
+    p.add_argument("--seconds", type=_positive, default=300, help="per kind, at most")
+    p.add_argument("--concurrency", type=_positive, default=8, help="client connections")
+    return p
+
+
+def main(argv=None) -> int:
+    return run_cli(lambda: _benchmark(argv))
+
+
+def _benchmark(argv) -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = build_parser().parse_args(argv)
+    with tempfile.TemporaryDirectory() as scratch:
+        server, port = start_server(args.model_dir or tutorial_model(scratch))
+        try:
+            print(f"{cpu_name()}; server 127.0.0.1:{port}, {int(args.concurrency)} connection(s)")
+            print(f"idle: RSS {memory_mib(server.pid)['VmRSS']:.0f} MiB")
+            print(f"{'kind':>9} {'body KB':>8} {'answers':>16} {'seconds':>8} "
+                  f"{'peak RSS MiB':>12}")
+            for kind in args.kinds:
+                payload = body(kind)
+                start = time.perf_counter()
+                statuses = burst(port, payload, int(args.requests), args.seconds,
+                                 int(args.concurrency))
+                answers = ", ".join(f"{count}x{status}"
+                                    for status, count in sorted(statuses.items()))
+                print(f"{kind:>9} {len(payload) / 1000:>8.0f} {answers:>16} "
+                      f"{time.perf_counter() - start:>8.1f} "
+                      f"{memory_mib(server.pid)['VmHWM']:>12.0f}")
+        except (OSError, http.client.HTTPException) as err:
+            raise TrainerError(f"the server stopped answering ({err}); exit code "
+                               f"{server.poll()}") from None
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
