@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import http.client
 import json
 import os
@@ -83,6 +84,17 @@ def start_server(model_dir: str, *flags: str) -> tuple[subprocess.Popen, int]:
                                f"(exit code {server.poll()})")
         time.sleep(0.1)
     return server, found[0]
+
+
+@contextlib.contextmanager
+def running_server(model_dir: str, *flags: str):
+    """Yields (process, port) of `start_server`; always stops it."""
+    server, port = start_server(model_dir, *flags)
+    try:
+        yield server, port
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def measure(port: int, body: bytes, requests: int, seconds: float,
@@ -164,8 +176,7 @@ def _benchmark(argv) -> None:
         model_dir = args.model_dir or tutorial_model(scratch)
         serving = export.load(model_dir, "--model-dir").signatures["serving_default"]
         shape = tuple(serving.structured_input_signature[1]["image"].shape[1:])
-        server, port = start_server(model_dir, "--max-instances", "64")
-        try:
+        with running_server(model_dir, "--max-instances", "64") as (_, port):
             print(f"{args.signature}, {int(args.concurrency)} connection(s), server "
                   f"127.0.0.1:{port}")
             print(f"{'instances/request':>17} {'requests':>8} {'requests/s':>10} "
@@ -182,9 +193,7 @@ def _benchmark(argv) -> None:
                 p50, p99 = np.percentile(latencies, [50, 99]) * 1000
                 print(f"{batch:>17} {len(latencies):>8} {rate:>10.1f} {rate * batch:>11.1f} "
                       f"{p50:>8.2f} {p99:>8.2f}")
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+
 
 if __name__ == "__main__":
     sys.exit(main())

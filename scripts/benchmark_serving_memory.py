@@ -35,7 +35,7 @@ import zlib
 if not __package__:  # run as `python scripts/x.py`: use this checkout's `trainer`
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from scripts.benchmark_serving import _positive, start_server, tutorial_model
+from scripts.benchmark_serving import _positive, running_server, tutorial_model
 from trainer.cli import OneLineParser, run_cli
 from trainer.errors import TrainerError
 
@@ -154,8 +154,8 @@ def main(argv=None) -> int:
 def _benchmark(argv) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
-    with tempfile.TemporaryDirectory() as scratch:
-        server, port = start_server(args.model_dir or tutorial_model(scratch))
+    with tempfile.TemporaryDirectory() as scratch, \
+            running_server(args.model_dir or tutorial_model(scratch)) as (server, port):
         try:
             print(f"{cpu_name()}; server 127.0.0.1:{port}, {int(args.concurrency)} connection(s)")
             print(f"idle: RSS {memory_mib(server.pid)['VmRSS']:.0f} MiB")
@@ -174,9 +174,6 @@ def _benchmark(argv) -> None:
         except (OSError, http.client.HTTPException) as err:
             raise TrainerError(f"the server stopped answering ({err}); exit code "
                                f"{server.poll()}") from None
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
 
 
 if __name__ == "__main__":
