@@ -26,5 +26,5 @@ setup(
                  "google-cloud-aiplatform", "starlette>=0.37", "uvicorn>=0.29",
                  "gcp-storage-emulator", "cryptography"],
     },
-    entry_points={"console_scripts": ["vertex-trainer=trainer.task:main"]},
+    entry_points={"console_scripts": ["vertex-trainer=trainer.task:cli"]},
 )

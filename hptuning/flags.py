@@ -12,7 +12,7 @@ import difflib
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from trainer.config import METRICS, build_parser, config_from_flags, integer
+from trainer.config import METRICS, build_parser, config_from_flags, integer, number
 from trainer.errors import TrainerError
 
 # Picks the metric the trainer reports; tuning it would change what the study measures.
@@ -40,7 +40,7 @@ def trainer_flags() -> dict[str, Flag]:
         if not action.option_strings or action.nargs == 0:  # --help
             continue
         name = action.option_strings[0][2:]
-        kind = int if action.type is integer else action.type
+        kind = {integer: int, number: float}.get(action.type, action.type)
         flag = Flag(name, action.dest, kind, tuple(action.choices) if action.choices else None)
         flags[name] = flags[action.dest] = flag
     return flags
@@ -104,3 +104,10 @@ def metric_reason(metric_id: str) -> str | None:
     if metric_id in METRICS:
         return None
     return f"{metric_id!r} is not a metric the trainer reports ({', '.join(sorted(METRICS))})"
+
+
+def dest_of(arg: str) -> str | None:
+    """The flag an argument sets (`--learning-rate=0.1` -> learning_rate), None for a value."""
+    if not arg.startswith("--"):
+        return None
+    return arg[2:].split("=", 1)[0].replace("-", "_")

@@ -356,6 +356,12 @@ def _check_trainer_accepts(source: str, params: tuple[Param, ...], args: Sequenc
     reason = trainer_flags.rejection(args)
     if reason:
         raise error(source, where, reason)
+    given = {trainer_flags.dest_of(arg) for arg in args}
+    for param, _ in _walk(params, ()):
+        if trainer_flags.dest_of(f"--{param.id}") in given:
+            raise error(source, where, f"sets --{param.id.replace('_', '-')}, which the study "
+                                       f"tunes (parameterId {param.id}): each trial's tuned value "
+                                       "would silently replace it; remove it from the args")
     reported = trainer_flags.reported_metric(args)
     if reported != metric:
         raise error(source, "studySpec.metrics[0].metricId",

@@ -175,8 +175,12 @@ def test_underscore_spelling_error_names_the_flag():
     assert "--batch-size" in error_of(["--batch_size=0"])
 
 
-def test_nan_learning_rate_is_an_error():
-    assert "--learning-rate" in error_of(["--learning-rate=nan"])
+@pytest.mark.parametrize("flag", ["--learning-rate", "--dropout", "--checkpoint-every-secs",
+                                  "--evaluator-timeout-secs", "--loss-upper-bound"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e999"])
+def test_every_float_flag_rejects_non_finite_values(flag, value):
+    message = error_of([f"{flag}={value}"])
+    assert flag in message and "expected a finite number" in message
 
 
 @pytest.mark.parametrize("value", ["-0.1", "1", "1.5", "nan"])

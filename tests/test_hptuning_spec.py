@@ -77,6 +77,13 @@ def test_extra_args_follow_the_config_args(tmp_path):
     assert tuning.trainer_args[0] == "--model=dnn"
 
 
+@pytest.mark.parametrize("extra", [["--learning-rate=0.1"], ["--batch_size", "10"]])
+def test_a_tuned_flag_in_the_extra_args_is_an_error_not_silently_replaced(tmp_path, extra):
+    with pytest.raises(spec.TrainerError, match=r"\(\+ the args after --\): sets --\S+, which "
+                                                r"the study tunes \(parameterId \w+\)"):
+        load(tmp_path, smoke_config(), extra_args=extra)
+
+
 def test_placeholders_come_from_values_and_only_args_need_them_locally(tmp_path):
     path = write(tmp_path, smoke_config())
     tuning = spec.load(path, {}, placeholders_everywhere=False)

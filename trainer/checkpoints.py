@@ -1,19 +1,39 @@
-"""Where a run's checkpoints come from and go to.
+"""Where a run's checkpoints come from and go to, and how a damaged directory is recovered.
 
 Every replica restores from `directory` (the chief's). The chief also saves there; other
 multi-worker replicas must take part in saving (it is a collective) but write to a throwaway
 `save_dir` so they never overwrite the chief's files.
+
+Recovery rules (what `restore` does):
+- Candidates are the `ckpt-N` files on disk, newest first, whatever the `checkpoint` state
+  file says: a missing, truncated or stale state file never hides a checkpoint.
+- A candidate is usable when its index and every data shard exist and every tensor reads
+  back. An unusable one (a crash mid-save, a deleted or truncated file) is skipped with a
+  warning naming it and why; the chief moves its files to `corrupt/` and rewrites the state
+  file, so the next run and the checkpoint rotation see only good checkpoints.
+- An intact checkpoint that does not fit the model (other --model or shape flags) is an error.
+- If checkpoint files exist but none is usable, the run stops with an error instead of
+  silently starting over; `--restart-from-scratch` makes starting from step 0 explicit.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import re
+import time
 
 import tensorflow as tf
 
-from trainer.errors import TrainerError
+from trainer.errors import TrainerError, short_reason
+from trainer.storage import join
 
 log = logging.getLogger(__name__)
+
+PREFIX = "ckpt"
+QUARANTINE = "corrupt"
+_FILE = re.compile(rf"^{PREFIX}-(\d+)\.(index|data-(\d+)-of-(\d+))$")
+_TEMP = re.compile(rf"^{PREFIX}-\d+_temp")  # what a save killed midway leaves behind
 
 
 class Checkpoints:
@@ -21,19 +41,56 @@ class Checkpoints:
 
     def __init__(self, checkpoint: tf.train.Checkpoint, step: tf.Variable, *, directory: str,
                  save_dir: str | None = None, keep: int = 5,
-                 options: tf.train.CheckpointOptions | None = None):
+                 options: tf.train.CheckpointOptions | None = None,
+                 restart_from_scratch: bool = False):
         self._checkpoint = checkpoint
         self._step = step
         self.directory = directory
+        self._save_dir = save_dir
+        self._keep = keep
         self._options = options
-        self._manager = (tf.train.CheckpointManager(checkpoint, save_dir, max_to_keep=keep)
-                         if save_dir else None)
+        self._restart_from_scratch = restart_from_scratch
+        self._manager = None
+
+    @property
+    def _repairs(self) -> bool:
+        return self._save_dir == self.directory  # the chief: the directory is its to fix
 
     def restore(self) -> str | None:
-        """Restores the latest checkpoint, if any, and returns its path."""
-        path = tf.train.latest_checkpoint(self.directory)
-        if path is None:
-            return None
+        """Restores the newest usable checkpoint, if any, and returns its path."""
+        files = _listing(self.directory)
+        if self._repairs:
+            _remove_temp_dirs(self.directory, files)
+        candidates = _candidates(self.directory, files)
+        skipped = []
+        for path, problem in candidates:
+            problem = problem or _unreadable(path)
+            if problem is None:
+                self._restore(path)
+                break
+            log.warning("checkpoint %s is unusable (%s); trying an older one", path, problem)
+            skipped.append((path, problem))
+        else:
+            path = None
+        if skipped and self._repairs:
+            self._quarantine([p for p, _ in skipped], files)
+        if path is None and skipped and not self._restart_from_scratch:
+            newest, problem = skipped[0]
+            raise TrainerError(
+                f"--job-dir: none of the {len(skipped)} checkpoint(s) in {self.directory} "
+                f"restores (newest {newest}: {problem}); rerun with --restart-from-scratch to "
+                "start over from step 0, or use another --job-dir")
+        if path is None and skipped:
+            log.warning("--restart-from-scratch: starting from step 0; the unusable "
+                        "checkpoints are in %s", join(self.directory, QUARANTINE))
+        if self._repairs and (skipped or not _state_ok(self.directory, path)):
+            good = [p for p, problem in candidates if (p, problem) not in skipped and not problem]
+            _write_state(self.directory, path, good)
+        if path is not None:
+            log.info("resumed from checkpoint %s at step %d", path, int(self._step.numpy()))
+        return path
+
+    def _restore(self, path: str) -> None:
         try:
             self._checkpoint.restore(path, options=self._options).assert_existing_objects_matched()
         except (AssertionError, ValueError, tf.errors.OpError) as err:
@@ -41,8 +98,16 @@ class Checkpoints:
             raise TrainerError(f"checkpoint {path} does not fit this model (written with other "
                                f"--model/--image-*/--num-classes flags?); use another --job-dir "
                                f"or AIP_CHECKPOINT_DIR ({reason})") from None
-        log.info("resumed from checkpoint %s at step %d", path, int(self._step.numpy()))
-        return path
+
+    def _quarantine(self, paths: list[str], files: set[str]) -> None:
+        target = join(self.directory, QUARANTINE)
+        tf.io.gfile.makedirs(target)
+        for path in paths:
+            prefix = path.rsplit("/", 1)[-1] + "."
+            for name in sorted(f for f in files if f.startswith(prefix)):
+                tf.io.gfile.rename(join(self.directory, name), join(target, name),
+                                   overwrite=True)
+        log.warning("moved %d unusable checkpoint(s) to %s", len(paths), target)
 
     def restore_for_evaluation(self, path: str) -> int | None:
         """Restores the model part of `path` and returns its step; None if it vanished."""
@@ -55,4 +120,93 @@ class Checkpoints:
         return int(self._step.numpy())
 
     def save(self, step: int) -> None:
-        self._manager.save(checkpoint_number=step, options=self._options)
+        if self._manager is None:
+            self._manager = tf.train.CheckpointManager(self._checkpoint, self._save_dir,
+                                                       checkpoint_name=PREFIX,
+                                                       max_to_keep=self._keep)
+        try:
+            self._manager.save(checkpoint_number=step, options=self._options)
+        except (tf.errors.OpError, OSError) as err:
+            raise TrainerError(f"cannot write the checkpoint of step {step} to {self._save_dir} "
+                               f"({short_reason(err)}); the previous checkpoint is kept") \
+                from None
+
+
+def _listing(directory: str) -> set[str]:
+    try:
+        return set(tf.io.gfile.listdir(directory)) if tf.io.gfile.isdir(directory) else set()
+    except tf.errors.OpError as err:
+        raise TrainerError(f"cannot list the checkpoints in {directory} ({short_reason(err)})") \
+            from None
+
+
+def _candidates(directory: str, files: set[str]) -> list[tuple[str, str | None]]:
+    """(path, problem or None) of every checkpoint with a file on disk, newest first."""
+    found: dict[int, dict] = {}
+    for name in files:
+        match = _FILE.match(name)
+        if not match:
+            continue
+        parts = found.setdefault(int(match.group(1)), {"index": False, "shards": set(),
+                                                       "of": set()})
+        if match.group(2) == "index":
+            parts["index"] = True
+        else:
+            parts["shards"].add(int(match.group(3)))
+            parts["of"].add(int(match.group(4)))
+    candidates = []
+    for number in sorted(found, reverse=True):
+        parts = found[number]
+        problem = None
+        if not parts["index"]:
+            problem = "its .index file is missing"
+        elif len(parts["of"]) != 1 or parts["shards"] != set(range(next(iter(parts["of"])))):
+            problem = "a .data shard is missing"
+        candidates.append((join(directory, f"{PREFIX}-{number}"), problem))
+    return candidates
+
+
+def _unreadable(path: str) -> str | None:
+    """Why the tensors of `path` do not all read back, or None when they do."""
+    try:
+        reader = tf.train.load_checkpoint(path)
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except (tf.errors.OpError, IndexError, ValueError) as err:
+        return f"corrupt: {short_reason(err)}"
+    return None
+
+
+def _state_ok(directory: str, path: str | None) -> bool:
+    return tf.train.latest_checkpoint(directory) == path
+
+
+def _write_state(directory: str, latest: str | None, good: list[str]) -> None:
+    """Rewrites the `checkpoint` state file to list the usable checkpoints, oldest first.
+
+    Written as CheckpointManager writes it, timestamps included: entries without them would
+    count as preserved and never rotate out under --keep-checkpoints.
+    """
+    state = join(directory, "checkpoint")
+    if latest is None:
+        if tf.io.gfile.exists(state):
+            tf.io.gfile.remove(state)
+        return
+    names = [p.rsplit("/", 1)[-1] for p in reversed(good)]
+    now = time.time()
+    lines = [f'model_checkpoint_path: "{latest.rsplit("/", 1)[-1]}"']
+    lines += [f'all_model_checkpoint_paths: "{name}"' for name in names]
+    lines += [f"all_model_checkpoint_timestamps: {now:.3f}" for _ in names]
+    lines.append("last_preserved_timestamp: 0.0")
+    staging = f"{state}.tmp-{os.getpid()}"
+    with tf.io.gfile.GFile(staging, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    tf.io.gfile.rename(staging, state, overwrite=True)
+    log.info("rewrote the checkpoint state file in %s (latest %s)", directory, names[-1])
+
+
+def _remove_temp_dirs(directory: str, files: set[str]) -> None:
+    for name in sorted(files):
+        if _TEMP.match(name):
+            tf.io.gfile.rmtree(join(directory, name))
+            log.info("removed %s, left by a save that was cut short", join(directory, name))

@@ -8,6 +8,7 @@ hyperparameter must never be silently ignored.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,8 @@ class Config:
     schedule: Schedule
     eval_steps: int | None
     keep_checkpoints: int
+    restart_from_scratch: bool
+    loss_upper_bound: float
     seed: int | None
     hypertune_metric: str
     export_best_only: bool
@@ -111,6 +114,17 @@ def integer(text: str) -> int:
 integer.__name__ = "int"  # argparse names the type in its messages
 
 
+def number(text: str) -> float:
+    """The type of float flags: finite only (`inf` or `nan` would train a model of NaNs)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
 def _bool(text: str) -> bool:
     value = text.strip().lower()
     if value in ("1", "true", "yes", "on"):
@@ -146,8 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(g, "model", default="cnn", choices=sorted(MODELS),
           help="; ".join(f"{n}: {s.description}" for n, s in MODELS.items()))
     _flag(g, "optimizer", choices=OPTIMIZERS, help="default: the model's tutorial optimizer")
-    _flag(g, "learning-rate", type=float, help="default: the model's tutorial value")
-    _flag(g, "dropout", type=float, help="rate of the dropout before the output layer; "
+    _flag(g, "learning-rate", type=number, help="default: the model's tutorial value")
+    _flag(g, "dropout", type=number, help="rate of the dropout before the output layer; "
                                             "default: the model's tutorial value")
     _flag(g, "batch-size", type=integer, default=100,
           help="global batch size, split across all replicas")
@@ -168,15 +182,21 @@ def build_parser() -> argparse.ArgumentParser:
           help="steps per progress line (and per tf.function call)")
     _flag(g, "checkpoint-every-steps", type=integer,
           help="default: --eval-every-steps; a checkpoint is also written at the end")
-    _flag(g, "checkpoint-every-secs", type=float, default=600.0,
+    _flag(g, "checkpoint-every-secs", type=number, default=600.0,
           help="also checkpoint when this much time passed since the last one")
     _flag(g, "keep-checkpoints", type=integer, default=5)
+    _flag(g, "restart-from-scratch", type=_bool, nargs="?", const=True, default=False,
+          metavar="BOOL", help="start from step 0 even though --job-dir holds checkpoints, none "
+                               "of which restores (without it that is an error)")
+    _flag(g, "loss-upper-bound", type=number,
+          help="stop as diverged when a training interval's mean loss exceeds this (a "
+               "non-finite loss always stops the run)")
     _flag(g, "distribution-strategy", default="auto", choices=STRATEGIES,
           help="auto: parameter_server when the cluster has ps tasks, multi_worker_mirrored for "
                "chief + workers, tpu with --tpu, mirrored on several local GPUs, else default")
     _flag(g, "collective-implementation", default="auto", choices=COLLECTIVES,
           help="all-reduce of multi_worker_mirrored (nccl needs GPUs)")
-    _flag(g, "evaluator-timeout-secs", type=float, default=3600.0,
+    _flag(g, "evaluator-timeout-secs", type=number, default=3600.0,
           help="an evaluator task gives up when no new checkpoint comes for this long")
     _flag(g, "tpu", help="TPU name or address for the tpu strategy ('local' on a TPU VM); "
                          "default: $TPU_NAME")
@@ -204,7 +224,7 @@ def config_from_flags(argv: Sequence[str] | None, environ: Mapping[str, str]) ->
     _positive(args, "image_height", "image_width", "image_channels", "batch_size", "max_steps",
               "eval_every_steps", "log_every_steps", "keep_checkpoints")
     _positive(args, "eval_batch_size", "eval_steps", "checkpoint_every_steps",
-              "checkpoint_every_secs", "learning_rate", optional=True)
+              "checkpoint_every_secs", "learning_rate", "loss_upper_bound", optional=True)
     _positive(args, "evaluator_timeout_secs")
     if args.num_classes < 2:
         raise TrainerError(f"--num-classes must be at least 2, got {args.num_classes}")
@@ -242,6 +262,8 @@ def config_from_flags(argv: Sequence[str] | None, environ: Mapping[str, str]) ->
             checkpoint_every_steps=args.checkpoint_every_steps or args.eval_every_steps,
             checkpoint_every_secs=args.checkpoint_every_secs),
         eval_steps=args.eval_steps, keep_checkpoints=args.keep_checkpoints,
+        restart_from_scratch=args.restart_from_scratch,
+        loss_upper_bound=math.inf if args.loss_upper_bound is None else args.loss_upper_bound,
         seed=args.seed, hypertune_metric=args.hypertune_metric,
         export_best_only=args.export_best_only,
         distribution_strategy=strategy,

@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 SIGNATURE_INPUTS = {"serving_default": "image", "encoded_image": "image_bytes",
                     "tf_example": "example_bytes"}
 LABELS_FILE = "labels.txt"
+STAGING_SUFFIX = ".tmp-"  # + pid: an export is written beside its place, then moved in
 
 
 def read_label_map(path: str, num_classes: int, source: str = "--label-map") -> list[str]:
@@ -152,12 +153,26 @@ def write_saved_model(model, path: str, image_shape: tuple[int, int, int],
     archive.track(model)
     for name, (fn, spec) in endpoints.items():
         archive.add_endpoint(name=name, fn=fn, input_signature=[spec])
-    staging = f"{path.rstrip('/')}.tmp-{os.getpid()}"
-    archive.write_out(staging, verbose=False)
-    if class_names:
-        with tf.io.gfile.GFile(join(staging, LABELS_FILE), "w") as f:
-            f.write("".join(f"{name}\n" for name in class_names))
-    storage.replace_dir(staging, path)
+    staging = f"{path.rstrip('/')}{STAGING_SUFFIX}{os.getpid()}"
+    try:
+        archive.write_out(staging, verbose=False)
+        if class_names:
+            with tf.io.gfile.GFile(join(staging, LABELS_FILE), "w") as f:
+                f.write("".join(f"{name}\n" for name in class_names))
+        storage.replace_dir(staging, path)
+    except (tf.errors.OpError, OSError) as err:
+        if tf.io.gfile.exists(staging):
+            tf.io.gfile.rmtree(staging)
+        raise TrainerError(f"cannot write the SavedModel to {path} ({short_reason(err)}); "
+                           "the checkpoints are kept: free space or fix access and rerun to "
+                           "export") from None
+
+
+def remove_staging_leftovers(path_pattern: str) -> None:
+    """Removes the half-written exports that a killed run left matching `path_pattern`."""
+    for leftover in tf.io.gfile.glob(f"{path_pattern.rstrip('/')}{STAGING_SUFFIX}*"):
+        tf.io.gfile.rmtree(leftover)
+        log.info("removed %s, an export that was cut short", leftover)
 
 
 def load(path: str, source: str):
@@ -204,6 +219,11 @@ class Exporter:
         self._class_names = class_names
         self.last_export: str | None = None
         self.seconds = 0.0  # spent exporting, for benchmarks
+
+    def remove_leftovers(self) -> None:
+        """Removes half-written exports of earlier runs that were killed while exporting."""
+        remove_staging_leftovers(join(self._export_dir, "*") if self._timestamped
+                                 else self._export_dir)
 
     def export(self, step: int) -> str:
         path = self._export_dir

@@ -234,6 +234,11 @@ TrainAction = Callable[[TrainInterval], None]
 EvalAction = Callable[[Evaluation], None]
 
 
+class Diverged(TrainerError):
+    """The loss became non-finite or passed --loss-upper-bound: nothing more is saved,
+    exported or reported, so a tuning service sees a failed trial, not a best one."""
+
+
 def evaluate(evaluation, step: int, actions: Sequence[EvalAction],
              train_seconds: float | None = None) -> Evaluation:
     """Runs one evaluation and hands it to the actions (progress line, summaries, ...)."""
@@ -241,6 +246,10 @@ def evaluate(evaluation, step: int, actions: Sequence[EvalAction],
     metrics, count = metrics_of(evaluation())
     if count == 0:
         raise TrainerError(f"{evaluation.flag}: evaluation read no examples")
+    if not math.isfinite(metrics["loss"]):
+        raise Diverged(f"the model diverged: evaluation loss at step {step} is "
+                       f"{metrics['loss']}; nothing was exported or reported for it; checkpoints "
+                       "from before it are kept (try a lower --learning-rate)")
     result = Evaluation(step, metrics, count, time.perf_counter() - start, train_seconds)
     for action in actions:
         action(result)
@@ -316,7 +325,8 @@ class Controller:
     def __init__(self, *, trainer, evaluation, checkpoints: Checkpoints, schedule: Schedule,
                  train_actions: Sequence[TrainAction] = (),
                  eval_actions: Sequence[EvalAction] = (), stop: StopRequest | None = None,
-                 vote: Callable[[tuple[bool, ...]], tuple[bool, ...]] | None = None):
+                 vote: Callable[[tuple[bool, ...]], tuple[bool, ...]] | None = None,
+                 loss_upper_bound: float = math.inf):
         self._trainer = trainer
         self._evaluation = evaluation
         self._checkpoints = checkpoints
@@ -325,6 +335,7 @@ class Controller:
         self._eval_actions = list(eval_actions)
         self._stop = stop or StopRequest()
         self._vote = vote or (lambda flags: flags)
+        self._loss_upper_bound = loss_upper_bound
         self.evaluations: list[Evaluation] = []
         self.train_seconds = 0.0
 
@@ -352,8 +363,10 @@ class Controller:
         while step < schedule.max_steps:
             num_steps = schedule.next_boundary(step) - step
             start = time.perf_counter()
-            interval += self._trainer.train(num_steps)
+            totals = self._trainer.train(num_steps)
             seconds = time.perf_counter() - start
+            self._check_loss(step + num_steps, totals)
+            interval += totals
             self.train_seconds += seconds
             step += num_steps
             interval_steps += num_steps
@@ -375,6 +388,17 @@ class Controller:
             if stop and not final:
                 raise Preempted(step)
         return evaluation
+
+    def _check_loss(self, step: int, totals: np.ndarray) -> None:
+        # Checked before anything is saved: the newest checkpoint stays the last good one.
+        loss = metrics_of(totals)[0]["loss"]
+        if math.isfinite(loss) and loss <= self._loss_upper_bound:
+            return
+        bound = (f" (above --loss-upper-bound {self._loss_upper_bound:g})"
+                 if math.isfinite(loss) else "")
+        raise Diverged(f"the model diverged: training loss {loss:g}{bound} by step {step}; "
+                       "stopped without saving, exporting or reporting it; checkpoints from "
+                       "before it are kept (try a lower --learning-rate)")
 
     def _evaluate(self, step: int) -> Evaluation:
         result = evaluate(self._evaluation, step, self._eval_actions, self.train_seconds)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import datetime
+import errno
 import logging
+import os
 from typing import TYPE_CHECKING, Callable
 
 import tensorflow as tf
+
+from trainer.errors import TrainerError
 
 if TYPE_CHECKING:
     from trainer.loop import Evaluation, TrainInterval
@@ -26,8 +30,7 @@ class Progress:
 
     def on_train(self, interval: TrainInterval) -> None:
         seconds_per_step = interval.seconds / interval.steps
-        eta = datetime.timedelta(seconds=round((self._max_steps - interval.step)
-                                               * seconds_per_step))
+        eta = _duration((self._max_steps - interval.step) * seconds_per_step)
         self.examples_per_sec.append(interval.examples_per_sec)
         log.info("step %d/%d  loss %.4f  accuracy %.2f%%  %s examples/s  %.1f ms/step  ETA %s",
                  interval.step, self._max_steps, interval.metrics["loss"],
@@ -39,6 +42,15 @@ class Progress:
         log.info("eval at step %d: accuracy %.2f%%  loss %.4f  (%s examples, %.1f s)",
                  evaluation.step, 100 * evaluation.metrics["accuracy"],
                  evaluation.metrics["loss"], f"{evaluation.examples:,}", evaluation.seconds)
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= _LONG:  # beyond what timedelta holds, e.g. --max-steps 1e17
+        return f"over {_LONG // (365 * 86400):,} years"
+    return str(datetime.timedelta(seconds=round(seconds)))
+
+
+_LONG = 1000 * 365 * 86400
 
 
 class Summaries:
@@ -82,16 +94,35 @@ class HypertuneReporter:
     """Reports the tuning metric after every evaluation through cloudml-hypertune.
 
     The library writes $CLOUD_ML_HP_METRIC_FILE (JSON lines, the trial from CLOUD_ML_TRIAL_ID),
-    which Vertex's tuning service reads.
+    which Vertex's tuning service reads. The file is checked when the reporter is made, before
+    training, so a bad path fails at once instead of after the first evaluation.
     """
 
     def __init__(self, metric: str):
         import hypertune
 
         self._metric = metric
-        self._hypertune = hypertune.HyperTune()
+        try:
+            self._hypertune = hypertune.HyperTune()  # creates the file's directory
+            path = self._hypertune.metric_path
+            if os.path.isdir(path):
+                raise IsADirectoryError(errno.EISDIR, "is a directory")
+            with open(path, "a", encoding="utf-8"):
+                pass
+        except OSError as err:
+            raise _metric_file_error(err) from None
 
     def on_evaluation(self, evaluation: Evaluation) -> None:
-        self._hypertune.report_hyperparameter_tuning_metric(
-            hyperparameter_metric_tag=self._metric,
-            metric_value=float(evaluation.metrics[self._metric]), global_step=evaluation.step)
+        try:
+            self._hypertune.report_hyperparameter_tuning_metric(
+                hyperparameter_metric_tag=self._metric,
+                metric_value=float(evaluation.metrics[self._metric]),
+                global_step=evaluation.step)
+        except OSError as err:
+            raise _metric_file_error(err) from None
+
+
+def _metric_file_error(err: OSError) -> TrainerError:
+    path = os.environ.get("CLOUD_ML_HP_METRIC_FILE", "/tmp/hypertune/output.metrics")
+    return TrainerError(f"CLOUD_ML_HP_METRIC_FILE: cannot write the tuning metric to {path} "
+                        f"({err.strerror or err}); expected a writable file path")

@@ -16,7 +16,7 @@ import sys
 import tempfile
 import warnings
 from dataclasses import dataclass
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from trainer.cli import run_cli, usage_errors
 from trainer.config import Config, config_from_flags
@@ -97,7 +97,8 @@ def _train_and_evaluate(config: Config, strategy, stop) -> RunResult:
         tf.train.Checkpoint(model=model, optimizer=optimizer, step=steps.step,
                             best_metric=best.variable),
         steps.step, directory=config.checkpoint_dir, save_dir=save_dir,
-        keep=config.keep_checkpoints, options=distribute.checkpoint_options(config))
+        keep=config.keep_checkpoints, options=distribute.checkpoint_options(config),
+        restart_from_scratch=config.restart_from_scratch)
 
     progress = report.Progress(config.schedule.max_steps)
     summaries = report.Summaries(config.tensorboard_dir if chief else None,
@@ -107,6 +108,7 @@ def _train_and_evaluate(config: Config, strategy, stop) -> RunResult:
                                image_shape=config.image_shape, class_names=class_names)
     eval_actions = [progress.on_evaluation, best]
     if chief:
+        exporter.remove_leftovers()
         # Constructed on the chief only: cloudml-hypertune creates its metric file's directory.
         eval_actions += [summaries.on_evaluation,
                          report.HypertuneReporter(config.hypertune_metric).on_evaluation]
@@ -115,7 +117,7 @@ def _train_and_evaluate(config: Config, strategy, stop) -> RunResult:
     controller = loop.Controller(
         trainer=trainer, evaluation=evaluation, checkpoints=checkpoints,
         schedule=config.schedule, train_actions=[progress.on_train, summaries.on_train],
-        eval_actions=eval_actions, stop=stop,
+        eval_actions=eval_actions, stop=stop, loss_upper_bound=config.loss_upper_bound,
         vote=(loop.vote_across_workers(strategy)
               if config.distribution_strategy == "multi_worker_mirrored" else None))
     try:
@@ -252,5 +254,18 @@ def _main(argv: Sequence[str] | None) -> None:
     log.info("done at step %d: %s%s", result.step,
              ", ".join(f"{k} {v:.4f}" for k, v in sorted(result.metrics.items())), digest)
 
+
+def cli() -> NoReturn:
+    """`python -m trainer.task` and the `vertex-trainer` command."""
+    code = main()
+    if code and "tensorflow" in sys.modules:
+        # TensorFlow's teardown may still log (e.g. about a checkpoint that did not fit); the
+        # one-line error must stay the last line, so leave without running it.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    cli()
