@@ -163,9 +163,9 @@ def write_saved_model(model, path: str, image_shape: tuple[int, int, int],
     except (tf.errors.OpError, OSError) as err:
         if tf.io.gfile.exists(staging):
             tf.io.gfile.rmtree(staging)
-        raise TrainerError(f"cannot write the SavedModel to {path} ({short_reason(err)}); "
-                           "the checkpoints are kept: free space or fix access and rerun to "
-                           "export") from None
+        raise TrainerError(f"cannot write the SavedModel to {path} "
+                           f"({storage.problem(err, path)}); the checkpoints are kept: free "
+                           "space or fix access and rerun to export") from None
 
 
 def remove_staging_leftovers(path_pattern: str) -> None:
