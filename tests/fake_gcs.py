@@ -323,6 +323,13 @@ class FakeGcs:
         connection.close()
         return data if response.status == 200 else None
 
+    def delete(self, bucket: str, name: str) -> None:
+        """Removes an object straight from the emulator (no faults)."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.emulator_port, timeout=10)
+        connection.request("DELETE", f"/storage/v1/b/{bucket}/o/{quote(name, safe='')}")
+        connection.getresponse().read()
+        connection.close()
+
     def upload(self, local: Path, bucket: str, prefix: str) -> None:
         """A local tree straight to the emulator: TensorFlow's gs:// writes are slow here."""
         from google.auth.credentials import AnonymousCredentials

@@ -2,6 +2,7 @@
 full disks, bad metric files. Nothing is lost silently and every failure is one line."""
 
 import logging
+import os
 import random
 import re
 import subprocess
@@ -100,28 +101,23 @@ def test_a_checkpoint_of_another_model_is_one_line_and_the_last_line(dataset, jo
     assert checkpoint_steps(job) == [10, 20, 30]
 
 
-def test_kills_at_random_moments_lose_nothing(dataset, tmp_path):
-    """kill -9 at random points (start-up, training, mid-save) over several rounds; the
-    last round ends at exactly --max-steps with one complete export."""
-    train_files, eval_files = dataset
-    job = tmp_path / "job"
-    command = [sys.executable, "-m", "trainer.task", "--train-files", train_files,
-               "--eval-files", eval_files, "--job-dir", str(job), "--model", "dnn",
-               "--batch-size", "20", "--max-steps", "300", "--log-every-steps", "5",
-               "--checkpoint-every-steps", "5", "--eval-every-steps", "300"]
-    rng = random.Random(4)
+def kill_rounds(command, rounds, max_steps, steps_saved, seed, env=None, between=None):
+    """kill -9 at random points (start-up, training, mid-save) over several rounds, then a
+    last round to the end; returns the last round's result. `steps_saved()` lists the saved
+    checkpoints' steps; `between(round)` may damage the job dir between rounds."""
+    rng = random.Random(seed)
     reached = 0
-    for round_ in range(4):
-        process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE,
+    for round_ in range(rounds):
+        process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, env=env,
                                    stderr=subprocess.STDOUT, text=True)
         # Round 0 dies during start-up; later ones a random number of steps into training.
-        target = 0 if round_ == 0 else rng.randrange(5, 60)
+        target = 0 if round_ == 0 else rng.randrange(5, max_steps // 5)
         try:
             for line in process.stdout:
                 resumed = re.search(r"resumed from checkpoint .* at step (\d+)", line)
                 if resumed:
-                    assert int(resumed.group(1)) >= reached - 5, line  # never further back
-                progress = re.search(r"step (\d+)/300", line)
+                    assert int(resumed.group(1)) >= reached - 10, line  # never further back
+                progress = re.search(rf"step (\d+)/{max_steps}", line)
                 if round_ == 0 and "model dnn" in line:
                     break
                 if progress and int(progress.group(1)) >= reached + target:
@@ -130,15 +126,74 @@ def test_kills_at_random_moments_lose_nothing(dataset, tmp_path):
         finally:
             process.kill()
             process.wait()
-        if checkpoint_steps(job):
-            reached = max(reached, checkpoint_steps(job)[-1])
-    final = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+            process.stdout.close()
+        reached = max([reached, *steps_saved()])
+        if between:
+            between(round_)
+    final = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600,
+                           env=env)
     assert final.returncode == 0, final.stdout[-2000:] + final.stderr[-2000:]
-    assert "done at step 300" in final.stdout
+    assert f"done at step {max_steps}" in final.stdout
+    return final
+
+
+def test_kills_at_random_moments_lose_nothing(dataset, tmp_path):
+    train_files, eval_files = dataset
+    job = tmp_path / "job"
+    command = [sys.executable, "-m", "trainer.task", "--train-files", train_files,
+               "--eval-files", eval_files, "--job-dir", str(job), "--model", "dnn",
+               "--batch-size", "20", "--max-steps", "300", "--log-every-steps", "5",
+               "--checkpoint-every-steps", "5", "--eval-every-steps", "300"]
+    kill_rounds(command, 4, 300, lambda: checkpoint_steps(job), seed=4)
     exports = list((job / "export").iterdir())
     assert len(exports) == 1 and (exports[0] / "saved_model.pb").exists(), exports
     assert not list(job.rglob("*.tmp-*")) and not list(job.rglob("*_temp*"))
     assert checkpoint_steps(job)[-1] == 300
+
+
+def test_kills_and_a_damaged_checkpoint_on_flaky_gcs_lose_nothing(tmp_path):
+    from tests.conftest import write_dataset
+    from tests.fake_gcs import FakeGcs, Faults
+
+    (tmp_path / "gcs").mkdir()
+    gcs = FakeGcs(tmp_path / "gcs").start()
+    try:
+        gcs.create_bucket("bkt")
+        write_dataset(tmp_path / "data", 600, 2, "train", seed=1)
+        write_dataset(tmp_path / "data", 200, 1, "eval", seed=2)
+        gcs.upload(tmp_path / "data", "bkt", "data")
+        gcs.faults = Faults(share=0.03, seed=5)
+        env = {**os.environ, **gcs.env, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1",
+               "GCS_RETRY_CONFIG_INIT_DELAY_TIME_US": "0"}
+        command = [sys.executable, "-m", "trainer.task", "--train-files", "gs://bkt/data/train-*",
+                   "--eval-files", "gs://bkt/data/eval-*", "--job-dir", "gs://bkt/job",
+                   "--model", "dnn", "--batch-size", "20", "--max-steps", "100",
+                   "--log-every-steps", "5", "--checkpoint-every-steps", "10",
+                   "--eval-every-steps", "100"]
+
+        def steps_saved():
+            return sorted(int(m[1]) for name in gcs.list("bkt", "job/checkpoints/")
+                          if (m := re.fullmatch(r"job/checkpoints/ckpt-(\d+)\.index", name)))
+
+        damaged = []
+
+        def damage(round_):  # a save cut short: the newest checkpoint loses its index
+            if round_ == 1 and steps_saved():
+                damaged.append(steps_saved()[-1])
+                gcs.delete("bkt", f"job/checkpoints/ckpt-{damaged[0]}.index")
+
+        final = kill_rounds(command, 3, 100, steps_saved, seed=6, env=env, between=damage)
+        assert damaged, "no checkpoint to damage after two rounds"
+        # The next run stepped back past it and moved its files aside.
+        assert f"job/checkpoints/corrupt/ckpt-{damaged[0]}.data-00000-of-00001" in gcs.list(
+            "bkt", "job/checkpoints/corrupt/")
+        names = gcs.list("bkt", "job/export/")
+        exports = {name.split("/")[2] for name in names} - {""}
+        assert len(exports) == 1 and any(n.endswith("saved_model.pb") for n in names), names
+        assert not any(".tmp-" in n or "_temp" in n for n in gcs.list("bkt", "job/"))
+        assert steps_saved()[-1] == 100 and sum(gcs.faults.injected.values()) > 0
+    finally:
+        gcs.stop()
 
 
 def test_a_diverged_run_fails_without_exporting_or_reporting(dataset, tmp_path):
