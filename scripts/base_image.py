@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import subprocess
 import sys
 import tempfile
@@ -31,12 +30,15 @@ FROM {rootfs}
 ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt
 COPY ca-certificates.crt /tmp/host-ca.crt
 RUN apt-get update \\
-    && apt-get install -y --no-install-recommends python3 python3-pip python3-venv ca-certificates \\
-    && if [ -s /tmp/host-ca.crt ]; then cp /tmp/host-ca.crt /etc/ssl/certs/ca-certificates.crt; fi \\
+    && apt-get install -y --no-install-recommends \\
+        python3 python3-pip python3-venv ca-certificates \\
+    && if [ -s /tmp/host-ca.crt ]; then \\
+        cp /tmp/host-ca.crt /etc/ssl/certs/ca-certificates.crt; fi \\
     && rm /tmp/host-ca.crt \\
     && rm -f /usr/lib/python3.*/EXTERNALLY-MANAGED \\
     && ln -s /usr/bin/python3 /usr/local/bin/python \\
-    && apt-get clean && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /usr/share/doc/* /usr/share/man/*
+    && apt-get clean \\
+    && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /usr/share/doc/* /usr/share/man/*
 CMD ["python"]
 """
 

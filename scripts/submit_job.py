@@ -218,7 +218,8 @@ def choose_code(args: argparse.Namespace, today: date) -> list[str]:
     if package and not args.executor_image_uri:
         raise TrainerError("--staging-bucket/--package-uri run our sdist on a Vertex prebuilt "
                            "image (legacy): name it with --executor-image-uri, e.g. "
-                           f"{PREBUILT_CPU_IMAGE} (available until {end_of_availability(PREBUILT_CPU_IMAGE)})")
+                           f"{PREBUILT_CPU_IMAGE} (available until "
+                           f"{end_of_availability(PREBUILT_CPU_IMAGE)})")
     if args.executor_image_uri and not package:
         raise TrainerError("--executor-image-uri runs our sdist: give --staging-bucket or "
                            "--package-uri with it")
@@ -237,8 +238,9 @@ def choose_code(args: argparse.Namespace, today: date) -> list[str]:
         if value and not value.startswith("gs://"):
             raise TrainerError(f"{flag} must be a gs:// path, got {value!r}")
     if package:
-        warning = past_end_warning(args.executor_image_uri, today,
-                                   "run our image instead (--build cloud, or --container-image-uri)")
+        warning = past_end_warning(
+            args.executor_image_uri, today,
+            "run our image instead (--build cloud, or --container-image-uri)")
         if warning:
             print(warning, file=sys.stderr)
         return []

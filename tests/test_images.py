@@ -19,7 +19,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from scripts.base_image import BuildError, ensure_base_image, run_step
@@ -246,7 +245,7 @@ def test_local_cluster_of_containers_trains_in_sync(training_image, tmp_path):
         cwd=REPO, capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, ("run of the container cluster failed:\n"
                                     + result.stdout[-3000:])
-    done = {task: re.search(r"\[%s\] .*done at step 20.* weights (\w+)" % task, result.stdout)
+    done = {task: re.search(r"\[%s\] .*done at step 20.*weights (\w+)" % task, result.stdout)
             for task in ("chief-0", "worker-0")}
     assert all(done.values()), result.stdout[-3000:]
     assert done["chief-0"][1] == done["worker-0"][1]

@@ -28,7 +28,8 @@ def pools(request):
 
 
 LEGACY = ["--executor-image-uri", submit_job.PREBUILT_CPU_IMAGE]
-GPU_WORKERS = ["--workers", "2", "--accelerator-type", "NVIDIA_TESLA_T4", "--accelerator-count", "2"]
+GPU_WORKERS = ["--workers", "2", "--accelerator-type", "NVIDIA_TESLA_T4",
+               "--accelerator-count", "2"]
 SHAPES = {
     "single-host": ["--project", "p", "--timeout", "90m", "--base-output-dir", "gs://b/runs/1",
                     "--", "--model", "cnn"],
