@@ -93,6 +93,15 @@ def build(step: str, image: str, dockerfile: str, base: str, *build_args: str) -
     return image
 
 
+def test_a_failing_step_is_named_with_the_tail_of_its_log():
+    with pytest.raises(BuildError) as info:
+        run_step("build of the training image", ["sh", "-c", "seq 100; echo 'E: broken' >&2; "
+                                                  "exit 3"], log_lines=5)
+    message = str(info.value)
+    assert message.startswith("build of the training image failed (exit 3): sh -c")
+    assert message.splitlines()[1:] == ["97", "98", "99", "100", "E: broken"]
+
+
 def docker_run(step: str, *args: str, timeout: float = 300) -> str:
     """`docker run --rm ARGS`; output on success, else fails naming the step with the log's tail."""
     try:
