@@ -32,6 +32,7 @@ if not __package__:  # run as `python scripts/x.py`: make `scripts.*` importable
 
 from scripts.prebuilt import TRAINING_CPU as PREBUILT_CPU_IMAGE
 from scripts.prebuilt import end_of_availability, past_end_warning
+from trainer.cli import OneLineParser, run_cli, usage_errors
 from trainer.cluster import REDUCTION_SERVER_ENV
 from trainer.errors import TrainerError
 
@@ -286,9 +287,9 @@ def submit(request: dict, project: str, region: str, poll_secs: float, follow: b
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="scripts/submit_job.py", allow_abbrev=False,
-                                usage="%(prog)s [options] -- TRAINER_FLAGS...",
-                                description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="scripts/submit_job.py", allow_abbrev=False,
+                      usage="%(prog)s [options] -- TRAINER_FLAGS...",
+                      description=__doc__.split("\n\n")[0])
     p.add_argument("--project", help="required unless --dry-run")
     p.add_argument("--region", default="us-central1")
     p.add_argument("--display-name", default="vertex-trainer")
@@ -342,33 +343,33 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     split = argv.index("--") if "--" in argv else len(argv)
-    parser = build_parser()
-    args = parser.parse_args(argv[:split])
     trainer_args = argv[split + 1:]
-    try:
-        for name in ("workers", "ps", "reduction_servers"):
-            if getattr(args, name) < 0:
-                raise TrainerError(f"--{name.replace('_', '-')} must be >= 0")
-        if not (args.dry_run or args.project):
-            raise TrainerError("--project is required to submit (or use --dry-run)")
-        builds = choose_code(args, date.today())
+
+    def body():
+        with usage_errors():
+            args = build_parser().parse_args(argv[:split])
+            for name in ("workers", "ps", "reduction_servers"):
+                if getattr(args, name) < 0:
+                    raise TrainerError(f"--{name.replace('_', '-')} must be >= 0")
+            if not (args.dry_run or args.project):
+                raise TrainerError("--project is required to submit (or use --dry-run)")
+            builds = choose_code(args, date.today())
         package_uri = args.package_uri
         if args.staging_bucket:
             package_uri = build_and_upload_sdist(args.staging_bucket, upload=not args.dry_run)
-        request = build_request(args, trainer_args, package_uri)
-        validate_request(request)
-        if builds and not args.dry_run:
-            run_build(builds)
-    except TrainerError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if args.dry_run:
-        print(json.dumps(request, indent=2))
-        print("\n# the same through gcloud:\n" + gcloud_command(request, args.region))
-        if builds:
-            print("\n# --build first runs:\n" + "\n".join(" ".join(c) for c in builds))
-        return 0
-    return submit(request, args.project, args.region, args.poll_secs, not args.no_follow)
+        with usage_errors():
+            request = build_request(args, trainer_args, package_uri)
+            validate_request(request)
+        if args.dry_run:
+            print(json.dumps(request, indent=2))
+            print("\n# the same through gcloud:\n" + gcloud_command(request, args.region))
+            if builds:
+                print("\n# --build first runs:\n" + "\n".join(" ".join(c) for c in builds))
+            return 0
+        run_build(builds)
+        return submit(request, args.project, args.region, args.poll_secs, not args.no_follow)
+
+    return run_cli(body)
 
 
 if __name__ == "__main__":
