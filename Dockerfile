@@ -1,9 +1,15 @@
 # The training image: `python -m trainer.task` with nothing but the trainer and its runtime deps.
-#   docker build -t IMAGE .
-# GPU: --build-arg BASE_IMAGE=tensorflow/tensorflow:2.21.0-gpu (TensorFlow already in the base).
+#   docker build -t IMAGE .                       (base python:3.11-slim from Docker Hub)
+#   docker build --network host --build-arg BASE_IMAGE=$(python scripts/base_image.py) -t IMAGE .
+#                                                 (base built from Debian's mirror, no Docker Hub)
+# GPU: --build-arg TENSORFLOW='tensorflow[and-cuda]==2.21.0' (CUDA, cuDNN and NCCL come as
+# wheels from the package index); add --build-arg NCCL_PLUGIN=google-reduction-server for jobs
+# with Reduction Server (scripts/submit_job.py --reduction-servers).
 ARG BASE_IMAGE=python:3.11.11-slim-bookworm
 FROM ${BASE_IMAGE}
 
+# Everything up to the TensorFlow layer is the same in serving.Dockerfile, so the two images
+# share that layer (most of their size) in the build cache and in the registry.
 ARG TENSORFLOW=tensorflow==2.21.0
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -13,6 +19,17 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 # TensorFlow first, in its own layer: it is most of the image and changes least often.
 RUN python -m pip install "${TENSORFLOW}"
+
+# Reduction Server's NCCL transport plugin, from Google's apt repository (the apt key is fetched
+# with Python: the slim base has no curl).
+ARG NCCL_PLUGIN=
+RUN if [ -n "${NCCL_PLUGIN}" ]; then \
+      python -c "import urllib.request as u; u.urlretrieve('https://packages.cloud.google.com/apt/doc/apt-key.gpg', '/etc/apt/keyrings/google-cloud.asc')" \
+      && echo "deb [signed-by=/etc/apt/keyrings/google-cloud.asc] https://packages.cloud.google.com/apt google-fast-socket main" \
+         > /etc/apt/sources.list.d/google-fast-socket.list \
+      && apt-get update && apt-get install -y --no-install-recommends "${NCCL_PLUGIN}" \
+      && apt-get clean && rm -rf /var/lib/apt/lists/*; \
+    fi
 
 WORKDIR /opt/vertex-trainer
 COPY setup.py README.md ./

@@ -1,21 +1,22 @@
 # The prediction image: `python -m trainer.serve` on Vertex AI's custom-container contract
 # (AIP_HTTP_PORT, AIP_HEALTH_ROUTE, AIP_PREDICT_ROUTE, the model from AIP_STORAGE_URI).
-#   docker build -f serving.Dockerfile -t IMAGE .
+#   docker build -f serving.Dockerfile -t IMAGE .   (no Docker Hub: see the Dockerfile's header)
 #   docker run -p 8080:8080 -e AIP_STORAGE_URI=gs://B/model IMAGE     (or -v + --model-dir)
 ARG BASE_IMAGE=python:3.11.11-slim-bookworm
 FROM ${BASE_IMAGE}
 
+# Up to the TensorFlow layer this is the training Dockerfile, so the layer is shared.
 ARG TENSORFLOW=tensorflow==2.21.0
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    TF_CPP_MIN_LOG_LEVEL=2 \
-    AIP_HTTP_PORT=8080
+    TF_CPP_MIN_LOG_LEVEL=2
 
 # TensorFlow first, in its own layer: it is most of the image and changes least often.
 RUN python -m pip install "${TENSORFLOW}"
 
+ENV AIP_HTTP_PORT=8080
 WORKDIR /opt/vertex-trainer
 COPY setup.py README.md ./
 COPY trainer ./trainer

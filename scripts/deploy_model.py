@@ -3,13 +3,13 @@
     python scripts/deploy_model.py --project P --region us-central1 \
         --artifact-uri gs://B/runs/cnn-1/model --predict-image digit.png
 
-Uploads the SavedModel to the Model Registry on Vertex's prebuilt TF 2.15 prediction image (the
-newest there is; our exports load under it), or on our serving image (--container-image-uri,
-serving.Dockerfile); deploys it to a new endpoint (or --endpoint); then sends --predict-json
-(a `{"instances": [...], "parameters": {...}}` body, through `predict`, which reaches
-`serving_default` on the prebuilt image) or --predict-image files (through `rawPredict`, with a
-TF Serving body naming the `encoded_image` signature, which both images honour). Each request
-is checked with the aiplatform SDK's own type first; --dry-run prints them and sends nothing.
+Uploads the SavedModel to the Model Registry on our serving image (serving.Dockerfile, pushed by
+cloudbuild.yaml; or --container-image-uri), or, with --prebuilt-image, on Vertex's prebuilt TF
+2.15 prediction image (legacy: it ends 2027-01-14, and warns past that); deploys it to a new
+endpoint (or --endpoint); then sends --predict-json (a `{"instances": [...], "parameters":
+{...}}` body, through `predict`) or --predict-image files (through `rawPredict`, with a TF
+Serving body naming the `encoded_image` signature, which both images honour). Each request is
+checked with the aiplatform SDK's own type first; --dry-run prints them and sends nothing.
 """
 
 from __future__ import annotations
@@ -17,19 +17,21 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import re
 import os
+import re
 import sys
+from datetime import date
 from pathlib import Path
 
-if not __package__:  # run as `python scripts/x.py`: use this checkout's `trainer`
+if not __package__:  # run as `python scripts/x.py`: use this checkout's `trainer` and `scripts`
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from scripts.prebuilt import PREDICTION_CPU, PREDICTION_GPU, past_end_warning
 from trainer.cli import OneLineParser, run_cli, usage_errors
 from trainer.errors import TrainerError
 
-CPU_IMAGE = "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-15:latest"
-GPU_IMAGE = "us-docker.pkg.dev/vertex-ai/prediction/tf2-gpu.2-15:latest"
+# Where cloudbuild.yaml pushes our serving image (its _SERVING_IMAGE substitution).
+OUR_IMAGE = "us-docker.pkg.dev/{project}/vertex-trainer/serving:latest"
 SERVING_PORT = 8080
 PREDICT_ROUTE = "/predict"
 HEALTH_ROUTE = "/health"
@@ -100,12 +102,20 @@ def build_requests(args: argparse.Namespace) -> dict:
     if args.predict_json and args.predict_image:
         raise TrainerError("give --predict-json or --predict-image, not both")
 
-    location = f"projects/{args.project or 'PROJECT'}/locations/{args.region}"
-    if args.container_image_uri:
-        container = {"imageUri": args.container_image_uri, "predictRoute": PREDICT_ROUTE,
-                     "healthRoute": HEALTH_ROUTE, "ports": [{"containerPort": SERVING_PORT}]}
+    if args.prebuilt_image and args.container_image_uri:
+        raise TrainerError("give --container-image-uri or --prebuilt-image, not both")
+    if args.accelerator_type and not (args.prebuilt_image or args.container_image_uri):
+        raise TrainerError("our default serving image is built without CUDA: for "
+                           "--accelerator-type build one with --build-arg TENSORFLOW="
+                           "'tensorflow[and-cuda]==2.21.0' and give it as --container-image-uri")
+    project = args.project or "PROJECT"
+    location = f"projects/{project}/locations/{args.region}"
+    if args.prebuilt_image:
+        container = {"imageUri": PREDICTION_GPU if args.accelerator_type else PREDICTION_CPU}
     else:
-        container = {"imageUri": GPU_IMAGE if args.accelerator_type else CPU_IMAGE}
+        container = {"imageUri": args.container_image_uri or OUR_IMAGE.format(project=project),
+                     "predictRoute": PREDICT_ROUTE, "healthRoute": HEALTH_ROUTE,
+                     "ports": [{"containerPort": SERVING_PORT}]}
     requests = {"uploadModel": {"parent": location, "model": {
         "displayName": args.display_name, "artifactUri": args.artifact_uri.rstrip("/"),
         "containerSpec": container}}}
@@ -195,8 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="gs:// directory of the SavedModel (trainer.task's AIP_MODEL_DIR)")
     p.add_argument("--display-name", default="vertex-trainer", help="of the model and endpoint")
     p.add_argument("--container-image-uri",
-                   help=f"our serving image (serving.Dockerfile); default {CPU_IMAGE} "
-                        "(tf2-gpu with --accelerator-type)")
+                   help="our serving image (serving.Dockerfile); default: what cloudbuild.yaml "
+                        "pushes, " + OUR_IMAGE.format(project="PROJECT"))
+    p.add_argument("--prebuilt-image", action="store_true",
+                   help=f"legacy: Vertex's {PREDICTION_CPU} (tf2-gpu with --accelerator-type), "
+                        "available until 2027-01-14")
     p.add_argument("--endpoint", help="deploy to this endpoint (ID or name) instead of a new one")
     p.add_argument("--machine-type", default="n1-standard-2")
     p.add_argument("--accelerator-type", help="e.g. NVIDIA_TESLA_T4")
@@ -226,6 +239,11 @@ def main(argv=None) -> int:
                 raise TrainerError("--project is required to deploy (or use --dry-run)")
             requests = build_requests(args)
             messages = validate(requests)
+        image = requests["uploadModel"]["model"]["containerSpec"]["imageUri"]
+        warning = past_end_warning(image, date.today(),
+                                   "serve with our image instead (drop --prebuilt-image)")
+        if warning:
+            print(warning, file=sys.stderr)
         if args.dry_run:
             print(json.dumps(requests, indent=2))
             return 0

@@ -9,6 +9,13 @@ with its task (`[worker-1]`). The first task to fail stops the whole cluster wit
 --timeout bounds the run (exit 124). SIGINT/SIGTERM are passed on to every task, so a SIGTERM
 here rehearses a Vertex preemption. With CLOUD_ML_HP_METRIC_FILE set, each task gets its own
 file in a subdirectory named after it, as separate VMs would.
+
+    python scripts/local_cluster.py --image IMAGE --volume /tmp/job:/job -- --job-dir /job ...
+
+runs each task as a container of the training image instead (`docker run --network host`, so
+the cluster's 127.0.0.1 ports are shared; TF_CONFIG and CLUSTER_SPEC passed in): the image's
+answer to `gcloud ai custom-jobs local-run`, for a whole cluster. The image runs as uid 1000, so
+a --volume it writes to must be writable by uid 1000 (`chown 1000 DIR`).
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ class Task:
     role: str
     index: int
     process: subprocess.Popen | None = None
+    container: str | None = None  # the docker container's name when the task runs in one
 
     @property
     def name(self) -> str:
@@ -92,13 +100,32 @@ def _stop(tasks: list[Task]) -> None:
         except subprocess.TimeoutExpired:
             task.process.kill()
             task.process.wait()
+            if task.container:  # killing the docker client leaves its container running
+                subprocess.run(["docker", "rm", "--force", task.container],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def task_command(task: Task, trainer_args: list[str], image: str | None,
+                 volumes: list[str]) -> list[str]:
+    """The command line that runs `task`: a local process, or a container of `image`."""
+    if not image:
+        return [sys.executable, "-m", "trainer.task", *trainer_args]
+    mounts = [arg for volume in volumes for arg in ("--volume", volume)]
+    # `-e NAME` copies NAME from the docker client's environment, which holds the task's.
+    return ["docker", "run", "--rm", "--name", task.container, "--network", "host",
+            "-e", "TF_CONFIG", "-e", "CLUSTER_SPEC", "-e", "PYTHONUNBUFFERED=1", *mounts, image,
+            *trainer_args]
 
 
 def run_cluster(workers: int, ps: int, evaluator: bool, trainer_args: list[str],
-                timeout: float, trial: str | None = None) -> int:
+                timeout: float, trial: str | None = None, image: str | None = None,
+                volumes: tuple[str, ...] = ()) -> int:
     environments = cluster_environments(workers, ps, evaluator, trial)
     tasks = [Task(role, int(index)) for role, index in
              (name.rsplit("-", 1) for name in environments)]
+    if image:
+        for task in tasks:
+            task.container = f"local-cluster-{os.getpid()}-{task.name}"
     lock = threading.Lock()
     pumps = []
     forwarded = []
@@ -119,7 +146,7 @@ def run_cluster(workers: int, ps: int, evaluator: bool, trainer_args: list[str],
                 env["CLOUD_ML_HP_METRIC_FILE"] = os.path.join(
                     os.path.dirname(metric_file), task.name, os.path.basename(metric_file))
             task.process = subprocess.Popen(
-                [sys.executable, "-m", "trainer.task", *trainer_args], env=env, text=True,
+                task_command(task, trainer_args, image, list(volumes)), env=env, text=True,
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=1)
             pumps.append(threading.Thread(target=_pump, args=(task, lock), daemon=True))
             pumps[-1].start()
@@ -169,6 +196,9 @@ def main(argv=None) -> int:
     p.add_argument("--evaluator", action="store_true", help="add an evaluator (worker pool 3)")
     p.add_argument("--trial", help="a tuning trial id to put in task.trial")
     p.add_argument("--timeout", type=float, default=3600, help="seconds for the whole run")
+    p.add_argument("--image", help="run each task as a container of this training image")
+    p.add_argument("--volume", action="append", default=[], metavar="HOST:CONTAINER[:ro]",
+                   help="with --image: a directory for every task's container (repeatable)")
     argv = sys.argv[1:] if argv is None else list(argv)
     split = argv.index("--") if "--" in argv else len(argv)
     args = p.parse_args(argv[:split])
@@ -176,8 +206,10 @@ def main(argv=None) -> int:
         p.error("--workers and --ps must be >= 0 and --timeout positive")
     if args.ps and not args.workers:
         p.error("--ps needs at least one worker")
+    if args.volume and not args.image:
+        p.error("--volume needs --image: local processes already see this machine's files")
     return run_cluster(args.workers, args.ps, args.evaluator, argv[split + 1:], args.timeout,
-                       args.trial)
+                       args.trial, args.image, tuple(args.volume))
 
 
 if __name__ == "__main__":

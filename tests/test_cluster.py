@@ -253,3 +253,36 @@ def test_malformed_tf_config_structure_is_an_error(config, fragment):
 def test_non_string_task_type_is_an_error(environ, name):
     message = error_of(environ)
     assert name in message and "task.type" in message
+
+
+# --- Reduction Server in worker pool 2 ------------------------------------------------------------
+
+REDUCING = {"VERTEX_TRAINER_REDUCTION_SERVER": "true"}
+REDUCER_POOLS = {"workerpool0": ["c:1"], "workerpool1": ["w0:1", "w1:1"],
+                 "workerpool2": ["r0:1", "r1:1", "r2:1"]}
+
+
+@pytest.mark.parametrize("environ", [
+    cluster_spec(REDUCER_POOLS, "workerpool1", 1),
+    tf_config({"chief": ["c:1"], "worker": ["w0:1", "w1:1"], "ps": ["r0:1", "r1:1", "r2:1"]},
+              "worker", 1),
+], ids=["CLUSTER_SPEC", "TF_CONFIG"])
+def test_reduction_servers_leave_the_training_cluster(environ):
+    cluster = resolve_cluster({**environ, **REDUCING})
+    assert (cluster.task_type, cluster.task_index, cluster.is_chief) == ("worker", 1, False)
+    assert dict(cluster.spec) == {"chief": ("c:1",), "worker": ("w0:1", "w1:1")}
+    assert (cluster.num_ps, cluster.num_reduction_servers, cluster.is_distributed) == (0, 3, True)
+    # The same layout without the job's word is a parameter-server cluster.
+    assert resolve_cluster(environ).num_ps == 3
+
+
+@pytest.mark.parametrize("environ, fragment", [
+    ({**cluster_spec(REDUCER_POOLS, "workerpool2"), **REDUCING},
+     "worker pool 2, which runs Vertex's reduction-server image"),
+    ({**cluster_spec({"workerpool0": ["c:1"], "workerpool1": ["w:1"]}, "workerpool0"),
+      **REDUCING}, "VERTEX_TRAINER_REDUCTION_SERVER is set but CLUSTER_SPEC has no worker pool 2"),
+    ({**cluster_spec(REDUCER_POOLS, "workerpool0"), "VERTEX_TRAINER_REDUCTION_SERVER": "yes"},
+     "VERTEX_TRAINER_REDUCTION_SERVER must be true or false, got 'yes'"),
+])
+def test_reduction_server_misconfigurations_are_errors(environ, fragment):
+    assert fragment in error_of(environ)

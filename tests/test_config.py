@@ -435,6 +435,31 @@ def test_collective_implementation_only_for_multi_worker():
                              {}).collective_implementation == "ring"
 
 
+REDUCTION_SERVER_JOB = {
+    "CLUSTER_SPEC": json.dumps({"cluster": {"workerpool0": ["a:1"], "workerpool1": ["b:1"],
+                                            "workerpool2": ["r:1"]},
+                                "task": {"type": "workerpool1", "index": 0}}),
+    "VERTEX_TRAINER_REDUCTION_SERVER": "true"}
+
+
+@pytest.mark.parametrize("argv", [[], ["--distribution-strategy", "multi_worker_mirrored"],
+                                  ["--collective-implementation", "nccl"]])
+def test_reduction_server_runs_multi_worker_mirrored_over_nccl(argv):
+    config = config_from_flags(argv, REDUCTION_SERVER_JOB)
+    assert (config.distribution_strategy, config.collective_implementation) == (
+        "multi_worker_mirrored", "nccl")
+    assert dict(config.cluster.spec) == {"chief": ("a:1",), "worker": ("b:1",)}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--distribution-strategy", "parameter_server"], "cannot use Reduction Server"),
+    (["--collective-implementation", "ring"], "ring bypasses Reduction Server"),
+])
+def test_reduction_server_with_another_strategy_or_ring_is_an_error(argv, message):
+    with pytest.raises(TrainerError, match=message):
+        config_from_flags(argv, REDUCTION_SERVER_JOB)
+
+
 def test_integer_flags_accept_whole_numbers_sent_as_doubles():
     # Vertex's discrete parameter values are doubles: --batch_size=64.0 must mean 64.
     assert config_from_flags(["--batch_size=64.0"], {}).batch_size == 64

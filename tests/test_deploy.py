@@ -37,8 +37,9 @@ def dry_run(capsys, *argv):
 
 
 SHAPES = {
-    "prebuilt-cpu": [],
-    "prebuilt-gpu-existing-endpoint": ["--accelerator-type", "NVIDIA_TESLA_T4",
+    "our-default-image": [],
+    "prebuilt-cpu": ["--prebuilt-image"],
+    "prebuilt-gpu-existing-endpoint": ["--prebuilt-image", "--accelerator-type", "NVIDIA_TESLA_T4",
                                        "--accelerator-count", "1", "--endpoint", "123",
                                        "--project", "p", "--region", "europe-west4"],
     "our-container": ["--container-image-uri", "us-docker.pkg.dev/p/r/serve:abc",
@@ -62,12 +63,19 @@ def test_dry_run_requests_parse_back_unchanged_with_the_sdk_types(capsys, files,
 
 def test_requests_carry_the_image_resources_and_endpoint(capsys, files):
     plain = dry_run(capsys)
-    assert plain["uploadModel"]["model"]["containerSpec"] == {"imageUri": deploy_model.CPU_IMAGE}
+    assert plain["uploadModel"]["model"]["containerSpec"] == {
+        "imageUri": "us-docker.pkg.dev/PROJECT/vertex-trainer/serving:latest",
+        "predictRoute": "/predict", "healthRoute": "/health", "ports": [{"containerPort": 8080}]}
     assert plain["createEndpoint"]["parent"] == "projects/PROJECT/locations/us-central1"
     assert plain["deployModel"]["trafficSplit"] == {"0": 100}
 
+    prebuilt = dry_run(capsys, *SHAPES["prebuilt-cpu"])
+    assert prebuilt["uploadModel"]["model"]["containerSpec"] == {
+        "imageUri": "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-15:latest"}
+
     gpu = dry_run(capsys, *SHAPES["prebuilt-gpu-existing-endpoint"])
-    assert gpu["uploadModel"]["model"]["containerSpec"]["imageUri"] == deploy_model.GPU_IMAGE
+    assert gpu["uploadModel"]["model"]["containerSpec"]["imageUri"] == (
+        "us-docker.pkg.dev/vertex-ai/prediction/tf2-gpu.2-15:latest")
     assert "createEndpoint" not in gpu
     assert gpu["deployModel"]["endpoint"] == "projects/p/locations/europe-west4/endpoints/123"
     machine = gpu["deployModel"]["deployedModel"]["dedicatedResources"]["machineSpec"]
@@ -105,7 +113,10 @@ def test_prediction_bodies_are_answered_by_our_server(capsys, files, tmp_path):
                                                      "--min-replicas (3)"),
     (["--accelerator-type", "NVIDIA_TESLA_T4"], "--accelerator-type and --accelerator-count go "
                                                 "together"),
-    (["--accelerator-type", "NOT_A_GPU", "--accelerator-count", "1"],
+    (["--accelerator-type", "NVIDIA_TESLA_T4", "--accelerator-count", "1"],
+     "our default serving image is built without CUDA"),
+    (["--prebuilt-image", "--container-image-uri", "i"], "not both"),
+    (["--prebuilt-image", "--accelerator-type", "NOT_A_GPU", "--accelerator-count", "1"],
      "the DeployModelRequest is invalid: Failed to parse deployedModel field"),
     (["--endpoint", "my-endpoint"], "--endpoint must be an endpoint ID or projects/"),
     (["--predict-json", "{files}/body.json", "--predict-image", "{files}/a.png"],

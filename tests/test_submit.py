@@ -27,15 +27,22 @@ def pools(request):
     return request["jobSpec"]["workerPoolSpecs"]
 
 
+LEGACY = ["--executor-image-uri", submit_job.PREBUILT_CPU_IMAGE]
+GPU_WORKERS = ["--workers", "2", "--accelerator-type", "NVIDIA_TESLA_T4",
+               "--accelerator-count", "2"]
 SHAPES = {
-    "single-host": ["--package-uri", "gs://b/vertex-trainer-0.1.0.tar.gz", "--timeout", "90m",
-                    "--base-output-dir", "gs://b/runs/1", "--", "--model", "cnn"],
-    "multi-worker-gpu": ["--package-uri", "gs://b/p.tar.gz", "--workers", "2",
-                         "--accelerator-type", "NVIDIA_TESLA_T4", "--accelerator-count", "2",
-                         "--spot", "--restart-job-on-worker-restart", "--", "--max-steps=5"],
+    "single-host": ["--project", "p", "--timeout", "90m", "--base-output-dir", "gs://b/runs/1",
+                    "--", "--model", "cnn"],
+    "legacy-package": [*LEGACY, "--package-uri", "gs://b/vertex-trainer-0.1.0.tar.gz"],
+    "multi-worker-gpu": ["--project", "p", *GPU_WORKERS, "--spot",
+                         "--restart-job-on-worker-restart", "--", "--max-steps=5"],
     "parameter-server": ["--container-image-uri", "us-docker.pkg.dev/p/r/trainer:abc",
                          "--workers", "2", "--ps", "1", "--evaluator", "--service-account",
                          "sa@p.iam.gserviceaccount.com"],
+    "reduction-server": ["--project", "p", *GPU_WORKERS, "--reduction-servers", "4"],
+    "tensorboard": ["--project", "p", "--tensorboard", "projects/p/locations/l/tensorboards/7",
+                    "--service-account", "sa@p.iam.gserviceaccount.com", "--base-output-dir",
+                    "gs://b/runs/2"],
     "tpu": ["--container-image-uri", "us-docker.pkg.dev/p/r/trainer-tpu:abc", "--tpu-type",
             "TPU_V3", "--", "--batch-size", "1024"],
 }
@@ -54,21 +61,28 @@ def test_dry_run_request_parses_back_unchanged_with_the_sdk_type(capsys, shape):
 def test_shapes_put_each_role_in_its_pool(capsys):
     single, _ = dry_run(capsys, *SHAPES["single-host"])
     assert len(pools(single)) == 1
-    code = pools(single)[0]["pythonPackageSpec"]
-    assert code["executorImageUri"] == submit_job.CPU_IMAGE
-    assert code["pythonModule"] == "trainer.task" and code["args"] == ["--model", "cnn"]
+    code = pools(single)[0]["containerSpec"]
+    assert code == {"imageUri": "us-docker.pkg.dev/p/vertex-trainer/trainer:latest",
+                    "args": ["--model", "cnn"]}
     assert single["jobSpec"]["scheduling"] == {"timeout": "5400s"}
     assert single["jobSpec"]["baseOutputDirectory"] == {"outputUriPrefix": "gs://b/runs/1"}
+
+    legacy, _ = dry_run(capsys, *SHAPES["legacy-package"])
+    code = pools(legacy)[0]["pythonPackageSpec"]
+    assert code["executorImageUri"] == submit_job.PREBUILT_CPU_IMAGE
+    assert code["pythonModule"] == "trainer.task"
 
     gpu, _ = dry_run(capsys, *SHAPES["multi-worker-gpu"])
     assert [p["replicaCount"] for p in pools(gpu)] == ["1", "2"]
     assert all(p["machineSpec"]["acceleratorType"] == "NVIDIA_TESLA_T4" for p in pools(gpu))
-    assert pools(gpu)[0]["pythonPackageSpec"]["executorImageUri"] == submit_job.GPU_IMAGE
+    assert all(p["containerSpec"]["imageUri"] == "us-docker.pkg.dev/p/vertex-trainer/"
+               "trainer-gpu:latest" for p in pools(gpu))
     assert gpu["jobSpec"]["scheduling"]["strategy"] == "SPOT"
 
     ps, _ = dry_run(capsys, *SHAPES["parameter-server"])
     assert [p["replicaCount"] for p in pools(ps)] == ["1", "2", "1", "1"]
     assert all(p["containerSpec"]["imageUri"].endswith("trainer:abc") for p in pools(ps))
+    assert all("env" not in p["containerSpec"] for p in pools(ps))
 
     tpu, _ = dry_run(capsys, *SHAPES["tpu"])
     assert pools(tpu)[0]["machineSpec"] == {"machineType": "cloud-tpu",
@@ -76,28 +90,100 @@ def test_shapes_put_each_role_in_its_pool(capsys):
     assert pools(tpu)[0]["containerSpec"]["args"][-1] == "--distribution-strategy=tpu"
 
 
+def test_reduction_servers_fill_pool_2_and_tell_the_trainer(capsys):
+    request, _ = dry_run(capsys, *SHAPES["reduction-server"])
+    chief, workers, reducers = pools(request)
+    assert reducers == {"machineSpec": {"machineType": "n1-highcpu-16"}, "replicaCount": "4",
+                        "containerSpec": {"imageUri": submit_job.REDUCTION_SERVER_IMAGE}}
+    for pool in (chief, workers):
+        assert pool["containerSpec"]["env"] == [{"name": "VERTEX_TRAINER_REDUCTION_SERVER",
+                                                 "value": "true"}]
+    # What the trainer then resolves on a worker of this job, as Vertex would lay it out.
+    from trainer.cluster import resolve_cluster
+    from trainer.config import config_from_flags
+
+    hosts = {f"workerpool{i}": [f"h{i}-{r}:2222" for r in range(int(p["replicaCount"]))]
+             for i, p in enumerate(pools(request))}
+    environ = {"CLUSTER_SPEC": json.dumps({"cluster": hosts, "task": {"type": "workerpool1",
+                                                                      "index": 1}}),
+               **{e["name"]: e["value"] for e in workers["containerSpec"]["env"]}}
+    cluster = resolve_cluster(environ)
+    assert (cluster.num_workers, cluster.num_ps, cluster.num_reduction_servers) == (2, 0, 4)
+    config = config_from_flags([], environ)
+    assert (config.distribution_strategy, config.collective_implementation) == (
+        "multi_worker_mirrored", "nccl")
+
+
+def test_tensorboard_names_the_instance_in_the_job_spec(capsys):
+    request, _ = dry_run(capsys, *SHAPES["tensorboard"])
+    assert request["jobSpec"]["tensorboard"] == "projects/p/locations/l/tensorboards/7"
+
+
 def test_an_evaluator_without_workers_or_ps_keeps_pool_3(capsys):
-    request, _ = dry_run(capsys, "--package-uri", "gs://b/p.tar.gz", "--evaluator")
+    request, _ = dry_run(capsys, *LEGACY, "--package-uri", "gs://b/p.tar.gz", "--evaluator")
     assert [bool(p) for p in pools(request)] == [True, False, False, True]
 
 
 def test_staging_bucket_builds_the_sdist_and_names_its_upload(capsys):
-    request, _ = dry_run(capsys, "--staging-bucket", "gs://bucket")
+    request, _ = dry_run(capsys, *LEGACY, "--staging-bucket", "gs://bucket")
     assert pools(request)[0]["pythonPackageSpec"]["packageUris"] == [
         "gs://bucket/packages/vertex-trainer-0.1.0.tar.gz"]
 
 
+@pytest.mark.parametrize("today, warned", [("2026-07-11", False), ("2026-07-12", True)])
+def test_a_prebuilt_image_past_its_end_of_availability_warns_once(capsys, monkeypatch, today,
+                                                                  warned):
+    monkeypatch.setattr(submit_job, "date", type("FixedDate", (submit_job.date,), {
+        "today": classmethod(lambda cls: submit_job.date.fromisoformat(today))}))
+    assert submit_job.main(["--dry-run", *SHAPES["legacy-package"]]) == 0
+    err = capsys.readouterr().err
+    warning = (f"warning: {submit_job.PREBUILT_CPU_IMAGE} reached its end of availability on "
+               "2026-07-11 and Vertex may refuse it; run our image instead (--build cloud, or "
+               "--container-image-uri)\n")
+    assert err == (warning if warned else "")
+
+
+def test_build_pushes_our_image_tagged_with_the_commit_then_runs_it(capsys, monkeypatch):
+    monkeypatch.setattr(submit_job, "source_tag", lambda: "abc1234")
+    assert submit_job.main(["--dry-run", "--project", "p", "--build", "local"]) == 0
+    out = capsys.readouterr().out
+    request = json.loads(out.split("\n# the same through gcloud:\n")[0])
+    assert pools(request)[0]["containerSpec"]["imageUri"] == (
+        "us-docker.pkg.dev/p/vertex-trainer/trainer:abc1234")
+    assert out.rstrip().endswith(
+        "# --build first runs:\ndocker build -t us-docker.pkg.dev/p/vertex-trainer/trainer:"
+        "abc1234 .\ndocker push us-docker.pkg.dev/p/vertex-trainer/trainer:abc1234")
+    assert submit_job.main(["--dry-run", "--project", "p", "--build", "cloud"]) == 0
+    assert out and "gcloud builds submit --project=p --config=cloudbuild.yaml " \
+        "--substitutions=SHORT_SHA=abc1234 ." in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("argv, message", [
-    (["--package-uri", "gs://b/p", "--tpu-type", "TPU_V3"], "needs --container-image-uri"),
-    (["--package-uri", "gs://b/p", "--ps", "1"], "--ps needs --workers"),
-    (["--package-uri", "gs://b/p", "--accelerator-type", "NVIDIA_TESLA_T4"], "go together"),
-    (["--package-uri", "gs://b/p", "--base-output-dir", "/tmp/x"], "must be a gs:// path"),
-    (["--package-uri", "/local/p.tar.gz"], "--package-uri must be a gs:// path"),
-    ([], "exactly one of --staging-bucket"),
-    (["--package-uri", "gs://b/p", "--container-image-uri", "i"], "exactly one of"),
-    (["--package-uri", "gs://b/p", "--timeout", "soon"], "--timeout must be like 30m"),
-    (["--package-uri", "gs://b/p", "--accelerator-type", "NOT_A_GPU", "--accelerator-count", "1"],
-     "the CustomJob request is invalid"),
+    (["--package-uri", "gs://b/p"], "name it with --executor-image-uri"),
+    ([*LEGACY], "--executor-image-uri runs our sdist: give --staging-bucket or --package-uri"),
+    ([*LEGACY, "--package-uri", "gs://b/p", "--container-image-uri", "i"], "not both"),
+    ([*LEGACY, "--package-uri", "gs://b/p", "--tpu-type", "TPU_V3"],
+     "needs --container-image-uri"),
+    (["--container-image-uri", "i", "--build", "cloud"], "drop --container-image-uri"),
+    ([], "--project is needed to name our image"),
+    (["--container-image-uri", "i", "--ps", "1"], "--ps needs --workers"),
+    (["--container-image-uri", "i", "--accelerator-type", "NVIDIA_TESLA_T4"], "go together"),
+    (["--container-image-uri", "i", "--base-output-dir", "/tmp/x"], "must be a gs:// path"),
+    ([*LEGACY, "--package-uri", "/local/p.tar.gz"], "--package-uri must be a gs:// path"),
+    (["--container-image-uri", "i", "--timeout", "soon"], "--timeout must be like 30m"),
+    (["--container-image-uri", "i", "--accelerator-type", "NOT_A_GPU", "--accelerator-count",
+      "1"], "the CustomJob request is invalid"),
+    (["--container-image-uri", "i", "--reduction-servers", "2"], "needs GPU workers"),
+    (["--container-image-uri", "i", "--workers", "2", "--reduction-servers", "2"],
+     "needs GPU workers"),
+    (["--container-image-uri", "i", *GPU_WORKERS, "--ps", "1", "--reduction-servers", "2"],
+     "and no --ps"),
+    (["--container-image-uri", "i", "--reduction-servers", "-1"], "--reduction-servers must be"),
+    (["--container-image-uri", "i", "--tensorboard", "projects/p/locations/l/tensorboards/7",
+      "--base-output-dir", "gs://b/r"], "--tensorboard needs --service-account"),
+    (["--container-image-uri", "i", "--tensorboard", "projects/p/locations/l/tensorboards/7",
+      "--service-account", "s"], "--tensorboard needs --base-output-dir"),
+    (["--container-image-uri", "i", "--tensorboard", "tb-7"], "--tensorboard must be projects/"),
 ])
 def test_bad_submissions_are_one_line_errors(capsys, argv, message):
     assert submit_job.main(["--dry-run", *argv]) == 2
@@ -106,7 +192,7 @@ def test_bad_submissions_are_one_line_errors(capsys, argv, message):
 
 
 def test_submitting_needs_a_project(capsys):
-    assert submit_job.main(["--package-uri", "gs://b/p"]) == 2
+    assert submit_job.main(["--container-image-uri", "i"]) == 2
     assert "--project is required" in capsys.readouterr().err
 
 
@@ -122,11 +208,20 @@ def test_cloudbuild_structure():
     used = set(re.findall(r"\$\{?(_[A-Z0-9_]+)", text))
     assert used <= set(config["substitutions"]), used - set(config["substitutions"])
     by_id = {step["id"]: step for step in steps}
-    build = by_id["build-image"]["args"]
-    built = {build[i + 1] for i, arg in enumerate(build) if arg == "-t"}
+    built = {args[i + 1] for step in steps if step["id"].startswith("build-")
+             for args in [step["args"]] for i, arg in enumerate(args) if arg == "-t"}
     assert set(config["images"]) <= built
     assert by_id["push-image"]["args"][-1] == "${_IMAGE}" and "--all-tags" in by_id["push-image"]["args"]
     assert {"test", "build-image"} <= set(by_id["push-image"]["waitFor"])
+    # Both images (and the GPU variant) are built and pushed, each after the tests pass.
+    for kind, dockerfile in (("SERVING_", "serving.Dockerfile"), ("GPU_", "Dockerfile")):
+        build = by_id[f"build-{kind.lower().replace('_', '-')}image"]["args"]
+        assert f"${{_{kind}IMAGE}}:${{SHORT_SHA}}" in build and build[-1] == "."
+        assert ("-f" in build and build[build.index("-f") + 1] == dockerfile) == (
+            dockerfile != "Dockerfile")
+        push = by_id[f"push-{kind.lower().replace('_', '-')}image"]
+        assert push["args"][-1] == f"${{_{kind}IMAGE}}" and "test" in push["waitFor"]
+    assert by_id["build-serving-image"]["waitFor"] == ["build-image"]  # reuses its TF layer
     assert by_id["test"]["waitFor"] == by_id["build-image"]["waitFor"] == ["-"]  # in parallel
     submit = " ".join(by_id["submit-job"]["args"])
     assert "--container-image-uri=${_IMAGE}:${SHORT_SHA}" in submit

@@ -3,6 +3,12 @@
 Vertex sets CLUSTER_SPEC on every replica (worker pools `workerpool0..3`) and TF_CONFIG only for
 distributed jobs (`chief`/`worker`/`ps`; an evaluator is never listed in `cluster`). A tuning
 trial's id arrives as `task.trial` in either variable, or as CLOUD_ML_TRIAL_ID.
+
+Worker pool 2 holds parameter servers, or Reduction Server replicas running Vertex's own
+reduction-server image. Both look the same in CLUSTER_SPEC (`workerpool2`) and TF_CONFIG (`ps`),
+so the job says which: scripts/submit_job.py --reduction-servers sets REDUCTION_SERVER_ENV on the
+chief and workers, and then pool 2 is left out of the training cluster (the NCCL plugin finds the
+reducers itself).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from trainer.errors import TrainerError
 _POOL_ROLES = {"workerpool0": "chief", "workerpool1": "worker", "workerpool2": "ps",
                "workerpool3": "evaluator"}
 _ROLES = ("chief", "worker", "ps", "evaluator")
+REDUCTION_SERVER_ENV = "VERTEX_TRAINER_REDUCTION_SERVER"
 
 
 @dataclass(frozen=True)
@@ -27,6 +34,7 @@ class Cluster:
     task_index: int = 0
     trial: str | None = None
     spec: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # chief, worker, ps hosts
+    num_reduction_servers: int = 0  # worker pool 2 as Reduction Server, outside the cluster too
 
     @property
     def num_workers(self) -> int:
@@ -53,15 +61,36 @@ def resolve_cluster(environ: Mapping[str, str]) -> Cluster:
     """Reads TF_CONFIG, else CLUSTER_SPEC, plus CLOUD_ML_TRIAL_ID; raises TrainerError if invalid."""
     tf_config = _load_json(environ, "TF_CONFIG")
     cluster_spec = _load_json(environ, "CLUSTER_SPEC")
+    reduction_server = _reduction_server(environ)
     if tf_config and tf_config.get("cluster"):
-        cluster = _from_tf_config(tf_config)
+        cluster = _from_tf_config(tf_config, reduction_server)
     elif cluster_spec and cluster_spec.get("cluster"):
-        cluster = _from_cluster_spec(cluster_spec)
+        cluster = _from_cluster_spec(cluster_spec, reduction_server)
     else:
         cluster = Cluster()
     trial = (_trial_of(tf_config, "TF_CONFIG") or _trial_of(cluster_spec, "CLUSTER_SPEC")
              or environ.get("CLOUD_ML_TRIAL_ID") or None)
-    return Cluster(cluster.task_type, cluster.task_index, trial, cluster.spec)
+    return Cluster(cluster.task_type, cluster.task_index, trial, cluster.spec,
+                   num_reduction_servers=cluster.num_reduction_servers)
+
+
+def _reduction_server(environ: Mapping[str, str]) -> bool:
+    value = environ.get(REDUCTION_SERVER_ENV, "").strip().lower()
+    if value not in ("", "0", "false", "1", "true"):
+        raise TrainerError(f"{REDUCTION_SERVER_ENV} must be true or false, got {value!r}")
+    return value in ("1", "true")
+
+
+def _without_reduction_servers(spec: dict, task_type: str, name: str) -> tuple[dict, int]:
+    """Takes pool 2 (`ps`) out of the training cluster when it runs Reduction Server."""
+    reducers = spec.pop("ps", ())
+    if not reducers:
+        raise TrainerError(f"{REDUCTION_SERVER_ENV} is set but {name} has no worker pool 2 "
+                           "(the Reduction Server replicas)")
+    if task_type == "ps":
+        raise TrainerError(f"{name}: this task is in worker pool 2, which runs Vertex's "
+                           "reduction-server image, not the trainer")
+    return spec, len(reducers)
 
 
 def _load_json(environ: Mapping[str, str], name: str) -> dict:
@@ -96,18 +125,22 @@ def _task_type(config: dict, name: str) -> str:
     return task_type
 
 
-def _from_tf_config(config: dict) -> Cluster:
+def _from_tf_config(config: dict, reduction_server: bool) -> Cluster:
     spec = _hosts_by_role(config["cluster"], "TF_CONFIG", rename={"master": "chief"})
     # Vertex never lists evaluators; TF's own convention may. Either way they do not train.
     spec.pop("evaluator", None)
     task_type = _task_type(config, "TF_CONFIG")
     task_type = "chief" if task_type == "master" else task_type
+    reducers = 0
+    if reduction_server:
+        spec, reducers = _without_reduction_servers(spec, task_type, "TF_CONFIG")
     cluster = _validated(spec, task_type, _task_of(config, "TF_CONFIG").get("index", 0),
                          "TF_CONFIG")
-    return Cluster(cluster.task_type, cluster.task_index, None, spec)
+    return Cluster(cluster.task_type, cluster.task_index, None, spec,
+                   num_reduction_servers=reducers)
 
 
-def _from_cluster_spec(config: dict) -> Cluster:
+def _from_cluster_spec(config: dict, reduction_server: bool) -> Cluster:
     pools = config["cluster"]
     unknown = sorted(set(pools) - set(_POOL_ROLES)) if isinstance(pools, dict) else []
     if unknown:
@@ -118,8 +151,12 @@ def _from_cluster_spec(config: dict) -> Cluster:
     pool = _task_type(config, "CLUSTER_SPEC")
     if pool not in _POOL_ROLES:
         raise TrainerError(f"CLUSTER_SPEC: task.type {pool!r} is not one of workerpool0..3")
+    reducers = 0
+    if reduction_server:
+        spec, reducers = _without_reduction_servers(spec, _POOL_ROLES[pool], "CLUSTER_SPEC")
     cluster = _validated(spec, _POOL_ROLES[pool], task.get("index", 0), "CLUSTER_SPEC")
-    return Cluster(cluster.task_type, cluster.task_index, None, spec)
+    return Cluster(cluster.task_type, cluster.task_index, None, spec,
+                   num_reduction_servers=reducers)
 
 
 def _hosts_by_role(cluster, name: str, rename: Mapping[str, str]) -> dict[str, tuple[str, ...]]:

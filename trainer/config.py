@@ -244,9 +244,7 @@ def config_from_flags(argv: Sequence[str] | None, environ: Mapping[str, str]) ->
 
     tpu = args.tpu or environ.get("TPU_NAME") or None
     strategy = resolve_strategy(args.distribution_strategy, cluster, tpu)
-    if args.collective_implementation != "auto" and strategy != "multi_worker_mirrored":
-        raise TrainerError("--collective-implementation applies only to multi_worker_mirrored, "
-                           f"not {strategy}")
+    collective = resolve_collective(args.collective_implementation, strategy, cluster)
     dirs = resolve_output_dirs(args.job_dir, cluster.trial, environ)
     return Config(
         train_files=train_files, eval_files=eval_files,
@@ -267,7 +265,7 @@ def config_from_flags(argv: Sequence[str] | None, environ: Mapping[str, str]) ->
         seed=args.seed, hypertune_metric=args.hypertune_metric,
         export_best_only=args.export_best_only,
         distribution_strategy=strategy,
-        collective_implementation=args.collective_implementation,
+        collective_implementation=collective,
         tpu=(tpu or "local") if strategy == "tpu" else None,
         evaluator_timeout_secs=args.evaluator_timeout_secs, label_map=args.label_map,
         cluster=cluster, mixed_precision=args.mixed_precision, jit_compile=args.jit_compile,
@@ -280,6 +278,13 @@ def resolve_strategy(choice: str, cluster: Cluster, tpu: str | None) -> str:
     A strategy that cannot run the cluster it was given is an error, never a silent fallback:
     workers training alone would each export and overwrite the others.
     """
+    if cluster.num_reduction_servers:
+        # Reduction Server reduces what NCCL all-reduce sends: only synchronous data
+        # parallelism over the chief and workers uses it.
+        if choice not in ("auto", "multi_worker_mirrored"):
+            raise TrainerError(f"--distribution-strategy {choice} cannot use Reduction Server "
+                               "(worker pool 2); use multi_worker_mirrored (or auto)")
+        return "multi_worker_mirrored"
     if cluster.num_ps:
         if choice not in ("auto", "parameter_server"):
             raise TrainerError(f"--distribution-strategy {choice} cannot run a cluster with "
@@ -296,6 +301,19 @@ def resolve_strategy(choice: str, cluster: Cluster, tpu: str | None) -> str:
         return "multi_worker_mirrored"
     if choice == "auto" and tpu:
         return "tpu"
+    return choice
+
+
+def resolve_collective(choice: str, strategy: str, cluster: Cluster) -> str:
+    """The all-reduce of multi_worker_mirrored: NCCL with Reduction Server, else as chosen."""
+    if choice != "auto" and strategy != "multi_worker_mirrored":
+        raise TrainerError("--collective-implementation applies only to multi_worker_mirrored, "
+                           f"not {strategy}")
+    if cluster.num_reduction_servers:
+        if choice == "ring":
+            raise TrainerError("--collective-implementation ring bypasses Reduction Server "
+                               "(worker pool 2), which plugs into NCCL; use nccl (or auto)")
+        return "nccl"
     return choice
 
 
