@@ -40,7 +40,7 @@ def test_defaults():
     assert config.schedule.checkpoint_every_steps == config.schedule.eval_every_steps
     assert config.eval_steps is None
     assert config.image_shape == (28, 28, 1)
-    assert config.num_classes == 10
+    assert config.num_classes is None  # inferred from the data (10 for the bundled sample)
     assert config.export_best_only is False
     assert config.hypertune_metric == "accuracy"
     assert config.cluster.is_chief and config.cluster.trial is None
@@ -289,14 +289,14 @@ def test_absolute_job_dir(tmp_path):
                               "task": {"type": "chief", "index": 0, "trial": "4"}})},
 ])
 def test_trial_gets_its_own_subdirectory(tmp_path, environ):
-    config = config_from_flags(["--job-dir", str(tmp_path)], environ)
+    config = config_from_flags(["--bundled-sample", "--job-dir", str(tmp_path)], environ)
     assert config.cluster.trial == "4"
     assert dirs_of(config) == under(tmp_path, "4")
 
 
 def test_default_job_dir_also_gets_the_trial(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    config = config_from_flags([], {"CLOUD_ML_TRIAL_ID": "2"})
+    config = config_from_flags(["--bundled-sample"], {"CLOUD_ML_TRIAL_ID": "2"})
     assert dirs_of(config) == under(Path.cwd() / "trainer-output", "2")
 
 
@@ -306,7 +306,7 @@ def test_default_job_dir_also_gets_the_trial(tmp_path, monkeypatch):
 ])
 def test_gcs_job_dir_is_joined_with_slashes_and_not_made_absolute(trial, expected):
     environ = {"CLOUD_ML_TRIAL_ID": trial} if trial else {}
-    config = config_from_flags(["--job-dir", "gs://bucket/job"], environ)
+    config = config_from_flags(["--bundled-sample", "--job-dir", "gs://bucket/job"], environ)
     assert dirs_of(config) == expected
 
 
@@ -314,7 +314,7 @@ def test_gcs_job_dir_is_joined_with_slashes_and_not_made_absolute(trial, expecte
     ("AIP_CHECKPOINT_DIR", 0), ("AIP_TENSORBOARD_LOG_DIR", 1), ("AIP_MODEL_DIR", 2)])
 def test_aip_variable_overrides_its_own_kind(tmp_path, variable, index):
     environ = {variable: "gs://vertex/out/", "CLOUD_ML_TRIAL_ID": "3"}
-    config = config_from_flags(["--job-dir", str(tmp_path)], environ)
+    config = config_from_flags(["--bundled-sample", "--job-dir", str(tmp_path)], environ)
     expected = list(under(tmp_path, "3"))
     expected[index] = "gs://vertex/out/"  # used as given: Vertex already makes it per trial
     assert dirs_of(config) == tuple(expected)
@@ -327,7 +327,7 @@ def test_aip_variable_overrides_its_own_kind(tmp_path, variable, index):
 def test_all_aip_variables_together():
     environ = {"AIP_CHECKPOINT_DIR": "gs://v/ckpt", "AIP_TENSORBOARD_LOG_DIR": "gs://v/tb",
                "AIP_MODEL_DIR": "gs://v/model"}
-    config = config_from_flags(["--job-dir", "gs://bucket/job"], environ)
+    config = config_from_flags(["--bundled-sample", "--job-dir", "gs://bucket/job"], environ)
     assert dirs_of(config) == ("gs://v/ckpt", "gs://v/tb", "gs://v/model")
     assert config.output_origins == (("gs://v/ckpt", "AIP_CHECKPOINT_DIR"),
                                      ("gs://v/tb", "AIP_TENSORBOARD_LOG_DIR"),

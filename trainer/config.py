@@ -16,6 +16,7 @@ from typing import Mapping, Sequence
 
 from trainer.cli import OneLineParser
 from trainer.cluster import Cluster, resolve_cluster
+from trainer.data.vertex_env import DataFiles, resolve_data_files
 from trainer.errors import TrainerError
 from trainer.models import MODELS, OPTIMIZERS
 from trainer.storage import is_url, join
@@ -58,7 +59,7 @@ class Config:
     train_files: tuple[str, ...]
     eval_files: tuple[str, ...]
     image_shape: tuple[int, int, int]
-    num_classes: int
+    num_classes: int | None  # None: inferred from the data's label map
     shuffle_buffer: int
     model: str
     optimizer: str
@@ -87,6 +88,9 @@ class Config:
     cluster: Cluster
     mixed_precision: str = "none"
     jit_compile: bool = False
+    data_files: DataFiles | None = None  # with what gave each pattern; None: the two fields above
+    augment: bool = False
+    skip_corrupt_images: bool = False
 
     @property
     def metric_higher_is_better(self) -> bool:
@@ -138,23 +142,41 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(
         prog="python -m trainer.task", allow_abbrev=False,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description="Train and evaluate an image classifier on TFRecords, report metrics for "
-                    "hyperparameter tuning and export a SavedModel. With no data flags it trains "
+        description="Train and evaluate an image classifier on TFRecords, image manifests or "
+                    "image folders, report metrics for hyperparameter tuning and export a "
+                    "SavedModel. With no data flags (and no Vertex managed dataset) it trains "
                     "on the MNIST sample bundled in the package.",
         epilog="Every flag also accepts its underscore spelling (--learning_rate). Vertex's "
                "AIP_MODEL_DIR, AIP_CHECKPOINT_DIR and AIP_TENSORBOARD_LOG_DIR override the "
                "locations under --job-dir; TF_CONFIG/CLUSTER_SPEC give the cluster role.")
     g = p.add_argument_group("data")
     _flag(g, "train-files", metavar="PATTERNS",
-          help="comma-separated TFRecord globs (local, /gcs/..., gs://...); default: the "
-               "bundled MNIST sample")
+          help="comma-separated globs (local, /gcs/..., gs://...) of TFRecords (raw pixels or "
+               "image/encoded), JSONL/CSV image manifests, or one folder ROOT/CLASS/image; "
+               "default: $AIP_TRAINING_DATA_URI with $AIP_DATA_FORMAT, else the bundled MNIST "
+               "sample")
     _flag(g, "eval-files", metavar="PATTERNS",
-          help="comma-separated TFRecord globs; required with --train-files")
-    _flag(g, "image-height", type=integer, default=28)
+          help="as --train-files; default: $AIP_VALIDATION_DATA_URI with $AIP_DATA_FORMAT")
+    _flag(g, "test-files", metavar="PATTERNS",
+          help="as --train-files, evaluated once at the end; default: $AIP_TEST_DATA_URI with "
+               "$AIP_DATA_FORMAT")
+    _flag(g, "bundled-sample", type=_bool, nargs="?", const=True, default=False,
+          metavar="BOOL", help="train the bundled MNIST sample when no data is given, also "
+                               "inside a Vertex job (where no data is otherwise an error)")
+    _flag(g, "image-height", type=integer, default=28,
+          help="encoded images are resized (and centre-cropped) to this")
     _flag(g, "image-width", type=integer, default=28)
-    _flag(g, "image-channels", type=integer, default=1, help="the records' `depth`")
-    _flag(g, "num-classes", type=integer, default=10, help="labels must lie in [0, N)")
+    _flag(g, "image-channels", type=integer, default=1,
+          help="the records' `depth`; encoded images convert (grey <-> RGB)")
+    _flag(g, "num-classes", type=integer,
+          help="labels must lie in [0, N); default: the label map's size (class names in the "
+               "training data, --label-map, or labels.txt beside the records), else 10")
     _flag(g, "shuffle-buffer", type=integer, default=10_000, help="records (training only)")
+    _flag(g, "augment", type=_bool, nargs="?", const=True, default=False, metavar="BOOL",
+          help="training images (encoded sources): random resized crop and horizontal flip")
+    _flag(g, "skip-corrupt-images", type=_bool, nargs="?", const=True, default=False,
+          metavar="BOOL", help="drop images that cannot be read or decoded, counting them "
+                               "(log and TensorBoard), instead of stopping with an error")
 
     g = p.add_argument_group("model and hyperparameters")
     _flag(g, "model", default="cnn", choices=sorted(MODELS),
@@ -226,7 +248,7 @@ def config_from_flags(argv: Sequence[str] | None, environ: Mapping[str, str]) ->
     _positive(args, "eval_batch_size", "eval_steps", "checkpoint_every_steps",
               "checkpoint_every_secs", "learning_rate", "loss_upper_bound", optional=True)
     _positive(args, "evaluator_timeout_secs")
-    if args.num_classes < 2:
+    if args.num_classes is not None and args.num_classes < 2:
         raise TrainerError(f"--num-classes must be at least 2, got {args.num_classes}")
     if args.shuffle_buffer < 1:
         raise TrainerError(f"--shuffle-buffer must be positive, got {args.shuffle_buffer}")
@@ -234,20 +256,20 @@ def config_from_flags(argv: Sequence[str] | None, environ: Mapping[str, str]) ->
     if not 0.0 <= dropout < 1.0:
         raise TrainerError(f"--dropout must be in [0, 1), got {dropout}")
 
-    if (args.train_files is None) != (args.eval_files is None):
-        missing = "--eval-files" if args.eval_files is None else "--train-files"
-        raise TrainerError(f"{missing} is required when the other of --train-files/--eval-files "
-                           "is given")
-    bundled = args.train_files is None
-    train_files = _patterns(SAMPLE_TRAIN_FILES if bundled else args.train_files, "--train-files")
-    eval_files = _patterns(SAMPLE_EVAL_FILES if bundled else args.eval_files, "--eval-files")
+    data_files = resolve_data_files(
+        {"--train-files": args.train_files, "--eval-files": args.eval_files,
+         "--test-files": args.test_files}, environ, bundled_sample=args.bundled_sample,
+        sample_train=SAMPLE_TRAIN_FILES, sample_eval=SAMPLE_EVAL_FILES)
 
     tpu = args.tpu or environ.get("TPU_NAME") or None
     strategy = resolve_strategy(args.distribution_strategy, cluster, tpu)
+    if args.skip_corrupt_images and strategy == "parameter_server":
+        raise TrainerError("--skip-corrupt-images is not available with parameter_server: its "
+                           "input pipelines run on remote workers, where skips cannot be counted")
     collective = resolve_collective(args.collective_implementation, strategy, cluster)
     dirs = resolve_output_dirs(args.job_dir, cluster.trial, environ)
     return Config(
-        train_files=train_files, eval_files=eval_files,
+        train_files=data_files.train, eval_files=data_files.eval,
         image_shape=(args.image_height, args.image_width, args.image_channels),
         num_classes=args.num_classes, shuffle_buffer=args.shuffle_buffer,
         model=args.model, optimizer=args.optimizer or spec.optimizer,
@@ -269,7 +291,8 @@ def config_from_flags(argv: Sequence[str] | None, environ: Mapping[str, str]) ->
         tpu=(tpu or "local") if strategy == "tpu" else None,
         evaluator_timeout_secs=args.evaluator_timeout_secs, label_map=args.label_map,
         cluster=cluster, mixed_precision=args.mixed_precision, jit_compile=args.jit_compile,
-        **dirs)
+        data_files=data_files, augment=args.augment,
+        skip_corrupt_images=args.skip_corrupt_images, **dirs)
 
 
 def resolve_strategy(choice: str, cluster: Cluster, tpu: str | None) -> str:
@@ -327,11 +350,6 @@ def _positive(args, *names: str, optional: bool = False) -> None:
             raise TrainerError(f"{flag} must be positive, got {value}")
 
 
-def _patterns(text: str, flag: str) -> tuple[str, ...]:
-    patterns = tuple(p.strip() for p in text.split(",") if p.strip())
-    if not patterns:
-        raise TrainerError(f"{flag} is empty; expected comma-separated file patterns")
-    return patterns
 
 
 def resolve_output_dirs(job_dir: str | None, trial: str | None,

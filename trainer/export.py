@@ -11,8 +11,9 @@ a label map, `labels` string [N] (the predicted class's name). A label map is al
     {"instances": [[[[0.0], [0.5], ...], ...]]}       (one H x W x C nested list per image)
 
 `encoded_image`: input `image_bytes`, PNG/JPEG (BMP, first GIF frame) bytes [N]. Decoded to C
-channels (colour converts to grey and back), scaled to [0, 1] as in training, and resized
-(bilinear, antialiased) when not H x W already.
+channels (colour converts to grey and back), scaled to [0, 1] and, when not H x W already,
+resized to cover H x W (aspect kept, bilinear, antialiased) and centre-cropped, exactly as
+training evaluates images (trainer/data/images.py).
 
     {"signature_name": "encoded_image", "instances": [{"image_bytes": {"b64": "iVBORw0K..."}}]}
 
@@ -37,6 +38,7 @@ import keras
 import tensorflow as tf
 
 from trainer import records, storage
+from trainer.data import images, labels
 from trainer.storage import join
 from trainer.errors import TrainerError, short_reason
 
@@ -44,29 +46,23 @@ log = logging.getLogger(__name__)
 
 SIGNATURE_INPUTS = {"serving_default": "image", "encoded_image": "image_bytes",
                     "tf_example": "example_bytes"}
-LABELS_FILE = "labels.txt"
+LABELS_FILE = labels.FILE_NAME
 STAGING_SUFFIX = ".tmp-"  # + pid: an export is written beside its place, then moved in
 
 
-def read_label_map(path: str, num_classes: int, source: str = "--label-map") -> list[str]:
-    """Class names from a file of one label per line (line i names class i)."""
+def read_label_map(path: str, num_classes: int | None, source: str = "--label-map") -> list[str]:
+    """Class names from a file of one label per line (line i names class i); with
+    `num_classes` None, any count of at least 2."""
     try:
         with tf.io.gfile.GFile(path, "r") as f:
             text = f.read()
     except (tf.errors.OpError, UnicodeDecodeError) as err:
         raise TrainerError(f"{source}: cannot read {path} ({short_reason(err)})") from None
-    labels = [line.strip() for line in text.splitlines()]
-    for number, label in enumerate(labels, 1):
-        if not label:
-            raise TrainerError(f"{source}: {path} line {number} is empty; expected one label "
-                               "per line")
-    if len(labels) != num_classes:
-        raise TrainerError(f"{source}: {path} has {len(labels)} labels; expected {num_classes} "
+    names = labels.parse(text, path, source)
+    if num_classes is not None and len(names) != num_classes:
+        raise TrainerError(f"{source}: {path} has {len(names)} labels; expected {num_classes} "
                            "(--num-classes), one per line")
-    duplicates = sorted({label for label in labels if labels.count(label) > 1})
-    if duplicates:
-        raise TrainerError(f"{source}: {path} repeats the label(s) {', '.join(duplicates)}")
-    return labels
+    return names
 
 
 def _predictions(model, images, class_names):
@@ -76,22 +72,6 @@ def _predictions(model, images, class_names):
     if class_names:
         outputs["labels"] = tf.gather(tf.constant(class_names), classes)
     return outputs
-
-
-def _decode_images(encoded, image_shape):
-    height, width, channels = image_shape
-
-    def decode(data):
-        image = tf.io.decode_image(data, channels=channels, expand_animations=False)
-        image = tf.cast(image, tf.float32) * (1.0 / 255.0)
-        # Resizing an image that already fits would still resample it; skip it to stay exact.
-        # (The shape is pinned after the cond: inside a branch TensorFlow checks it eagerly.)
-        image = tf.cond(tf.reduce_all(tf.shape(image)[:2] == [height, width]), lambda: image,
-                        lambda: tf.image.resize(image, [height, width], antialias=True))
-        return tf.ensure_shape(image, image_shape)
-
-    return tf.map_fn(decode, encoded,
-                     fn_output_signature=tf.TensorSpec(image_shape, tf.float32))
 
 
 def _parse_examples(serialized, image_shape):
@@ -143,7 +123,7 @@ def write_saved_model(model, path: str, image_shape: tuple[int, int, int],
         "serving_default": (lambda image: _predictions(model, image, class_names),
                             tf.TensorSpec([None, *image_shape], tf.float32, name="image")),
         "encoded_image": (lambda image_bytes: _predictions(
-            model, _decode_images(image_bytes, image_shape), class_names),
+            model, images.eval_images(image_bytes, image_shape), class_names),
             tf.TensorSpec([None], tf.string, name="image_bytes")),
         "tf_example": (lambda example_bytes: _predictions(
             model, _parse_examples(example_bytes, image_shape), class_names),

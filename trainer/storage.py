@@ -72,6 +72,23 @@ def read_head(path: str, size: int) -> bytes:
         return f.read(size)
 
 
+def exists(path: str) -> bool:
+    import tensorflow as tf
+
+    return tf.io.gfile.exists(path)
+
+
+def dirname(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[0] if "/" in path else "."
+
+
+def write_text(path: str, text: str) -> None:
+    import tensorflow as tf
+
+    with tf.io.gfile.GFile(path, "w") as f:
+        f.write(text)
+
+
 def open_binary(path: str):
     import tensorflow as tf
 

@@ -7,6 +7,7 @@ hand-made Config.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -35,6 +36,7 @@ class RunResult:
     weights_digest: str | None  # equal on every replica of a synchronous multi-worker run
     evaluations: tuple = ()  # loop.Evaluation of each evaluation this process made
     export_seconds: float = 0.0
+    test_metrics: dict | None = None  # --test-files, evaluated once at the end
 
 
 def run(config: Config, stop: StopRequest | None = None) -> RunResult:
@@ -49,6 +51,8 @@ def run(config: Config, stop: StopRequest | None = None) -> RunResult:
     # the warning tf.distribute's own input code raises when it reads dataset options.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     warnings.filterwarnings("ignore", message="To make it possible to preserve tf.data options")
+    if config.data_files is not None:
+        log.info("%s", config.data_files.note)
     from trainer import distribute
 
     cluster = config.cluster
@@ -70,25 +74,30 @@ def _train_and_evaluate(config: Config, strategy, stop) -> RunResult:
     import keras
     import tensorflow as tf
 
-    from trainer import distribute, export, loop, report, storage
+    from trainer import data, distribute, export, loop, report, storage
     from trainer.checkpoints import Checkpoints
 
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
-    train_source, eval_source = _sources(config, "--train-files", "--eval-files")
-    class_names = (export.read_label_map(config.label_map, config.num_classes)
-                   if config.label_map else None)
-    log.info("training on %d file(s) from --train-files, evaluating on %d from --eval-files",
-             len(train_source.files), len(eval_source.files))
+    plan = data.resolve(config)
+    class_names = list(plan.class_names) if plan.class_names else None
+    config = dataclasses.replace(config, num_classes=plan.num_classes)
+    log.info("training on %s; evaluating on %s%s; %d classes", data.describe(plan.train),
+             data.describe(plan.eval),
+             f"; testing on {data.describe(plan.test)}" if plan.test else "", plan.num_classes)
     chief = config.cluster.is_chief
     if chief:
         for directory, origin in config.output_origins:
             storage.ensure_writable_dir(directory, origin)
+        if class_names:
+            data.save_label_map(class_names, config.checkpoint_dir)
+    skipped = data.SkippedImages() if config.skip_corrupt_images else None
 
     model, optimizer, local_model = _build_models(config, strategy)
     steps = loop.StepFunctions(strategy, model, optimizer, config.batch_size,
                                jit_compile=config.jit_compile)
-    trainer, evaluation = _build_runner(config, steps, local_model, train_source, eval_source)
+    trainer, evaluation, test_evaluation = _build_runner(config, steps, local_model, plan,
+                                                         skipped)
     with strategy.scope():
         best = loop.BestMetric(config.hypertune_metric, config.metric_higher_is_better)
     # Other replicas take part in saving (a collective) but write to a directory they remove.
@@ -112,6 +121,8 @@ def _train_and_evaluate(config: Config, strategy, stop) -> RunResult:
         # Constructed on the chief only: cloudml-hypertune creates its metric file's directory.
         eval_actions += [summaries.on_evaluation,
                          report.HypertuneReporter(config.hypertune_metric).on_evaluation]
+        if skipped is not None:
+            eval_actions.append(data.SkipReport(skipped, config.tensorboard_dir).on_evaluation)
         if config.export_best_only:
             best.on_improvement.append(lambda evaluation: exporter.export(evaluation.step))
     controller = loop.Controller(
@@ -120,8 +131,12 @@ def _train_and_evaluate(config: Config, strategy, stop) -> RunResult:
         eval_actions=eval_actions, stop=stop, loss_upper_bound=config.loss_upper_bound,
         vote=(loop.vote_across_workers(strategy)
               if config.distribution_strategy == "multi_worker_mirrored" else None))
+    test = None
     try:
         last = controller.run()
+        if test_evaluation is not None:
+            test = loop.evaluate(test_evaluation, controller.step, [
+                lambda result: _report_test(result, config.tensorboard_dir if chief else None)])
         if chief and not config.export_best_only:
             exporter.export(controller.step)
     finally:
@@ -131,15 +146,20 @@ def _train_and_evaluate(config: Config, strategy, stop) -> RunResult:
     rates = progress.examples_per_sec[1:] or progress.examples_per_sec
     return RunResult(controller.step, last.metrics, exporter.last_export,
                      statistics.median(rates) if rates else None, _digest(model),
-                     tuple(controller.evaluations), exporter.seconds)
+                     tuple(controller.evaluations), exporter.seconds,
+                     test.metrics if test else None)
 
 
-def _sources(config: Config, *flags: str):
-    from trainer import data
+def _report_test(result, tensorboard_dir: str | None) -> None:
+    """The --test-files evaluation: one log line, and (chief) scalars under logs/test."""
+    from trainer import report
 
-    files = {"--train-files": config.train_files, "--eval-files": config.eval_files}
-    return [data.inspect_input(files[flag], flag, config.image_shape, config.num_classes)
-            for flag in flags]
+    log.info("test at step %d: accuracy %.2f%%  loss %.4f  (%s examples, %.1f s)", result.step,
+             100 * result.metrics["accuracy"], result.metrics["loss"], f"{result.examples:,}",
+             result.seconds)
+    summaries = report.Summaries(tensorboard_dir, eval_name="test")
+    summaries.on_evaluation(result)
+    summaries.close()
 
 
 def _build_models(config: Config, strategy):
@@ -174,30 +194,38 @@ def _build_models(config: Config, strategy):
     return model, optimizer, local_model
 
 
-def _build_runner(config: Config, steps, local_model, train_source, eval_source):
-    """The trainer and the evaluation that fit the strategy; each explains its input's errors."""
+def _build_runner(config: Config, steps, local_model, plan, skipped):
+    """The trainer and the evaluations (eval, test or None) that fit the strategy; each
+    explains its input's errors."""
     from trainer import data, loop
 
     def dataset_fn(source, batch_size, training, num_batches=None):
         return lambda context=None: data.make_dataset(
             source, batch_size=batch_size, training=training, shuffle_buffer=config.shuffle_buffer,
-            num_batches=num_batches, seed=config.seed, input_context=context)
+            num_batches=num_batches, seed=config.seed, input_context=context,
+            augment=config.augment, skipped=skipped)
 
     def explain(source):
         return lambda err: data.explain_pipeline_error(err, source)
 
     strategy = steps.strategy
-    train_fn = dataset_fn(train_source, config.batch_size, True)
-    eval_fn = dataset_fn(eval_source, config.eval_batch_size, False, config.eval_steps)
-    if config.distribution_strategy == "parameter_server":
-        return (loop.CoordinatedTrainer(steps, train_fn, config.cluster.num_workers,
-                                        explain(train_source)),
-                loop.LocalCopyEvaluation(steps.model, local_model, eval_fn(), eval_source.flag,
-                                         explain(eval_source)))
-    return (loop.InGraphTrainer(steps, strategy.distribute_datasets_from_function(train_fn),
-                                explain(train_source)),
-            loop.DistributedEvaluation(steps, strategy.distribute_datasets_from_function(eval_fn),
-                                       eval_source.flag, explain(eval_source)))
+    parameter_server = config.distribution_strategy == "parameter_server"
+
+    def evaluation(source, num_batches):
+        eval_fn = dataset_fn(source, config.eval_batch_size, False, num_batches)
+        if parameter_server:
+            return loop.LocalCopyEvaluation(steps.model, local_model, eval_fn(), source.flag,
+                                            explain(source))
+        return loop.DistributedEvaluation(steps, strategy.distribute_datasets_from_function(
+            eval_fn), source.flag, explain(source))
+
+    train_fn = dataset_fn(plan.train, config.batch_size, True)
+    trainer = (loop.CoordinatedTrainer(steps, train_fn, config.cluster.num_workers,
+                                       explain(plan.train)) if parameter_server else
+               loop.InGraphTrainer(steps, strategy.distribute_datasets_from_function(train_fn),
+                                   explain(plan.train)))
+    return (trainer, evaluation(plan.eval, config.eval_steps),
+            evaluation(plan.test, None) if plan.test is not None else None)
 
 
 def _digest(model) -> str:
@@ -214,10 +242,11 @@ def _evaluate_checkpoints(config: Config) -> RunResult:
     from trainer import data, loop, models, report, storage
     from trainer.checkpoints import Checkpoints
 
-    (eval_source,) = _sources(config, "--eval-files")
+    plan = data.resolve(config)
+    eval_source = plan.eval
     storage.ensure_writable_dir(config.tensorboard_dir, dict(config.output_origins)[
         config.tensorboard_dir])
-    model = models.build_model(config.model, config.image_shape, config.num_classes,
+    model = models.build_model(config.model, config.image_shape, plan.num_classes,
                                config.dropout)
     step = tf.Variable(0, dtype=tf.int64, trainable=False)
     dataset = data.make_dataset(eval_source, batch_size=config.eval_batch_size, training=False,

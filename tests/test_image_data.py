@@ -1,0 +1,160 @@
+"""Training on image files: class folders, CSV/JSONL manifests, encoded TFRecords, bad images.
+
+The data is MNIST digits written as PNG/JPEG (and a GIF and a BMP) files of 20-60 px, some RGB
+with a tint (tests/image_data.py). Each run trains the DNN briefly, then the export's
+`encoded_image` signature gets the original files and must name their classes.
+"""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.image_data import NAMES, encode, make_image_set
+from tests.test_training import scalars
+from trainer import data, task
+from trainer.config import config_from_flags
+from trainer.data import images
+from trainer.errors import TrainerError
+
+
+@pytest.fixture(scope="session")
+def image_set(tmp_path_factory):
+    return make_image_set(tmp_path_factory.mktemp("images"))
+
+
+def train(job_dir, train_files, eval_files, *flags, steps=120):
+    argv = ["--train-files", str(train_files), "--eval-files", str(eval_files),
+            "--job-dir", str(job_dir), "--model", "dnn", "--batch-size", "32", "--seed", "3",
+            "--max-steps", str(steps), "--eval-every-steps", str(steps), "--log-every-steps",
+            str(steps), *map(str, flags)]
+    return task.run(config_from_flags(argv, {}))
+
+
+def served_labels(export_path, files):
+    signature = tf.saved_model.load(export_path).signatures["encoded_image"]
+    outputs = signature(image_bytes=tf.constant([Path(f).read_bytes() for f in files]))
+    return [label.decode() for label in outputs["labels"].numpy()]
+
+
+def served_accuracy(export_path, eval_files):
+    predicted = served_labels(export_path, [path for path, _ in eval_files])
+    return np.mean([p == name for p, (_, name) in zip(predicted, eval_files)])
+
+
+def test_class_folders_train_and_the_export_names_the_classes_of_original_files(image_set,
+                                                                               tmp_path):
+    result = train(tmp_path, image_set.train_dir, image_set.eval_dir)
+    assert result.metrics["accuracy"] > 0.6, result.metrics
+    # Serving decodes the original files exactly as evaluation did: the same accuracy.
+    assert served_accuracy(result.export_path, image_set.eval_files) == pytest.approx(
+        result.metrics["accuracy"], abs=1e-6)
+    assert (tmp_path / "checkpoints" / "labels.txt").read_text().split() == sorted(NAMES)
+    assert (Path(result.export_path) / "labels.txt").read_text().split() == sorted(NAMES)
+
+
+def test_csv_training_jsonl_evaluation_and_test_with_augmentation(image_set, tmp_path):
+    result = train(tmp_path, image_set.csv, image_set.jsonl, "--test-files", image_set.jsonl,
+                   "--augment")
+    assert set(result.test_metrics) == {"accuracy", "loss"}
+    assert result.test_metrics["accuracy"] > 0.2, result.test_metrics
+    assert [s for s, _ in scalars(tmp_path / "logs" / "test", "accuracy")] == [120]
+    assert set(served_labels(result.export_path, [p for p, _ in image_set.eval_files[:8]])) <= \
+        set(NAMES)
+
+
+def test_decoding_every_format_to_the_model_channels():
+    pixels = np.random.default_rng(0).integers(0, 256, (30, 40, 3), np.uint8)
+    grey = pixels[..., :1]
+    for fmt in ("png", "jpg", "gif", "bmp"):
+        for source, channels in ((pixels, 1), (pixels, 3), (grey, 1), (grey, 3)):
+            if fmt in ("gif", "bmp") and source.shape[-1] == 1:
+                source = np.repeat(source, 3, axis=2)
+            image = images.eval_image(encode(source, fmt), (28, 28, channels))
+            assert image.shape == (28, 28, channels) and image.dtype == tf.float32
+            assert 0.0 <= float(tf.reduce_min(image)) and float(tf.reduce_max(image)) <= 1.0
+    exact = images.eval_image(encode(grey[:28, :28], "png"), (28, 28, 1))
+    np.testing.assert_array_equal(exact.numpy(), grey[:28, :28] * np.float32(1.0 / 255.0))
+    augmented = images.train_image(encode(pixels, "jpg"), (24, 24, 3), augment=True)
+    assert augmented.shape == (24, 24, 3)
+
+
+@pytest.fixture
+def corrupt_set(image_set, tmp_path):
+    """A copy of the eval folder with one truncated JPEG."""
+    root = tmp_path / "corrupt"
+    shutil.copytree(image_set.eval_dir, root)
+    victim = sorted(root.glob("*/*.jpg"))[3]
+    victim.write_bytes(victim.read_bytes()[:200])
+    return root, victim
+
+
+def test_a_corrupt_image_fails_naming_it_or_is_skipped_and_counted(corrupt_set, tmp_path,
+                                                                   caplog):
+    root, victim = corrupt_set
+    with pytest.raises(TrainerError) as err:
+        train(tmp_path / "a", root, root, steps=20)
+    message = str(err.value)
+    assert message.startswith(f"--train-files: {victim}: image {victim} is corrupt, truncated "
+                              "or not a JPEG/PNG/GIF/BMP image"), message
+    assert "--skip-corrupt-images" in message and "\n" not in message
+    assert tf.train.latest_checkpoint(str(tmp_path / "a" / "checkpoints")) is None
+
+    with caplog.at_level("INFO"):
+        result = train(tmp_path / "b", root, root, "--skip-corrupt-images", steps=20)
+    assert result.step == 20
+    assert f"skipped a corrupt or unreadable image: {victim}" in caplog.text
+    skipped = scalars(tmp_path / "b" / "logs" / "train", "skipped_images")
+    assert skipped and skipped[-1][1] >= 1
+
+
+def test_encoded_records_from_the_converter_train_with_their_label_map(image_set, tmp_path):
+    from scripts.prepare_images import main as prepare
+
+    out = tmp_path / "records"
+    assert prepare(["--input", str(image_set.jsonl), "--output-dir", str(out),
+                    "--train-shards", "2", "--eval-shards", "1", "--test-shards", "1"]) == 0
+    result = train(tmp_path / "job", out / "train-*", out / "eval-*", "--test-files",
+                   out / "test-*")
+    assert result.metrics["accuracy"] > 0.6, result.metrics
+    assert served_accuracy(result.export_path, image_set.eval_files) == pytest.approx(
+        result.metrics["accuracy"], abs=1e-6)
+
+
+def write_manifest(path, lines):
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def resolve(train_files, eval_files, *flags):
+    argv = ["--train-files", str(train_files), "--eval-files", str(eval_files), *flags]
+    with pytest.raises(TrainerError) as err:
+        data.resolve(config_from_flags(argv, {}))
+    assert "\n" not in str(err.value)
+    return str(err.value)
+
+
+def test_bad_image_inputs_fail_up_front_with_one_line(image_set, tmp_path):
+    first, name = image_set.eval_files[0]
+    unseen = write_manifest(tmp_path / "unseen.csv", [f"{first},{name}", f"{first},ten"])
+    assert resolve(image_set.csv, unseen) == (
+        f"--eval-files: {unseen} line 2: label 'ten' is not one of the classes of "
+        f"--train-files ({', '.join(sorted(NAMES)[:8])}, ... (10 in all))")
+    other, other_name = next(f for f in image_set.eval_files if f[1] != name)
+    missing = write_manifest(tmp_path / "missing.csv", [f"{first},{name}",
+                                                        f"{tmp_path}/nope.jpg,{name}",
+                                                        f"{other},{other_name}"])
+    assert resolve(missing, image_set.eval_dir) == (
+        f"--train-files: {missing} line 2: image {tmp_path}/nope.jpg does not exist")
+    empty = tmp_path / "empty"
+    shutil.copytree(image_set.eval_dir, empty)
+    shutil.rmtree(empty / "five")
+    (empty / "five").mkdir()
+    assert resolve(empty, image_set.eval_dir) == (
+        f"--train-files: class folder {empty}/five holds no images "
+        "(.jpg, .jpeg, .png, .gif, .bmp)")
+    assert "is an image; give a folder" in resolve(first, image_set.eval_dir)
+    assert "--num-classes is 12 but --train-files has 10 classes" in resolve(
+        image_set.csv, image_set.eval_dir, "--num-classes", "12")

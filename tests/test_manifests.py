@@ -1,0 +1,171 @@
+"""Pure-Python data parts: manifests, the Vertex data environment, label maps (milliseconds)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+from trainer.config import SAMPLE_EVAL_FILES, SAMPLE_TRAIN_FILES, config_from_flags
+from trainer.data import labels, manifests, vertex_env
+from trainer.errors import TrainerError
+
+ORIGIN = "--train-files"
+
+
+def jsonl_line(uri="gs://b/daisy/1.jpg", label="daisy", ml_use="training", **extra):
+    item = {"imageGcsUri": uri, "classificationAnnotation": {
+        "displayName": label, "annotationResourceLabels": {
+            "aiplatform.googleapis.com/annotation_set_name": "8066716590760001536"}},
+            "dataItemResourceLabels": {"aiplatform.googleapis.com/ml_use": ml_use}, **extra}
+    return json.dumps(item)
+
+
+def one_line_error(call) -> str:
+    with pytest.raises(TrainerError) as info:
+        call()
+    assert "\n" not in str(info.value)
+    return str(info.value)
+
+
+def test_vertex_jsonl_items_keep_uri_label_and_ml_use():
+    text = "\n".join([jsonl_line(), "", jsonl_line("gs://b/rose/2.jpg", "rose", "validation"),
+                      json.dumps({"imageGcsUri": "gs://b/tulip/3.png",
+                                  "classificationAnnotation": {"displayName": "tulip"},
+                                  "dataItemResourceLabels": {}})])
+    items = manifests.parse(text, "gs://b/export/training-00000.jsonl", ORIGIN)
+    assert [(i.uri, i.label, i.ml_use) for i in items] == [
+        ("gs://b/daisy/1.jpg", "daisy", "training"), ("gs://b/rose/2.jpg", "rose", "validation"),
+        ("gs://b/tulip/3.png", "tulip", "")]
+    assert items[1].where == "gs://b/export/training-00000.jsonl line 3"
+
+
+@pytest.mark.parametrize("line, expected", [
+    ('{"imageGcsUri": "gs://b/a.jpg", ', "line 2: not valid JSON"),
+    ("[1, 2]", "line 2: expected a JSON object"),
+    ('{"classificationAnnotation": {"displayName": "a"}}', "line 2: lacks imageGcsUri"),
+    ('{"imageGcsUri": "gs://b/a.jpg"}', "line 2: lacks classificationAnnotation.displayName"),
+    (json.dumps({"imageGcsUri": "gs://b/a.jpg", "classificationAnnotations": [
+        {"displayName": "a"}, {"displayName": "b"}]}), "single-label only"),
+    (jsonl_line(ml_use="train"), "ml_use 'train' is unknown; expected one of training, "),
+])
+def test_bad_jsonl_lines_name_the_file_and_line(line, expected):
+    message = one_line_error(lambda: manifests.parse(jsonl_line() + "\n" + line, "m.jsonl",
+                                                     ORIGIN))
+    assert message.startswith("--train-files: m.jsonl line 2: ") and expected in message, message
+
+
+def test_a_one_item_annotation_list_is_single_label():
+    line = json.dumps({"imageGcsUri": "gs://b/a.jpg",
+                       "classificationAnnotations": [{"displayName": "a"}]})
+    assert manifests.parse(line, "m.jsonl", ORIGIN)[0].label == "a"
+
+
+def test_csv_with_header_relative_paths_and_vertex_ml_use_column():
+    text = "image,label\ndaisy/1.jpg,daisy\ngs://b/r.jpg, rose\n"
+    items = manifests.parse(text, "/data/flowers.csv", ORIGIN)
+    assert [(i.uri, i.label, i.ml_use) for i in items] == [
+        ("/data/daisy/1.jpg", "daisy", ""), ("gs://b/r.jpg", "rose", "")]
+    assert items[0].where == "/data/flowers.csv line 2"
+    vertex = manifests.parse("TEST,gs://b/a.jpg,a\nvalidation,gs://b/b.jpg,b\n", "v.csv", ORIGIN)
+    assert [(i.ml_use, i.uri) for i in vertex] == [("test", "gs://b/a.jpg"),
+                                                   ("validation", "gs://b/b.jpg")]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("gs://b/a.jpg,a\ngs://b/b.jpg,b,c\n", "line 2: 3 fields; expected PATH,LABEL"),
+    ("gs://b/a.jpg,a\ngs://b/b.jpg\n", "line 2: expected PATH,LABEL"),
+    ("\n\n", "is empty; expected a JSONL or CSV image manifest"),
+    ("path,label\n", "lists no images"),
+])
+def test_bad_csv(text, expected):
+    assert expected in one_line_error(lambda: manifests.parse(text, "m.csv", ORIGIN))
+
+
+def test_each_flag_reads_its_own_ml_use_split():
+    items = manifests.parse("\n".join([jsonl_line("gs://b/1.jpg", ml_use="training"),
+                                       jsonl_line("gs://b/2.jpg", ml_use="validation")]),
+                            "m.jsonl", ORIGIN)
+    assert [i.uri for i in manifests.for_flag(items, "--eval-files", "X")] == ["gs://b/2.jpg"]
+    assert "no items with ml_use 'test'" in one_line_error(
+        lambda: manifests.for_flag(items, "--test-files", "X"))
+    unlabelled = manifests.parse("gs://b/1.jpg,a\n", "m.csv", ORIGIN)
+    assert manifests.for_flag(unlabelled, "--test-files", "X") == unlabelled
+
+
+# --- the Vertex data environment -----------------------------------------------------------------
+
+MANAGED = {"AIP_DATA_FORMAT": "jsonl",
+           "AIP_TRAINING_DATA_URI": "gs://b/ds/training-*",
+           "AIP_VALIDATION_DATA_URI": "gs://b/ds/validation-*",
+           "AIP_TEST_DATA_URI": "gs://b/ds/test-*"}
+
+
+def test_a_managed_dataset_gives_the_three_file_flags():
+    config = config_from_flags([], MANAGED)
+    files = config.data_files
+    assert (files.train, files.eval, files.test) == (
+        ("gs://b/ds/training-*",), ("gs://b/ds/validation-*",), ("gs://b/ds/test-*",))
+    assert files.origin("--eval-files") == "AIP_VALIDATION_DATA_URI" and not files.bundled
+    assert "AIP_DATA_FORMAT=jsonl" in files.note
+
+
+def test_flags_win_over_the_managed_dataset():
+    config = config_from_flags(["--train-files", "t.csv", "--test-files", "x.csv"], MANAGED)
+    files = config.data_files
+    assert (files.train, files.eval, files.test) == (("t.csv",), ("gs://b/ds/validation-*",),
+                                                     ("x.csv",))
+    assert files.origin("--train-files") == "--train-files"
+
+
+def test_no_data_trains_the_bundled_sample_but_not_inside_a_vertex_job():
+    files = config_from_flags([], {}).data_files
+    assert files.bundled and (files.train, files.eval) == ((SAMPLE_TRAIN_FILES,),
+                                                           (SAMPLE_EVAL_FILES,))
+    assert "bundled MNIST sample" in files.note
+    for environ in ({"CLOUD_ML_JOB_ID": "123"}, {"AIP_MODEL_DIR": "gs://b/m"}):
+        message = one_line_error(lambda: config_from_flags([], environ))
+        assert "no training data: this is a Vertex job" in message and "--bundled-sample" in message
+    assert config_from_flags(["--bundled-sample"], {"CLOUD_ML_JOB_ID": "1"}).data_files.bundled
+
+
+@pytest.mark.parametrize("environ, argv, expected", [
+    ({**MANAGED, "AIP_DATA_FORMAT": "bigquery"}, [], "AIP_DATA_FORMAT=bigquery is not supported: "
+                                                     "export the dataset to JSONL or CSV"),
+    ({**MANAGED, "AIP_DATA_FORMAT": "tfrecord"}, [], "AIP_DATA_FORMAT='tfrecord' is unknown"),
+    ({**MANAGED, "AIP_VALIDATION_DATA_URI": ""}, [], "--eval-files is required "
+                                                     "(AIP_TRAINING_DATA_URI gives data; "
+                                                     "AIP_TEST_DATA_URI gives data, and "
+                                                     "AIP_VALIDATION_DATA_URI is empty)"),
+    ({}, ["--train-files", "t-*"], "--eval-files is required (--train-files gives data, and no "
+                                   "AIP_DATA_FORMAT is set)"),
+    ({}, ["--test-files", "t-*"], "--train-files is required"),
+    ({**MANAGED, "AIP_TRAINING_DATA_URI": " , "}, [], "AIP_TRAINING_DATA_URI is empty"),
+])
+def test_bad_data_environments(environ, argv, expected):
+    assert expected in one_line_error(lambda: config_from_flags(argv, environ))
+
+
+def test_vertex_env_stays_free_of_tensorflow():
+    code = ("import sys, trainer.config, trainer.data.manifests, trainer.data.labels; "
+            "assert 'tensorflow' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+
+
+# --- label maps ----------------------------------------------------------------------------------
+
+def test_label_maps():
+    names = labels.build(["rose", "daisy", "rose", "tulip"])
+    assert names == ["daisy", "rose", "tulip"]
+    assert labels.indices([("tulip", "a"), ("daisy", "b")], names, "X", "Y") == [2, 0]
+    message = one_line_error(lambda: labels.indices([("lily", "e.csv line 4")], names,
+                                                    "--eval-files", "--train-files"))
+    assert message == ("--eval-files: e.csv line 4: label 'lily' is not one of the classes of "
+                       "--train-files (daisy, rose, tulip)")
+    assert labels.check_num_classes(None, names, "X") == 3
+    assert "--num-classes is 5 but X has 3 classes" in one_line_error(
+        lambda: labels.check_num_classes(5, names, "X"))
+    assert labels.parse(labels.text_of(names), "p", "s") == names
+    assert "differs from this data's" in one_line_error(
+        lambda: labels.check_resume(names, names[:2], "ckpt/labels.txt"))

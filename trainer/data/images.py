@@ -1,0 +1,91 @@
+"""Encoded image bytes -> float32 H x W x C in [0, 1]: decoding, resizing and augmentation.
+
+JPEG, PNG, GIF (first frame) and BMP decode to the model's channel count (grey <-> RGB; alpha is
+dropped). Evaluation and serving resize the image to cover H x W, keeping its aspect ratio, and
+crop the centre; an image already H x W passes untouched (exact). Training with augmentation
+takes a random crop of 8-100% of the area and aspect ratio 3/4-4/3, resizes it to H x W and flips
+it horizontally at random; for JPEG only the crop window is decoded, which saves most of the
+decoding time of a large photo.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+_AREA_RANGE = (0.08, 1.0)
+_ASPECT_RANGE = (3 / 4, 4 / 3)
+
+
+def _is_gif_or_bmp(data):
+    return tf.logical_or(tf.strings.substr(data, 0, 3) == b"GIF",
+                         tf.strings.substr(data, 0, 2) == b"BM")
+
+
+def decode(data, channels: int):
+    """uint8 [h, w, channels] of the first frame; raises an op error for undecodable bytes."""
+    def native():
+        return tf.io.decode_image(data, channels=channels, expand_animations=False)
+
+    if channels != 1:
+        return native()
+    # GIF and BMP decoders produce colour only.
+    return tf.cond(_is_gif_or_bmp(data), lambda: tf.image.rgb_to_grayscale(
+        tf.io.decode_image(data, channels=3, expand_animations=False)), native)
+
+
+def _to_float(image):
+    return tf.cast(image, tf.float32) * (1.0 / 255.0)
+
+
+def eval_image(data, image_shape):
+    """Resize to cover H x W (aspect kept), then the centre H x W; as served."""
+    height, width, channels = image_shape
+    image = decode(data, channels)
+    size = tf.cast(tf.shape(image)[:2], tf.float32)
+    target = tf.constant([height, width], tf.float32)
+    scale = tf.reduce_max(target / size)
+    covering = tf.cast(tf.math.ceil(size * scale - 1e-3), tf.int32)
+    covering = tf.maximum(covering, [height, width])
+    # Resampling an image that already fits would still change it; skip it to stay exact.
+    # (The shape is pinned after the cond: inside a branch TensorFlow checks it eagerly.)
+    fits = tf.reduce_all(tf.shape(image)[:2] == [height, width])
+    image = tf.cond(fits, lambda: _to_float(image),
+                    lambda: tf.image.resize(_to_float(image), covering, antialias=True))
+    offset = (tf.shape(image)[:2] - [height, width]) // 2
+    image = tf.image.crop_to_bounding_box(image, offset[0], offset[1], height, width)
+    return tf.ensure_shape(image, image_shape)
+
+
+def train_image(data, image_shape, augment: bool):
+    """A random resized crop, flipped at random, with `augment`; else as evaluated."""
+    if not augment:
+        return eval_image(data, image_shape)
+    height, width, channels = image_shape
+
+    def window(size_hw):
+        begin, size, _ = tf.image.sample_distorted_bounding_box(
+            tf.concat([size_hw, [channels]], 0), tf.zeros([1, 0, 4]), min_object_covered=0.0,
+            aspect_ratio_range=_ASPECT_RANGE, area_range=_AREA_RANGE, max_attempts=10,
+            use_image_if_no_bounding_boxes=True)
+        return begin[:2], size[:2]
+
+    def jpeg():
+        begin, size = window(tf.io.extract_jpeg_shape(data)[:2])
+        return tf.image.decode_and_crop_jpeg(data, tf.concat([begin, size], 0),
+                                             channels=channels)
+
+    def other():
+        image = decode(data, channels)
+        begin, size = window(tf.shape(image)[:2])
+        return tf.slice(image, tf.concat([begin, [0]], 0), tf.concat([size, [channels]], 0))
+
+    crop = tf.cond(tf.io.is_jpeg(data), jpeg, other)
+    image = tf.image.resize(_to_float(crop), [height, width], antialias=True)
+    image = tf.image.random_flip_left_right(image)
+    return tf.ensure_shape(image, image_shape)
+
+
+def eval_images(encoded, image_shape):
+    """A batch of encoded images [N] -> float32 [N, H, W, C] (the export's encoded_image)."""
+    return tf.map_fn(lambda data: eval_image(data, image_shape), encoded,
+                     fn_output_signature=tf.TensorSpec(image_shape, tf.float32))
