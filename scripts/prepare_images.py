@@ -33,9 +33,10 @@ import numpy as np
 if not __package__:  # run as `python scripts/x.py`: make `trainer` and `scripts.*` importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from trainer.cli import OneLineParser, run_cli
 from trainer.data import labels as label_maps
 from trainer.data import manifests
-from trainer.errors import TrainerError
+from trainer.errors import TrainerError, short_reason
 
 _SPLITS = {"training": "train", "validation": "eval", "test": "test"}
 _READ_THREADS = 16
@@ -139,8 +140,6 @@ def encode(data: bytes, where: str, max_size: int | None) -> tuple[bytes, str, i
         image = tf.io.decode_image(data, channels=3 if fmt in ("gif", "bmp") else 0,
                                    expand_animations=False)
     except (tf.errors.OpError, ValueError) as err:
-        from trainer.errors import short_reason
-
         raise TrainerError(f"{where}: cannot decode the image ({short_reason(err)})") from None
     height, width = int(image.shape[0]), int(image.shape[1])
     if max_size and max(height, width) > max_size:
@@ -178,8 +177,6 @@ def _read(example: Example) -> bytes:
         with tf.io.gfile.GFile(example.uri, "rb") as f:
             return f.read()
     except tf.errors.OpError as err:
-        from trainer.errors import short_reason
-
         raise TrainerError(f"{example.uri}: cannot read ({short_reason(err)})") from None
 
 
@@ -246,7 +243,11 @@ def convert(examples: list[Example], output_dir: str, shards: dict[str, int],
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
+    return run_cli(lambda: _prepare(argv))
+
+
+def _prepare(argv) -> None:
+    p = OneLineParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--input", help="image folder ROOT/CLASS/x.jpg, CSV or Vertex JSONL "
                                         "(local or gs://)")
@@ -266,16 +267,11 @@ def main(argv=None) -> int:
     if not 0.0 <= args.eval_fraction < 1.0:
         p.error(f"--eval-fraction must be in [0, 1), got {args.eval_fraction}")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        examples = (cifar_examples(args.cifar) if args.cifar
-                    else list_images(args.input, args.eval_fraction))
-        shards = {"train": args.train_shards, "eval": args.eval_shards, "test": args.test_shards}
-        for line in convert(examples, args.output_dir, shards, args.max_size):
-            print(line)
-    except TrainerError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0
+    examples = (cifar_examples(args.cifar) if args.cifar
+                else list_images(args.input, args.eval_fraction))
+    shards = {"train": args.train_shards, "eval": args.eval_shards, "test": args.test_shards}
+    for line in convert(examples, args.output_dir, shards, args.max_size):
+        print(line)
 
 
 if __name__ == "__main__":
