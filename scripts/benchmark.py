@@ -184,8 +184,95 @@ def measure_accuracy_run(args) -> dict:
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+JPEG_COUNT = 300
+JPEG_SIZE = (375, 500)  # height, width: a typical photo of the flowers/ImageNet kind
+JPEG_BATCH = 64
+JPEG_BATCHES = 20
+
+
+def write_jpeg_folder(folder: str, count: int = JPEG_COUNT, classes: int = 3) -> None:
+    """Photo-like JPEGs (smooth colour fields plus grain) in `classes` class folders."""
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    for index in range(count):
+        coarse = rng.uniform(0, 255, (12, 16, 3)).astype(np.float32)
+        image = tf.image.resize(coarse, JPEG_SIZE, method="bicubic").numpy()
+        image += rng.normal(0, 8, image.shape)
+        path = os.path.join(folder, f"class{index % classes}", f"{index:04d}.jpg")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(tf.io.encode_jpeg(np.clip(image, 0, 255).astype(np.uint8),
+                                      quality=90).numpy())
+
+
+def measure_jpeg_pipeline(args) -> dict:
+    """images/s at 224x224x3 from ~500x375 JPEGs: the trainer's training path (decode, random
+    resized crop, flip), a bare decode_jpeg + resize map, and keras image_dataset_from_directory
+    (decode + resize), each over the same folder, in alternating rounds."""
+    import keras
+    import tensorflow as tf
+
+    from trainer import data
+
+    with tempfile.TemporaryDirectory(prefix="jpegs-") as folder:
+        write_jpeg_folder(folder)
+        source = data.inspect_input((folder,), "--train-files", (224, 224, 3), None)
+        files = list(source.uris)
+
+        def trainer_pipeline():
+            return data.make_dataset(source, batch_size=JPEG_BATCH, training=True, seed=1,
+                                     augment=True).take(JPEG_BATCHES)
+
+        def bare():
+            def load(path):
+                image = tf.io.decode_jpeg(tf.io.read_file(path), channels=3)
+                return tf.image.resize(image, (224, 224)) / 255.0
+
+            return tf.data.Dataset.from_tensor_slices(files).repeat().map(
+                load, num_parallel_calls=tf.data.AUTOTUNE).batch(JPEG_BATCH).take(
+                JPEG_BATCHES).prefetch(tf.data.AUTOTUNE)
+
+        def keras_directory():
+            return keras.utils.image_dataset_from_directory(
+                folder, image_size=(224, 224), batch_size=JPEG_BATCH, verbose=False).repeat() \
+                .take(JPEG_BATCHES)
+
+        def rate(make):
+            dataset = make()
+            start = time.perf_counter()
+            images = sum(int(batch[0].shape[0]) for batch in dataset)
+            return images / (time.perf_counter() - start)
+
+        makers = {"trainer": trainer_pipeline, "bare": bare, "keras": keras_directory}
+        for make in makers.values():
+            rate(make)  # page cache and thread pools warm
+        rates = {name: [] for name in makers}
+        for _ in range(ROUNDS):
+            for name, make in makers.items():
+                rates[name].append(rate(make))
+    return rates
+
+
+def jpeg_section(say) -> list[str]:
+    say("encoded-JPEG input pipeline ...")
+    rates = {k: _median(v) for k, v in _child("jpeg").items()}
+    bare, keras_rate = rates["trainer"] / rates["bare"], rates["trainer"] / rates["keras"]
+    return [f"## Encoded-JPEG input pipeline ({JPEG_COUNT} JPEGs of {JPEG_SIZE[1]}x{JPEG_SIZE[0]}"
+            f" -> 224x224x3, batch {JPEG_BATCH})", "",
+            "| pipeline | images/s |", "|---|---|",
+            f"| trainer training path (decode, random resized crop, flip) | "
+            f"{rates['trainer']:,.0f} |",
+            f"| bare `decode_jpeg` + resize map | {rates['bare']:,.0f} |",
+            f"| `keras.utils.image_dataset_from_directory` (decode + resize) | "
+            f"{rates['keras']:,.0f} |",
+            f"| trainer / bare (target >= 0.9) | {bare:.2f} ({_met(bare >= 0.9)}) |",
+            f"| trainer / keras (target >= 2) | {keras_rate:.2f} ({_met(keras_rate >= 2)}) |", ""]
+
+
 CHILDREN = {"pipeline": measure_pipeline, "training": measure_training,
-            "accuracy": measure_accuracy_run}
+            "accuracy": measure_accuracy_run, "jpeg": measure_jpeg_pipeline}
 
 
 def _child(kind: str, **options) -> dict:
@@ -245,6 +332,8 @@ def benchmark(args, say) -> str:
               f"| raw TFRecord read of the same files | {raw_rate:,.0f} |",
               f"| ratio (target >= 0.8) | {trainer_rate / raw_rate:.2f} "
               f"({_met(trainer_rate / raw_rate >= 0.8)}) |", ""]
+
+    lines += jpeg_section(say)
 
     lines += ["## Training examples/s (steady state)", "",
               "| model | batch | trainer fp32 | trainer bf16 | trainer fp32 + XLA | "
@@ -312,6 +401,8 @@ def main(argv=None) -> int:
     p.add_argument("--train-files", help="comma-separated TFRecord globs (MNIST training set)")
     p.add_argument("--eval-files", help="comma-separated TFRecord globs (the MNIST test set)")
     p.add_argument("--output", default=os.path.join(REPO, "BENCHMARKS.md"))
+    p.add_argument("--jpeg-only", action="store_true",
+                   help="measure only the encoded-JPEG input pipeline and print its table")
     p.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
     p.add_argument("--batch", type=int, help=argparse.SUPPRESS)
@@ -322,13 +413,16 @@ def main(argv=None) -> int:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         print(json.dumps(CHILDREN[args.child](args)))
         return 0
-    if not (args.train_files and args.eval_files):
-        p.error("--train-files and --eval-files are required")
     start = time.perf_counter()
 
     def say(message):
         print(f"[{time.perf_counter() - start:6.0f} s] {message}", file=sys.stderr, flush=True)
 
+    if args.jpeg_only:
+        print("\n".join(jpeg_section(say)))
+        return 0
+    if not (args.train_files and args.eval_files):
+        p.error("--train-files and --eval-files are required")
     table = benchmark(args, say)
     print(table)
     with open(args.output, "w") as f:

@@ -80,7 +80,7 @@ def train_image(data, image_shape, augment: bool):
         return tf.slice(image, tf.concat([begin, [0]], 0), tf.concat([size, [channels]], 0))
 
     crop = tf.cond(tf.io.is_jpeg(data), jpeg, other)
-    image = tf.image.resize(_to_float(crop), [height, width], antialias=True)
+    image = tf.image.resize(_to_float(crop), [height, width])
     image = tf.image.random_flip_left_right(image)
     return tf.ensure_shape(image, image_shape)
 
