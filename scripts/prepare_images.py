@@ -19,7 +19,6 @@ Each split's shards (`train-00000-of-00004.tfrecord`, ...) hold records of
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import pickle

@@ -94,7 +94,7 @@ def test_placeholders_come_from_values_and_only_args_need_them_locally(tmp_path)
     document = smoke_config()
     document["trialJobSpec"]["workerPoolSpecs"][0]["pythonPackageSpec"]["args"] += [
         "--train-files=${DATA}/train-*", "--eval-files=${DATA}/eval-*"]
-    with pytest.raises(spec.TrainerError, match=r"args\[5\]: \$\{DATA\} is not set; pass --set "
+    with pytest.raises(spec.TrainerError, match=r"args\[6\]: \$\{DATA\} is not set; pass --set "
                                                 r"DATA=VALUE or export DATA"):
         spec.load(write(tmp_path, document), {}, placeholders_everywhere=False)
     tuning = spec.load(write(tmp_path, document), {"DATA": "/data"},

@@ -10,17 +10,9 @@ import sys
 import pytest
 
 from tests.conftest import REPO
-from tests.fake_gcs import FakeGcs
 from tests.image_data import make_image_set
+from tests.test_gcs import gcs  # noqa: F401  (the emulator fixture, started per module)
 from tests.test_image_data import served_accuracy
-
-
-@pytest.fixture(scope="module")
-def gcs(tmp_path_factory):
-    fake = FakeGcs(tmp_path_factory.mktemp("gcs")).start()
-    fake.create_bucket("bkt")
-    yield fake
-    fake.stop()
 
 
 @pytest.fixture(scope="module")

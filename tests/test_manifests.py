@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import REPO
 from trainer.config import SAMPLE_EVAL_FILES, SAMPLE_TRAIN_FILES, config_from_flags
-from trainer.data import labels, manifests, vertex_env
+from trainer.data import labels, manifests
 from trainer.errors import TrainerError
 
 ORIGIN = "--train-files"
