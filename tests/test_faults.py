@@ -182,7 +182,7 @@ def test_kills_and_a_damaged_checkpoint_on_flaky_gcs_lose_nothing(tmp_path):
                 damaged.append(steps_saved()[-1])
                 gcs.delete("bkt", f"job/checkpoints/ckpt-{damaged[0]}.index")
 
-        final = kill_rounds(command, 3, 100, steps_saved, seed=6, env=env, between=damage)
+        kill_rounds(command, 3, 100, steps_saved, seed=6, env=env, between=damage)
         assert damaged, "no checkpoint to damage after two rounds"
         # The next run stepped back past it and moved its files aside.
         assert f"job/checkpoints/corrupt/ckpt-{damaged[0]}.data-00000-of-00001" in gcs.list(
