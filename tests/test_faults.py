@@ -231,7 +231,7 @@ def test_a_full_disk_is_one_line_and_keeps_what_was_saved(dataset, tmp_path, whe
                           "--job-dir", str(tmp_path / "job"), "--model", "dnn",
                           "--max-steps", "10", env={variable: str(tiny / where)})
         expected = {"checkpoints": "cannot write the checkpoint of step 10",
-                    "export": "cannot write the SavedModel"}[where]
+                    "export": "cannot export the model"}[where]
         one_line_error(result, 1, expected, "No space left on device")
         if where == "export":
             assert tf.train.latest_checkpoint(str(tmp_path / "job" / "checkpoints"))

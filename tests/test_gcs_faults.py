@@ -96,11 +96,11 @@ print("PREDICTED", out["probabilities"].shape)
 
 
 def one_line_error(done, message_start: str, object_pattern: str) -> None:
-    """The last line is the error, and it ends naming the object that failed."""
+    """The last line is the error, and it names the object that failed."""
     assert done.returncode == 1, done.stderr[-3000:]
     last = done.stderr.splitlines()[-1]
     assert last.startswith(f"error: {message_start}"), last
-    assert re.search(rf"when [a-z ]+ {object_pattern}\)$", last), last
+    assert re.search(rf"when [a-z ]+ {object_pattern}\)", last), last
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
 
 

@@ -140,12 +140,10 @@ def write_saved_model(model, path: str, image_shape: tuple[int, int, int],
             with tf.io.gfile.GFile(join(staging, LABELS_FILE), "w") as f:
                 f.write("".join(f"{name}\n" for name in class_names))
         storage.replace_dir(staging, path)
-    except (tf.errors.OpError, OSError) as err:
+    except (tf.errors.OpError, OSError):
         if tf.io.gfile.exists(staging):
             tf.io.gfile.rmtree(staging)
-        raise TrainerError(f"cannot write the SavedModel to {path} "
-                           f"({storage.problem(err, path)}); the checkpoints are kept: free "
-                           "space or fix access and rerun to export") from None
+        raise
 
 
 def remove_staging_leftovers(path_pattern: str) -> None:
@@ -217,9 +215,10 @@ class Exporter:
             # A plain local copy: distributed (mirrored, ps-placed) variables stay out of it.
             self._local_model.set_weights(self._model.get_weights())
             write_saved_model(self._local_model, path, self._image_shape, self._class_names)
-        except tf.errors.OpError as err:
+        except (tf.errors.OpError, OSError) as err:
             raise TrainerError(f"cannot export the model to {path} "
-                               f"({storage.problem(err, path)})") from None
+                               f"({storage.problem(err, path)}); the checkpoints are kept: free "
+                               "space or fix access and rerun to export") from None
         seconds = time.perf_counter() - start
         self.seconds += seconds
         log.info("exported the model at step %d to %s (%.1f s)", step, path, seconds)
