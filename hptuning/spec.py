@@ -197,7 +197,7 @@ def validate(source: str, job: HyperparameterTuningJob,
     trainer_args = (*_package_args(source, job), *extra_args)
     algorithm = _ALGORITHMS[StudySpec.Algorithm(study.algorithm).name]
     params = _params(source, study, algorithm)
-    _check_trainer_accepts(source, params, trainer_args, metric.metric_id, bool(extra_args))
+    _check_trainer_accepts(source, params, trainer_args, metric.metric_id, extra_args)
     selection = StudySpec.MeasurementSelectionType(study.measurement_selection_type).name
     return TuningSpec(
         source=source, job=job, metric=metric.metric_id, maximize=goal == "MAXIMIZE",
@@ -349,19 +349,21 @@ def _conditional(source, condition, path, parent: Param, flags, occurrences,
 
 
 def _check_trainer_accepts(source: str, params: tuple[Param, ...], args: Sequence[str],
-                           metric: str, has_extra_args: bool) -> None:
+                           metric: str, extra_args: Sequence[str]) -> None:
     """Runs the trainer's own flag validation on the trainer args and on each parameter's
     extreme or listed values, so limits like dropout in [0, 1) live in one place."""
-    where = f"{ARGS_FIELD} (+ the args after --)" if has_extra_args else ARGS_FIELD
+    where = f"{ARGS_FIELD} (+ the args after --)" if extra_args else ARGS_FIELD
     reason = trainer_flags.rejection(args)
     if reason:
         raise error(source, where, reason)
-    given = {trainer_flags.dest_of(arg) for arg in args}
+    # A flag given after -- reads as an override, but each trial's tuned value comes last and
+    # would silently replace it.
+    given = {trainer_flags.dest_of(arg) for arg in extra_args}
     for param, _ in _walk(params, ()):
         if trainer_flags.dest_of(f"--{param.id}") in given:
-            raise error(source, where, f"sets --{param.id.replace('_', '-')}, which the study "
-                                       f"tunes (parameterId {param.id}): each trial's tuned value "
-                                       "would silently replace it; remove it from the args")
+            raise error(source, "the args after --", f"set --{param.id.replace('_', '-')}, "
+                        f"which the study tunes (parameterId {param.id}): each trial's tuned "
+                        "value would silently replace it; remove it")
     reported = trainer_flags.reported_metric(args)
     if reported != metric:
         raise error(source, "studySpec.metrics[0].metricId",

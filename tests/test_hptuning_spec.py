@@ -79,8 +79,8 @@ def test_extra_args_follow_the_config_args(tmp_path):
 
 @pytest.mark.parametrize("extra", [["--learning-rate=0.1"], ["--batch_size", "10"]])
 def test_a_tuned_flag_in_the_extra_args_is_an_error_not_silently_replaced(tmp_path, extra):
-    with pytest.raises(spec.TrainerError, match=r"\(\+ the args after --\): sets --\S+, which "
-                                                r"the study tunes \(parameterId \w+\)"):
+    with pytest.raises(spec.TrainerError, match=r": the args after --: set --\S+, which the "
+                                                r"study tunes \(parameterId \w+\)"):
         load(tmp_path, smoke_config(), extra_args=extra)
 
 
