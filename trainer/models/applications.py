@@ -1,0 +1,116 @@
+"""keras.applications backbones under a new classification head, for fine-tuning.
+
+The model takes images scaled to [0, 1], as the data pipeline and every export signature feed
+them, and applies the backbone's own ImageNet preprocessing inside itself; grey images are
+repeated to the three channels the backbones expect. The backbone is the model's one nested
+model (`backbone_of`), so fine-tuning can freeze it and a weights file can be loaded into it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+# name -> (keras.applications constructor, whether it has an include_preprocessing option)
+_BACKBONES = {
+    "mobilenet_v3_small": ("MobileNetV3Small", True),
+    "efficientnet_v2_b0": ("EfficientNetV2B0", True),
+    "resnet50": ("ResNet50", False),
+}
+_CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)  # ResNet50's preprocess_input, mode "caffe"
+
+
+def builder(name: str):
+    def build(input_shape, num_classes, dropout, weights=None):
+        return _build(name, input_shape, num_classes, dropout, weights)
+
+    return build
+
+
+def _build(name, input_shape, num_classes, dropout, weights):
+    import keras
+    from keras import Input, Model, layers
+
+    constructor, has_preprocessing = _BACKBONES[name]
+    height, width, channels = input_shape
+    options = {"include_preprocessing": True} if has_preprocessing else {}
+    backbone = getattr(keras.applications, constructor)(
+        include_top=False, weights="imagenet" if weights == "imagenet" else None,
+        input_shape=(height, width, 3), pooling="avg", **options)
+    if weights not in (None, "imagenet"):
+        load_backbone_weights(backbone, weights)
+
+    class CaffePreprocessing(layers.Layer):
+        """RGB -> BGR and the ImageNet mean subtracted, on 0-255 pixels."""
+
+        def call(self, x):
+            return x[..., ::-1] - keras.ops.convert_to_tensor(_CAFFE_BGR_MEAN, x.dtype)
+
+    inputs = Input(input_shape, name="image")
+    x = layers.Rescaling(255.0)(inputs)  # the backbones' preprocessing expects 0-255 pixels
+    if channels == 1:
+        x = layers.Concatenate()([x, x, x])
+    if not has_preprocessing:
+        x = CaffePreprocessing()(x)
+    x = backbone(x)
+    if dropout:
+        x = layers.Dropout(dropout)(x)
+    return Model(inputs, layers.Dense(num_classes, name="logits")(x), name=name)
+
+
+def backbone_of(model):
+    """The backbone inside a model built here."""
+    import keras
+
+    return next(layer for layer in model.layers if isinstance(layer, keras.Model))
+
+
+def load_backbone_weights(backbone, path: str) -> None:
+    """Loads a .weights.h5 file (as `backbone.save_weights` writes) into the backbone, after
+    checking that it holds the same layers and shapes: Keras itself would load what fits and
+    warn about the rest."""
+    import h5py
+    import tensorflow as tf
+
+    from trainer.errors import TrainerError
+
+    flag = "--pretrained-weights"
+    with tempfile.TemporaryDirectory() as scratch:
+        local = os.path.join(scratch, "given.weights.h5")
+        expected_path = os.path.join(scratch, "expected.weights.h5")
+        try:
+            tf.io.gfile.copy(path, local)
+            given = _layout(h5py.File(local, "r"))
+        except (tf.errors.OpError, OSError) as err:
+            raise TrainerError(f"{flag}: cannot read {path} as a .weights.h5 file "
+                               f"({str(err).splitlines()[0]}); expected 'imagenet' or a file "
+                               "written by a backbone's save_weights") from None
+        backbone.save_weights(expected_path)
+        expected = _layout(h5py.File(expected_path, "r"))
+        for (want_name, want_shape), (got_name, got_shape) in zip(expected, given):
+            if (want_name, want_shape) != (got_name, got_shape):
+                raise TrainerError(
+                    f"{flag}: {path} does not fit the backbone: its layer {_layer(want_name)} "
+                    f"expects {want_name} of shape {list(want_shape)}, the file has "
+                    f"{got_name} of shape {list(got_shape)}")
+        if len(given) != len(expected):
+            extra_or_missing = (given if len(given) > len(expected) else expected)[
+                min(len(given), len(expected))][0]
+            raise TrainerError(f"{flag}: {path} does not fit the backbone: the file has "
+                               f"{len(given)} weight arrays, the backbone {len(expected)}; "
+                               f"first unmatched: layer {_layer(extra_or_missing)}")
+        backbone.load_weights(local)
+
+
+def _layout(file) -> list[tuple[str, tuple[int, ...]]]:
+    arrays = []
+    with file:
+        file.visititems(lambda name, item: arrays.append((name, item.shape))
+                        if hasattr(item, "shape") else None)
+    return arrays
+
+
+def _layer(array_path: str) -> str:
+    """The layer an array belongs to: layers/<layer>/vars/0 -> <layer>."""
+    parts = array_path.split("/")
+    return parts[-3] if len(parts) >= 3 and parts[-2] == "vars" else array_path
