@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -30,6 +30,7 @@ COLLECTIVES = ("auto", "ring", "nccl")
 # metric name -> whether larger is better
 METRICS = {"accuracy": True, "loss": False}
 MIXED_PRECISION = ("none", "bf16")
+LR_SCHEDULES = ("constant", "cosine", "step", "linear")
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,27 @@ class Schedule:
 
 def _next(step: int, every: int) -> int:
     return (step // every + 1) * every
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How the weights are initialized and optimized beyond the optimizer and learning rate.
+
+    The learning rate follows `lr_schedule` after `warmup_steps` of linear warm-up. With
+    `freeze_backbone_steps`, only the head trains for that many steps at the learning rate, then
+    the whole net at `fine_tune_learning_rate`, the schedule starting over for that phase.
+    """
+
+    lr_schedule: str = "constant"
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    label_smoothing: float = 0.0
+    clip_norm: float | None = None
+    ema_decay: float | None = None
+    pretrained_weights: str | None = None  # "imagenet" or a .weights.h5 file of the backbone
+    init_checkpoint: str | None = None
+    freeze_backbone_steps: int = 0
+    fine_tune_learning_rate: float | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +113,7 @@ class Config:
     data_files: DataFiles | None = None  # with what gave each pattern; None: the two fields above
     augment: bool = False
     skip_corrupt_images: bool = False
+    recipe: Recipe = field(default_factory=Recipe)
 
     @property
     def metric_higher_is_better(self) -> bool:
@@ -192,6 +215,32 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(g, "mixed-precision", default="none", choices=MIXED_PRECISION,
           help="bf16: compute in bfloat16 with float32 weights (fast on CPUs with AMX and on "
                "TPUs/recent GPUs); checkpoints and the export stay float32")
+    _flag(g, "lr-schedule", default="constant", choices=LR_SCHEDULES,
+          help="learning-rate decay over the run (after --warmup-steps): cosine to 0, step "
+               "(x0.1 at 50%% and 75%% of the steps), linear to 0")
+    _flag(g, "warmup-steps", type=integer, default=0,
+          help="steps of linear warm-up from 0 to --learning-rate")
+    _flag(g, "weight-decay", type=number,
+          help="decoupled weight decay (adam becomes AdamW), not applied to biases and "
+               "normalization parameters; default: the model's (1e-4 for the ResNets, else 0)")
+    _flag(g, "label-smoothing", type=number, default=0.0,
+          help="training loss against labels smoothed by this much (0: none)")
+    _flag(g, "clip-norm", type=number, help="clip gradients to this global norm")
+    _flag(g, "ema-decay", type=number,
+          help="keep an exponential moving average of the weights with this decay (e.g. "
+               "0.999); evaluations and the export use the averaged weights")
+    _flag(g, "pretrained-weights", metavar="imagenet|PATH",
+          help="backbone models: 'imagenet' (downloaded by Keras at run time) or a "
+               ".weights.h5 file written by the backbone's save_weights")
+    _flag(g, "init-checkpoint", metavar="PATH",
+          help="warm start from another run's checkpoint (a checkpoint prefix or a directory "
+               "holding checkpoints): the variables whose name and shape match are loaded, "
+               "and listed in the log; ignored when --job-dir holds checkpoints to resume")
+    _flag(g, "freeze-backbone-steps", type=integer, default=0,
+          help="backbone models: train only the head for this many steps, then the whole net "
+               "at --fine-tune-learning-rate")
+    _flag(g, "fine-tune-learning-rate", type=number,
+          help="learning rate once the backbone is unfrozen; default: --learning-rate / 10")
     _flag(g, "jit-compile", type=_bool, nargs="?", const=True, default=False, metavar="BOOL",
           help="compile each training step with XLA")
 
@@ -256,6 +305,7 @@ def config_from_flags(argv: Sequence[str] | None, environ: Mapping[str, str]) ->
     if not 0.0 <= dropout < 1.0:
         raise TrainerError(f"--dropout must be in [0, 1), got {dropout}")
 
+    recipe = _recipe(args, spec)
     data_files = resolve_data_files(
         {"--train-files": args.train_files, "--eval-files": args.eval_files,
          "--test-files": args.test_files}, environ, bundled_sample=args.bundled_sample,
@@ -266,6 +316,9 @@ def config_from_flags(argv: Sequence[str] | None, environ: Mapping[str, str]) ->
     if args.skip_corrupt_images and strategy == "parameter_server":
         raise TrainerError("--skip-corrupt-images is not available with parameter_server: its "
                            "input pipelines run on remote workers, where skips cannot be counted")
+    if recipe.freeze_backbone_steps and strategy == "parameter_server":
+        raise TrainerError("--freeze-backbone-steps is not available with parameter_server; "
+                           "use a synchronous strategy")
     collective = resolve_collective(args.collective_implementation, strategy, cluster)
     dirs = resolve_output_dirs(args.job_dir, cluster.trial, environ)
     return Config(
@@ -292,7 +345,50 @@ def config_from_flags(argv: Sequence[str] | None, environ: Mapping[str, str]) ->
         evaluator_timeout_secs=args.evaluator_timeout_secs, label_map=args.label_map,
         cluster=cluster, mixed_precision=args.mixed_precision, jit_compile=args.jit_compile,
         data_files=data_files, augment=args.augment,
-        skip_corrupt_images=args.skip_corrupt_images, **dirs)
+        skip_corrupt_images=args.skip_corrupt_images, recipe=recipe, **dirs)
+
+
+def _recipe(args, spec) -> Recipe:
+    """The recipe flags, checked against the model and --max-steps."""
+    model = f"--model {args.model}"
+    if spec.backbone:
+        height, width, channels = args.image_height, args.image_width, args.image_channels
+        if min(height, width) < spec.min_size:
+            raise TrainerError(f"{model} needs images of at least {spec.min_size}x"
+                               f"{spec.min_size} (--image-height, --image-width), got "
+                               f"{height}x{width}")
+        if channels not in spec.channels:
+            raise TrainerError(f"{model} takes images of 1 or 3 channels (--image-channels), "
+                               f"got {channels}")
+    else:
+        for flag in ("pretrained_weights", "freeze_backbone_steps", "fine_tune_learning_rate"):
+            if getattr(args, flag):
+                raise TrainerError(f"--{flag.replace('_', '-')} needs a model with a backbone "
+                                   f"({', '.join(n for n, s in MODELS.items() if s.backbone)}); "
+                                   f"{model} has none")
+    if not 0 <= args.warmup_steps < args.max_steps:
+        raise TrainerError(f"--warmup-steps must be in [0, --max-steps {args.max_steps}), got "
+                           f"{args.warmup_steps}")
+    if not 0 <= args.freeze_backbone_steps < args.max_steps:
+        raise TrainerError(f"--freeze-backbone-steps must be in [0, --max-steps "
+                           f"{args.max_steps}), got {args.freeze_backbone_steps}")
+    weight_decay = spec.weight_decay if args.weight_decay is None else args.weight_decay
+    if weight_decay < 0:
+        raise TrainerError(f"--weight-decay must not be negative, got {weight_decay}")
+    if args.ema_decay is not None and not 0 <= args.ema_decay < 1:
+        raise TrainerError(f"--ema-decay must be in [0, 1), got {args.ema_decay}")
+    if not 0 <= args.label_smoothing < 1:
+        raise TrainerError(f"--label-smoothing must be in [0, 1), got {args.label_smoothing}")
+    _positive(args, "clip_norm", "fine_tune_learning_rate", optional=True)
+    learning_rate = spec.learning_rate if args.learning_rate is None else args.learning_rate
+    fine_tune = args.fine_tune_learning_rate
+    return Recipe(
+        lr_schedule=args.lr_schedule, warmup_steps=args.warmup_steps, weight_decay=weight_decay,
+        label_smoothing=args.label_smoothing, clip_norm=args.clip_norm,
+        ema_decay=args.ema_decay, pretrained_weights=args.pretrained_weights,
+        init_checkpoint=args.init_checkpoint, freeze_backbone_steps=args.freeze_backbone_steps,
+        fine_tune_learning_rate=(fine_tune if fine_tune is not None or
+                                 not args.freeze_backbone_steps else learning_rate / 10))
 
 
 def resolve_strategy(choice: str, cluster: Cluster, tpu: str | None) -> str:

@@ -45,48 +45,73 @@ class StepFunctions:
     """
 
     def __init__(self, strategy: tf.distribute.Strategy, model, optimizer=None,
-                 global_batch_size: int = 0, jit_compile: bool = False):
+                 global_batch_size: int = 0, jit_compile: bool = False,
+                 label_smoothing: float = 0.0, head_only_steps: int = 0,
+                 head_variables: Sequence[tf.Variable] = ()):
         self.strategy = strategy
         self.model = model
         self.optimizer = optimizer
         self._global_batch_size = global_batch_size
+        self._label_smoothing = label_smoothing
         with strategy.scope():
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
         # XLA compiles one step only: the iterator and the tf.range loop cannot be compiled.
         self._step_fn = (tf.function(self._train_step, jit_compile=True) if jit_compile
                          else self._train_step)
         self.train = tf.function(self._train)
+        # A frozen backbone: the first steps train only the head's variables.
+        self._head_only_steps = head_only_steps
+        self._head_variables = list(head_variables)
+        self._train_head = tf.function(lambda iterator, num_steps: self._train(
+            iterator, num_steps, head_only=True))
         self.evaluate = tf.function(self._evaluate)
+
+    def train_steps(self, iterator, num_steps: int) -> np.ndarray:
+        """Runs `num_steps` training steps; those before `head_only_steps` train the head only."""
+        head = min(num_steps, max(0, self._head_only_steps - int(self.step.numpy())))
+        totals = np.zeros(3, np.float32)
+        if head:
+            totals += self._train_head(iterator, tf.constant(head, tf.int64)).numpy()
+        if num_steps > head:
+            totals += self.train(iterator, tf.constant(num_steps - head, tf.int64)).numpy()
+        return totals
 
     def learning_rate(self) -> float:
         return float(tf.convert_to_tensor(self.optimizer.learning_rate))
 
-    def _sums(self, logits, labels):
+    def _sums(self, logits, labels, label_smoothing: float = 0.0):
         # A mixed-precision model's logits are bfloat16; the loss needs float32's range.
         logits = tf.cast(logits, tf.float32)
-        per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+        if label_smoothing:
+            classes = tf.shape(logits)[-1]
+            targets = (tf.one_hot(labels, classes) * (1.0 - label_smoothing)
+                       + label_smoothing / tf.cast(classes, tf.float32))
+            per_example = tf.nn.softmax_cross_entropy_with_logits(targets, logits)
+        else:
+            per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
         correct = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels),
                           tf.float32)
         count = tf.cast(tf.shape(labels)[0], tf.float32)
         return per_example, tf.stack([tf.reduce_sum(per_example), tf.reduce_sum(correct), count])
 
-    def _train_step(self, images, labels):
+    def _train_step(self, images, labels, head_only=False):
         with tf.GradientTape() as tape:
             logits = self.model(images, training=True)
-            per_example, sums = self._sums(logits, labels)
+            per_example, sums = self._sums(logits, labels, self._label_smoothing)
             # Divide by the global batch: gradients are summed across replicas.
             loss = tf.reduce_sum(per_example) / self._global_batch_size
             if self.model.losses:
                 loss += tf.add_n(self.model.losses) / self.strategy.num_replicas_in_sync
-        variables = self.model.trainable_variables
+        variables = self._head_variables if head_only else self.model.trainable_variables
         self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
         return sums
 
-    def _train(self, iterator, num_steps):
+    def _train(self, iterator, num_steps, head_only=False):
         totals = tf.zeros([3])
         for _ in tf.range(num_steps):
             images, labels = next(iterator)
-            sums = self.strategy.run(self._step_fn, args=(images, labels))
+            sums = self.strategy.run(self._step_fn, args=(images, labels),
+                                     kwargs={"head_only": head_only} if head_only else None)
             totals += self.strategy.reduce(_SUM, sums, axis=None)
             self.step.assign_add(1)
         return totals
@@ -121,9 +146,8 @@ class InGraphTrainer:
     def train(self, num_steps: int) -> np.ndarray:
         if self._iterator is None:
             self._iterator = iter(self._dataset)
-        return _explained(
-            lambda: self.steps.train(self._iterator, tf.constant(num_steps, tf.int64)).numpy(),
-            self._explain)
+        return _explained(lambda: self.steps.train_steps(self._iterator, num_steps),
+                          self._explain)
 
 
 class CoordinatedTrainer:

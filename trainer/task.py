@@ -95,9 +95,16 @@ def _train_and_evaluate(config: Config, strategy, stop) -> RunResult:
 
     model, optimizer, local_model = _build_models(config, strategy)
     steps = loop.StepFunctions(strategy, model, optimizer, config.batch_size,
-                               jit_compile=config.jit_compile)
+                               jit_compile=config.jit_compile,
+                               **_recipe_step_options(config, model))
     trainer, evaluation, test_evaluation = _build_runner(config, steps, local_model, plan,
                                                          skipped)
+    if config.recipe.ema_decay is not None:
+        from trainer import ema
+
+        evaluation = ema.AveragedEvaluation(evaluation, model, optimizer)
+        if test_evaluation is not None:
+            test_evaluation = ema.AveragedEvaluation(test_evaluation, model, optimizer)
     with strategy.scope():
         best = loop.BestMetric(config.hypertune_metric, config.metric_higher_is_better)
     # Other replicas take part in saving (a collective) but write to a directory they remove.
@@ -115,6 +122,9 @@ def _train_and_evaluate(config: Config, strategy, stop) -> RunResult:
     exporter = export.Exporter(model, local_model, export_dir=config.export_dir,
                                timestamped=config.export_timestamped,
                                image_shape=config.image_shape, class_names=class_names)
+    export = exporter.export
+    if config.recipe.ema_decay is not None:
+        export = _with_averaged_weights(exporter.export, model, optimizer)
     eval_actions = [progress.on_evaluation, best]
     if chief:
         exporter.remove_leftovers()
@@ -124,7 +134,7 @@ def _train_and_evaluate(config: Config, strategy, stop) -> RunResult:
         if skipped is not None:
             eval_actions.append(data.SkipReport(skipped, config.tensorboard_dir).on_evaluation)
         if config.export_best_only:
-            best.on_improvement.append(lambda evaluation: exporter.export(evaluation.step))
+            best.on_improvement.append(lambda evaluation: export(evaluation.step))
     controller = loop.Controller(
         trainer=trainer, evaluation=evaluation, checkpoints=checkpoints,
         schedule=config.schedule, train_actions=[progress.on_train, summaries.on_train],
@@ -138,7 +148,7 @@ def _train_and_evaluate(config: Config, strategy, stop) -> RunResult:
             test = loop.evaluate(test_evaluation, controller.step, [
                 lambda result: _report_test(result, config.tensorboard_dir if chief else None)])
         if chief and not config.export_best_only:
-            exporter.export(controller.step)
+            export(controller.step)
     finally:
         summaries.close()
         if not chief:
@@ -162,6 +172,29 @@ def _report_test(result, tensorboard_dir: str | None) -> None:
     summaries.close()
 
 
+def _with_averaged_weights(export, model, optimizer):
+    from trainer import ema
+
+    def averaged_export(step):
+        with ema.averaged_weights(model, optimizer):
+            return export(step)
+
+    return averaged_export
+
+
+def _recipe_step_options(config: Config, model) -> dict:
+    """Label smoothing and, with a frozen backbone, the head's variables."""
+    options = {"label_smoothing": config.recipe.label_smoothing}
+    if config.recipe.freeze_backbone_steps:
+        from trainer.models import applications
+
+        frozen = {id(v) for v in applications.backbone_of(model).trainable_variables}
+        options.update(head_only_steps=config.recipe.freeze_backbone_steps,
+                       head_variables=[v for v in model.trainable_variables
+                                       if id(v) not in frozen])
+    return options
+
+
 def _build_models(config: Config, strategy):
     """The model and optimizer under the strategy, and a plain local float32 copy of the model.
 
@@ -170,8 +203,10 @@ def _build_models(config: Config, strategy):
     """
     import keras
 
-    from trainer import models
+    from trainer import models, schedules
+    from trainer.warm_start import warm_start
 
+    recipe = config.recipe
     with strategy.scope():
         # The policy applies to layers as they are built; weights stay float32 either way, so
         # checkpoints do not depend on --mixed-precision.
@@ -179,10 +214,14 @@ def _build_models(config: Config, strategy):
             keras.mixed_precision.set_global_policy("mixed_bfloat16")
         try:
             model = models.build_model(config.model, config.image_shape, config.num_classes,
-                                       config.dropout)
+                                       config.dropout, weights=recipe.pretrained_weights)
         finally:
             keras.mixed_precision.set_global_policy("float32")
-        optimizer = models.build_optimizer(config.optimizer, config.learning_rate)
+        if recipe.init_checkpoint:
+            warm_start(model, recipe.init_checkpoint)
+        optimizer = models.build_optimizer(
+            config.optimizer, schedules.learning_rate(config), weight_decay=recipe.weight_decay,
+            clip_norm=recipe.clip_norm, ema_decay=recipe.ema_decay)
         # Built here, not lazily at the first step: the slots must exist (and be placed by the
         # strategy, on the ps for parameter_server) before a checkpoint is restored into them.
         optimizer.build(model.trainable_variables)
