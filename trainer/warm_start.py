@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+import keras
 import tensorflow as tf
 
 from trainer.errors import TrainerError, short_reason
@@ -17,14 +18,14 @@ log = logging.getLogger(__name__)
 _SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 
 
-def _variables_by_key(root, prefix: str) -> dict[str, tf.Variable]:
+def _variables_by_key(root, prefix: str) -> dict:
     found, stack, seen = {}, [(prefix, root)], set()
     while stack:
         path, obj = stack.pop()
         if id(obj) in seen:
             continue
         seen.add(id(obj))
-        if isinstance(obj, tf.Variable):
+        if isinstance(obj, (keras.Variable, tf.Variable)):
             found.setdefault(path + _SUFFIX, obj)
             continue
         for name, child in tf.train.TrackableView(obj).children(obj).items():
@@ -37,8 +38,9 @@ def warm_start(model, path: str) -> list[str]:
     checkpoints) to `model`; returns the names of those loaded."""
     flag = "--init-checkpoint"
     prefix = tf.train.latest_checkpoint(path) if tf.io.gfile.isdir(path) else path
-    if prefix is None:
-        raise TrainerError(f"{flag}: {path} holds no checkpoint")
+    if prefix is None or not tf.io.gfile.exists(prefix + ".index"):
+        raise TrainerError(f"{flag}: no checkpoint at {path}; expected a checkpoint prefix "
+                           "(.../ckpt-N) or a directory holding checkpoints")
     try:
         reader = tf.train.load_checkpoint(prefix)
         available = reader.get_variable_to_shape_map()
@@ -49,7 +51,7 @@ def warm_start(model, path: str) -> list[str]:
     loaded, skipped = [], []
     for key, variable in sorted(_variables_by_key(model, "model").items()):
         if (available.get(key) == list(variable.shape)
-                and dtypes.get(key) == variable.dtype.base_dtype):
+                and dtypes.get(key) == tf.as_dtype(variable.dtype)):
             variable.assign(reader.get_tensor(key))
             loaded.append(getattr(variable, "path", variable.name))
         else:
