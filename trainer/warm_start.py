@@ -1,8 +1,8 @@
 """--init-checkpoint: start a model from another run's checkpoint, where variables match.
 
-A variable matches when the other checkpoint holds one under the same object path (e.g.
-`model/_operations/3/kernel`, the path tf.train.Checkpoint(model=...) writes) with the same
-shape and dtype; typically every layer but a head with another class count.
+A variable matches when the other checkpoint holds one at the same place in the model's object
+graph (e.g. `model/_operations/3/_kernel`) with the same shape and dtype: typically every layer
+but a head with another class count.
 """
 
 from __future__ import annotations
@@ -11,25 +11,35 @@ import logging
 
 import keras
 import tensorflow as tf
+from tensorflow.core.protobuf import trackable_object_graph_pb2
 
 from trainer.errors import TrainerError, short_reason
 
 log = logging.getLogger(__name__)
-_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 
 
-def _variables_by_key(root, prefix: str) -> dict:
-    found, stack, seen = {}, [(prefix, root)], set()
+def _checkpoint_keys(model, graph) -> dict:
+    """id(variable) -> its key in the checkpoint, walking the model and the checkpoint's object
+    graph (`model` under the root) side by side."""
+    root_children = {c.local_name: c.node_id for c in graph.nodes[0].children}
+    if "model" not in root_children:
+        return {}
+    found, stack, seen = {}, [(model, root_children["model"])], set()
     while stack:
-        path, obj = stack.pop()
+        obj, node_id = stack.pop()
         if id(obj) in seen:
             continue
         seen.add(id(obj))
+        node = graph.nodes[node_id]
         if isinstance(obj, (keras.Variable, tf.Variable)):
-            found.setdefault(path + _SUFFIX, obj)
+            keys = [a.checkpoint_key for a in node.attributes if a.name == "VARIABLE_VALUE"]
+            if keys:
+                found[id(obj)] = keys[0]
             continue
+        children = {c.local_name: c.node_id for c in node.children}
         for name, child in tf.train.TrackableView(obj).children(obj).items():
-            stack.append((f"{path}/{name}", child))
+            if name in children:
+                stack.append((child, children[name]))
     return found
 
 
@@ -43,19 +53,23 @@ def warm_start(model, path: str) -> list[str]:
                            "(.../ckpt-N) or a directory holding checkpoints")
     try:
         reader = tf.train.load_checkpoint(prefix)
-        available = reader.get_variable_to_shape_map()
+        shapes = reader.get_variable_to_shape_map()
         dtypes = reader.get_variable_to_dtype_map()
+        graph = trackable_object_graph_pb2.TrackableObjectGraph()
+        graph.ParseFromString(reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
     except (tf.errors.OpError, ValueError) as err:
         raise TrainerError(f"{flag}: cannot read a checkpoint at {prefix} "
                            f"({short_reason(err)})") from None
+    keys = _checkpoint_keys(model, graph)
     loaded, skipped = [], []
-    for key, variable in sorted(_variables_by_key(model, "model").items()):
-        if (available.get(key) == list(variable.shape)
+    for variable in model.weights:
+        key = keys.get(id(variable))
+        if (key is not None and shapes.get(key) == list(variable.shape)
                 and dtypes.get(key) == tf.as_dtype(variable.dtype)):
             variable.assign(reader.get_tensor(key))
-            loaded.append(getattr(variable, "path", variable.name))
+            loaded.append(variable.path)
         else:
-            skipped.append(getattr(variable, "path", variable.name))
+            skipped.append(variable.path)
     if not loaded:
         raise TrainerError(f"{flag}: no variable of {prefix} matches the model (name and "
                            "shape); was it written by trainer.task with the same --model?")
