@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from trainer import config as config_module
-from trainer.config import build_parser, config_from_flags
+from trainer.config import Recipe, build_parser, config_from_flags
 from trainer.errors import TrainerError
 from trainer.models import MODELS
 
@@ -70,10 +70,59 @@ def test_derived_defaults_can_be_overridden():
 
 @pytest.mark.parametrize("model", sorted(MODELS))
 def test_per_model_hyperparameter_defaults(model):
-    config = config_from_flags(["--model", model], {})
     spec = MODELS[model]
-    assert (config.optimizer, config.learning_rate, config.dropout) == (
-        spec.optimizer, spec.learning_rate, spec.dropout)
+    size = str(max(28, spec.min_size))
+    config = config_from_flags(["--model", model, "--image-height", size, "--image-width", size],
+                               {})
+    assert (config.optimizer, config.learning_rate, config.dropout,
+            config.recipe.weight_decay) == (spec.optimizer, spec.learning_rate, spec.dropout,
+                                            spec.weight_decay)
+
+
+def test_recipe_defaults_change_nothing_and_flags_reach_the_recipe():
+    assert config_from_flags([], {}).recipe == Recipe()
+    recipe = config_from_flags([
+        "--model", "mobilenet_v3_small", "--image-height", "32", "--image-width", "32",
+        "--lr-schedule", "cosine", "--warmup_steps=10", "--weight-decay", "0.05",
+        "--label-smoothing", "0.1", "--clip-norm", "2", "--ema-decay", "0.999",
+        "--pretrained-weights", "imagenet", "--freeze-backbone-steps", "100"], {}).recipe
+    assert recipe == Recipe(lr_schedule="cosine", warmup_steps=10, weight_decay=0.05,
+                            label_smoothing=0.1, clip_norm=2.0, ema_decay=0.999,
+                            pretrained_weights="imagenet", freeze_backbone_steps=100,
+                            fine_tune_learning_rate=1e-4)
+
+
+BACKBONE = ["--model", "resnet50", "--image-height", "32", "--image-width", "32"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--model", "cnn", "--freeze-backbone-steps", "10"],
+     "--freeze-backbone-steps needs a model with a backbone (mobilenet_v3_small, "
+     "efficientnet_v2_b0, resnet50); --model cnn has none"),
+    (["--model", "resnet20", "--pretrained-weights", "imagenet"],
+     "--pretrained-weights needs a model with a backbone"),
+    (["--model", "resnet50"], "--model resnet50 needs images of at least 32x32"),
+    (BACKBONE + ["--image-channels", "4"], "--model resnet50 takes images of 1 or 3 channels"),
+    (["--warmup-steps", "1000"], "--warmup-steps must be in [0, --max-steps 1000), got 1000"),
+    (["--warmup-steps", "-1"], "--warmup-steps must be in [0, --max-steps 1000), got -1"),
+    (BACKBONE + ["--freeze-backbone-steps", "1000"], "--freeze-backbone-steps must be in [0, "),
+    (["--weight-decay", "-0.1"], "--weight-decay must not be negative, got -0.1"),
+    (["--ema-decay", "-0.5"], "--ema-decay must be in [0, 1), got -0.5"),
+    (["--ema-decay", "1"], "--ema-decay must be in [0, 1), got 1.0"),
+    (["--label-smoothing", "1"], "--label-smoothing must be in [0, 1), got 1.0"),
+    (["--clip-norm", "0"], "--clip-norm must be positive, got 0.0"),
+    (BACKBONE + ["--fine-tune-learning-rate", "-1"], "--fine-tune-learning-rate must be "
+                                                     "positive"),
+])
+def test_bad_recipe_flags_are_one_line_errors(argv, message):
+    with pytest.raises(TrainerError) as error:
+        config_from_flags(argv, {})
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_unknown_backbone_is_a_flag_error():
+    with pytest.raises(TrainerError, match="--model: invalid choice: 'mobilenet_v9'"):
+        config_from_flags(["--model", "mobilenet_v9"], {})
 
 
 def test_dnn_defaults_to_adagrad():

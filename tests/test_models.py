@@ -14,13 +14,24 @@ def test_tutorial_models_have_their_architectures(name, params):
     assert model(np.zeros((2, 28, 28, 1), np.float32)).shape == (2, 10)
 
 
+@pytest.mark.parametrize("name, trainable", [("resnet20", 269_722), ("resnet56", 853_018)])
+def test_cifar_resnets_have_the_papers_parameter_counts(name, trainable):
+    # He et al. 2016, table 6: 0.27M and 0.85M (option A shortcuts add no parameters).
+    model = models.build_model(name, (32, 32, 3), 10, 0.0)
+    assert sum(int(np.prod(v.shape)) for v in model.trainable_variables) == trainable
+
+
 @pytest.mark.parametrize("name", sorted(models.MODELS))
 def test_models_follow_image_shape_and_class_count(name):
-    model = models.build_model(name, (32, 20, 3), 4, 0.25)
-    assert model(np.zeros((3, 32, 20, 3), np.float32), training=True).shape == (3, 4)
+    shape = (max(32, models.MODELS[name].min_size), max(20, models.MODELS[name].min_size), 3)
+    model = models.build_model(name, shape, 4, 0.25)
+    assert model(np.zeros((3, *shape), np.float32), training=True).shape == (3, 4)
 
 
 @pytest.mark.parametrize("name", models.OPTIMIZERS)
 def test_every_optimizer_flag_value_builds(name):
     optimizer = models.build_optimizer(name, 0.01)
     assert float(optimizer.learning_rate) == pytest.approx(0.01)
+    decayed = models.build_optimizer(name, 0.01, weight_decay=1e-4, clip_norm=1.0,
+                                     ema_decay=0.99)
+    assert (decayed.weight_decay, decayed.global_clipnorm, decayed.use_ema) == (1e-4, 1.0, True)
