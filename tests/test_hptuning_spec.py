@@ -29,7 +29,7 @@ def load(tmp_path, document, **kwargs):
     return spec.load(write(tmp_path, document), VALUES, **kwargs)
 
 
-@pytest.mark.parametrize("name", ["cnn", "models", "ci_smoke"])
+@pytest.mark.parametrize("name", ["cnn", "models", "ci_smoke", "resnet"])
 def test_shipped_configs_validate(name):
     tuning = spec.load(REPO / "hptuning" / f"{name}.yaml", VALUES)
     assert tuning.trainer_args and tuning.params
@@ -167,7 +167,8 @@ BAD = {
         lambda d: params(d).append({"parameterId": "model",
                                     "integerValueSpec": {"minValue": 1, "maxValue": 3}}),
         "studySpec.parameters[2].integerValueSpec: --model takes one of cnn, cnn_bn, cnn_small, "
-        "dnn; use categoricalValueSpec"),
+        "dnn, efficientnet_v2_b0, mobilenet_v3_small, resnet20, resnet50, resnet56; use "
+        "categoricalValueSpec"),
     "categorical value not a choice": (
         lambda d: params(d).append({"parameterId": "model",
                                     "categoricalValueSpec": {"values": ["dnn", "resnet"]}}),
