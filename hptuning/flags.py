@@ -100,6 +100,11 @@ def reported_metric(args: Sequence[str]) -> str:
     return build_parser().parse_args(list(args)).hypertune_metric
 
 
+def trainer_max_steps(args: Sequence[str]) -> int:
+    """The --max-steps the trainer runs to with these flags."""
+    return build_parser().parse_args(list(args)).max_steps
+
+
 def metric_reason(metric_id: str) -> str | None:
     if metric_id in METRICS:
         return None

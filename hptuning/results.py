@@ -11,6 +11,8 @@ from pathlib import Path
 from hptuning.spec import Param, TuningSpec
 
 SUCCEEDED, FAILED, ACTIVE = "SUCCEEDED", "FAILED", "ACTIVE"  # ACTIVE: stopped, resumes next run
+STOPPED_EARLY = "STOPPED_EARLY"  # by the stopping rule: scored by the measurements it made
+SCORED = (SUCCEEDED, STOPPED_EARLY)
 
 
 @dataclass(frozen=True)
@@ -22,12 +24,12 @@ class TrialResult:
     step: int | None = None
     seconds: float | None = None
     model_dir: str = ""
-    reason: str = ""  # why it failed
+    reason: str = ""  # why it failed or was stopped early
 
 
 def best(trials: list[TrialResult], maximize: bool) -> TrialResult | None:
-    """The succeeded trial with the best final measurement (the lowest id among equals)."""
-    done = [t for t in trials if t.state == SUCCEEDED]
+    """The scored trial with the best final measurement (the lowest id among equals)."""
+    done = [t for t in trials if t.state in SCORED]
     if not done:
         return None
     sign = -1 if maximize else 1
@@ -91,14 +93,16 @@ def _scales(params: tuple[Param, ...], out: dict) -> dict:
 
 
 def plot(spec: TuningSpec, trials: list[TrialResult], path: Path) -> None:
-    """The metric per trial, then against each parameter; failed trials have no point."""
+    """The metric per trial, then against each parameter; failed trials have no point,
+    trials stopped early a grey cross."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
     ids = parameter_ids(spec)
     scales = _scales(spec.params, {})
-    done = [t for t in trials if t.state == SUCCEEDED]
+    done = [t for t in trials if t.state in SCORED]
+    stopped = [t for t in done if t.state == STOPPED_EARLY]
     winner = best(trials, spec.maximize)
     panels = 1 + len(ids)
     columns = min(3, panels)
@@ -108,13 +112,18 @@ def plot(spec: TuningSpec, trials: list[TrialResult], path: Path) -> None:
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
     goal = "max" if spec.maximize else "min"
     figure.suptitle(f"{Path(spec.source).name}: {spec.metric} ({goal}), "
-                    f"{len(done)} of {len(trials)} trials succeeded")
+                    f"{len(done)} of {len(trials)} trials scored"
+                    + (f", {len(stopped)} stopped early" if stopped else ""))
 
     ax = axes[0]
     ax.plot([int(t.trial_id) for t in done], [t.value for t in done], "o-", color="tab:blue")
+    if stopped:
+        ax.plot([int(t.trial_id) for t in stopped], [t.value for t in stopped], "x",
+                color="tab:gray", markersize=10, label="stopped early")
     if winner:
         ax.plot([int(winner.trial_id)], [winner.value], "*", color="tab:red", markersize=14,
                 label=f"best: trial {winner.trial_id}")
+    if winner or stopped:
         ax.legend()
     ax.set(xlabel="trial", ylabel=spec.metric, title=f"{spec.metric} per trial")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -130,8 +139,10 @@ def plot(spec: TuningSpec, trials: list[TrialResult], path: Path) -> None:
             xs = [x for x, _, _ in points]
             if scales[parameter] == "log":
                 ax.set_xscale("log")
-        ax.scatter(xs, [y for _, y, _ in points], c=["tab:red" if w else "tab:blue"
-                                                     for _, _, w in points])
+        early = [t.state == STOPPED_EARLY for t in done if parameter in t.parameters]
+        ax.scatter(xs, [y for _, y, _ in points], c=[
+            "tab:red" if w else "tab:gray" if e else "tab:blue"
+            for (_, _, w), e in zip(points, early)])
         ax.set(xlabel=parameter, ylabel=spec.metric, title=f"{spec.metric} vs {parameter}")
     for ax in axes[panels:]:
         ax.set_visible(False)

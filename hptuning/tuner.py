@@ -48,8 +48,8 @@ from typing import Mapping, TextIO
 import optuna
 from google.cloud.aiplatform_v1.types import StudySpec
 
-from hptuning import measurements, results, search
-from hptuning.flags import flag_text
+from hptuning import measurements, results, search, stopping
+from hptuning.flags import flag_text, trainer_max_steps
 from hptuning.spec import TuningSpec
 from trainer.errors import TrainerError
 
@@ -60,9 +60,7 @@ _GRACE_SECS = 30  # for a stopped trial to checkpoint (the trainer saves at its 
 _PR_SET_PDEATHSIG = 1
 _ALGORITHM_NAMES = {"bayesian": "Bayesian (Optuna TPE)", "grid": "grid search",
                     "random": "random search"}
-_NOT_LOCAL = {"decay_curve_stopping_spec": "decayCurveStoppingSpec",
-              "median_automated_stopping_spec": "medianAutomatedStoppingSpec",
-              "convex_automated_stopping_spec": "convexAutomatedStoppingSpec",
+_NOT_LOCAL = {"convex_automated_stopping_spec": "convexAutomatedStoppingSpec",
               "study_stopping_config": "studyStoppingConfig"}
 
 
@@ -72,6 +70,8 @@ class _Running:
     params: dict
     process: subprocess.Popen
     started: float
+    stop_reason: str | None = None  # stopped early (SIGTERM sent) for this reason
+    stop_deadline: float = 0.0  # killed if still running then
 
     @property
     def trial_id(self) -> str:
@@ -172,9 +172,14 @@ class _StudyRun:
         self.launched = len(launched)
         self.failed = sum(t.state == optuna.trial.TrialState.FAIL for t in launched)
         self.best: tuple[str, float] | None = None
+        self.stopping = stopping.rule_of(spec.job.study_spec, spec.maximize,
+                                         trainer_max_steps(spec.trainer_args))
+        self.curves: list[list[measurements.Measurement]] = []  # of the completed trials
         for t in launched:
             if t.state == optuna.trial.TrialState.COMPLETE:
                 self._note_best(str(t.number + 1), t.value)
+                if _stopped_key(str(t.number + 1)) not in study.user_attrs:
+                    self.curves.append(self._measurements(str(t.number + 1)))
         self.limit = spec.max_trials
         if spec.algorithm == "grid":
             try:
@@ -209,12 +214,32 @@ class _StudyRun:
                 for trial in [t for t in self.running if t.process.poll() is not None]:
                     self.running.remove(trial)
                     self._finish(trial)
+                self._stop_early()
         except KeyboardInterrupt:
             stopped = True
             self._stop_running("the tuner was stopped; restarts on the next run")
         finally:
             signal.signal(signal.SIGTERM, previous)
         return self._conclude(stopped)
+
+    def _measurements(self, trial_id: str) -> list[measurements.Measurement]:
+        return measurements.read(self._trial_dir(trial_id) / "metrics", self.spec.metric)
+
+    def _stop_early(self) -> None:
+        """SIGTERM to the trials the stopping rule gives up on: the trainer checkpoints and
+        exits, and the trial is scored by the measurements it made."""
+        if self.stopping is None:
+            return
+        for trial in self.running:
+            if trial.stop_reason is not None:
+                if time.monotonic() > trial.stop_deadline:
+                    trial.process.kill()
+                continue
+            reason = self.stopping.reason(self._measurements(trial.trial_id), self.curves)
+            if reason:
+                trial.process.terminate()
+                trial.stop_reason, trial.stop_deadline = reason, time.monotonic() + _GRACE_SECS
+                self._row(trial.trial_id, "stopping", details=reason)
 
     def _failed_out(self) -> bool:
         return 0 < self.spec.max_failed <= self.failed
@@ -272,8 +297,16 @@ class _StudyRun:
         final = measurements.select(
             measurements.read(self._trial_dir(trial.trial_id) / "metrics", self.spec.metric),
             self.spec.maximize, self.spec.selection)
+        if trial.stop_reason is not None and final is not None:
+            self.study.set_user_attr(_stopped_key(trial.trial_id), trial.stop_reason)
+            self.study.tell(trial.number, final.value)
+            improved = self._note_best(trial.trial_id, final.value)
+            self._row(trial.trial_id, "stopped early", final.value, final.step, secs,
+                      "best so far" if improved else f"best: trial {self.best[0]}")
+            return
         if code == 0 and final is not None:
             self.study.tell(trial.number, final.value)
+            self.curves.append(self._measurements(trial.trial_id))
             improved = self._note_best(trial.trial_id, final.value)
             self._row(trial.trial_id, "succeeded", final.value, final.step, secs,
                       "best so far" if improved else f"best: trial {self.best[0]}")
@@ -351,21 +384,28 @@ class _StudyRun:
                 measurements.read(trial_dir / "metrics", self.spec.metric),
                 self.spec.maximize, self.spec.selection)
             state = states[t.state]
+            stopped_early = self.study.user_attrs.get(_stopped_key(trial_id))
+            if stopped_early:
+                state = results.STOPPED_EARLY
             seconds = (t.datetime_complete - t.datetime_start).total_seconds() if (
                 t.datetime_complete and t.datetime_start) else None
             model_dir = trial_dir / "model"
             rows.append(results.TrialResult(
                 trial_id=trial_id, state=state, parameters=t.user_attrs["params"],
-                value=t.value if state == results.SUCCEEDED else None,
-                step=final.step if final and state == results.SUCCEEDED else None,
+                value=t.value if state in results.SCORED else None,
+                step=final.step if final and state in results.SCORED else None,
                 seconds=seconds, model_dir=str(model_dir) if model_dir.exists() else "",
-                reason=self.study.user_attrs.get(_failure_key(trial_id), "")))
+                reason=stopped_early or self.study.user_attrs.get(_failure_key(trial_id), "")))
         return rows
 
 
 def _failure_key(trial_id: str) -> str:
     # Study attributes, because a trial's own cannot change once it is told.
     return f"trial {trial_id} failure"
+
+
+def _stopped_key(trial_id: str) -> str:
+    return f"trial {trial_id} stopped early"
 
 
 def _interrupt(signum, frame):

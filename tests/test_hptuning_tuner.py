@@ -47,6 +47,18 @@ def report(count):
 if chosen("FAKE_HANG"):
     report(1)
     time.sleep(600)
+if chosen("FAKE_BAD"):  # a loss far above the others, reported until SIGTERM (then "saved")
+    import signal
+    def checkpoint_and_exit(*_):
+        event("sigterm")
+        sys.exit(0)
+    signal.signal(signal.SIGTERM, checkpoint_and_exit)
+    reports = [(10 * i, 50.0 - i / 100) for i in range(1, 200)]
+    for count in range(1, 200):
+        report(count)
+        time.sleep(0.2)
+    event("end")
+    sys.exit(0)
 time.sleep(float(os.environ.get("FAKE_SECONDS", "0")))
 if chosen("FAKE_FAIL"):
     print("some output\nerror: boom", flush=True)
@@ -72,6 +84,7 @@ def make_spec(tmp_path, **changes):
     document["studySpec"]["measurementSelectionType"] = changes.pop("selection",
                                                                     "LAST_MEASUREMENT")
     document["studySpec"]["metrics"][0]["goal"] = changes.pop("goal", "MINIMIZE")
+    document["studySpec"].update(changes.pop("study", {}))
     if "low" in changes:
         document["studySpec"]["parameters"][0]["doubleValueSpec"]["minValue"] = changes.pop("low")
     document.update(changes)
@@ -293,3 +306,28 @@ def test_results_of_a_study_are_rows_per_launched_trial(tmp_path, fake):
     assert rows[0] == "trial_id,state,loss,step,seconds,learning_rate,batch_size,model_dir,reason"
     assert [r.split(",")[:2] for r in rows[1:]] == [["1", results.SUCCEEDED],
                                                    ["2", results.SUCCEEDED]]
+
+
+@pytest.mark.parametrize("stopping_spec", ["medianAutomatedStoppingSpec",
+                                           "decayCurveStoppingSpec"])
+def test_a_clearly_bad_trial_is_stopped_early_with_its_last_measurement(
+        tmp_path, fake, monkeypatch, stopping_spec):
+    monkeypatch.setenv("FAKE_BAD", "3")
+    tuning = make_spec(tmp_path, maxTrialCount=3, parallelTrialCount=1,
+                       study={stopping_spec: {"useElapsedDuration": False}})
+    code, output = run(tmp_path, tuning, fake)
+    assert code == 0, output
+    assert [e["event"] for e in events(tmp_path) if e["trial"] == "3"] == ["start", "sigterm"]
+    trials = {t["trial_id"]: t for t in summary(tmp_path)["trials"]}
+    assert [trials[i]["state"] for i in "123"] == ["SUCCEEDED", "SUCCEEDED", "STOPPED_EARLY"]
+    last = tuner.measurements.read(tmp_path / "out" / "trials" / "3" / "metrics", "loss")[-1]
+    assert (trials["3"]["value"], trials["3"]["step"]) == (last.value, last.step)
+    assert trials["3"]["reason"].startswith(
+        "median rule: " if stopping_spec.startswith("median") else "decay curve: ")
+    assert " stopped early " in output
+    assert "\n3,STOPPED_EARLY," in (tmp_path / "out" / "results.csv").read_text()
+
+
+def test_a_stopping_spec_with_a_wrong_field_is_refused_naming_it(tmp_path):
+    with pytest.raises(TrainerError, match="medianAutomatedStoppingSpec.*useElapsed"):
+        make_spec(tmp_path, study={"medianAutomatedStoppingSpec": {"useElapsed": True}})
