@@ -59,21 +59,25 @@ class StepFunctions:
         self._step_fn = (tf.function(self._train_step, jit_compile=True) if jit_compile
                          else self._train_step)
         self.train = tf.function(self._train)
-        # A frozen backbone: the first steps train only the head's variables.
+        # A frozen backbone: the first steps train only the head's variables. Not for
+        # parameter_server, whose coordinator schedules `train` itself.
         self._head_only_steps = head_only_steps
         self._head_variables = list(head_variables)
-        self._train_head = tf.function(lambda iterator, num_steps: self._train(
-            iterator, num_steps, head_only=True))
+        if head_only_steps:
+            self._train_all, self.train = self.train, self._train_freezing
+            self._train_head = tf.function(lambda iterator, num_steps: self._train(
+                iterator, num_steps, head_only=True))
         self.evaluate = tf.function(self._evaluate)
 
-    def train_steps(self, iterator, num_steps: int) -> np.ndarray:
-        """Runs `num_steps` training steps; those before `head_only_steps` train the head only."""
+    def _train_freezing(self, iterator, num_steps):
+        """`train`, its steps before `head_only_steps` training the head only."""
+        num_steps = int(num_steps)
         head = min(num_steps, max(0, self._head_only_steps - int(self.step.numpy())))
-        totals = np.zeros(3, np.float32)
+        totals = tf.zeros([3])
         if head:
-            totals += self._train_head(iterator, tf.constant(head, tf.int64)).numpy()
+            totals += self._train_head(iterator, tf.constant(head, tf.int64))
         if num_steps > head:
-            totals += self.train(iterator, tf.constant(num_steps - head, tf.int64)).numpy()
+            totals += self._train_all(iterator, tf.constant(num_steps - head, tf.int64))
         return totals
 
     def learning_rate(self) -> float:
@@ -146,8 +150,9 @@ class InGraphTrainer:
     def train(self, num_steps: int) -> np.ndarray:
         if self._iterator is None:
             self._iterator = iter(self._dataset)
-        return _explained(lambda: self.steps.train_steps(self._iterator, num_steps),
-                          self._explain)
+        return _explained(
+            lambda: self.steps.train(self._iterator, tf.constant(num_steps, tf.int64)).numpy(),
+            self._explain)
 
 
 class CoordinatedTrainer:
