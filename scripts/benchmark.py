@@ -36,6 +36,9 @@ PIPELINE_RECORDS = 60_000
 TARGET_ACCURACY = 0.99
 ACCURACY_MAX_STEPS = 2000
 ACCURACY_EVAL_EVERY = 250
+ENGINE_STEPS = 200  # timed steps per engine call, as many as the estimator's timed window
+ESTIMATOR_STEPS, ESTIMATOR_WARMUP = 300, 100
+BREAKDOWN_STEPS = 50
 
 
 # --- measurements, each run in its own process (`--child KIND`) -------------------------------
@@ -78,14 +81,15 @@ def measure_pipeline(args) -> dict:
     return rates
 
 
-def _build(name: str, bf16: bool):
+def _build(name: str, precision: str):
     import keras
 
     from trainer import models
+    from trainer.precision import POLICIES
 
     spec = models.MODELS[name]
     # Mirrors trainer.task: the policy applies while the training model is built.
-    keras.mixed_precision.set_global_policy("mixed_bfloat16" if bf16 else "float32")
+    keras.mixed_precision.set_global_policy(POLICIES[precision])
     try:
         model = models.build_model(name, (28, 28, 1), 10, spec.dropout)
     finally:
@@ -96,27 +100,31 @@ def _build(name: str, bf16: bool):
 class _LoopVariant:
     """The trainer's own path: StepFunctions over make_dataset, STEPS_PER_CALL steps a call."""
 
-    def __init__(self, source, model_name: str, batch: int, bf16: bool, jit: bool):
+    def __init__(self, source, model_name: str, batch: int, precision: str, jit: bool = False,
+                 steps_per_call: int = STEPS_PER_CALL):
         import tensorflow as tf
 
         from trainer import data, loop
+        from trainer.loss_scale import DynamicLossScale
 
-        model, optimizer = _build(model_name, bf16)
+        model, optimizer = _build(model_name, precision)
         optimizer.build(model.trainable_variables)
         strategy = tf.distribute.get_strategy()
-        self._steps = loop.StepFunctions(strategy, model, optimizer, batch, jit_compile=jit)
+        self._steps = loop.StepFunctions(
+            strategy, model, optimizer, batch, jit_compile=jit,
+            loss_scale=DynamicLossScale() if precision == "fp16" else None)
         self._iterator = iter(strategy.distribute_datasets_from_function(
             lambda context=None: data.make_dataset(source, batch_size=batch, training=True,
                                                    shuffle_buffer=10_000, seed=1,
                                                    input_context=context)))
-        self._num_steps = tf.constant(STEPS_PER_CALL, tf.int64)
-        self._batch = batch
+        self._num_steps = tf.constant(steps_per_call, tf.int64)
+        self._examples = steps_per_call * batch
         self.run()
 
     def run(self) -> float:
         start = time.perf_counter()
         self._steps.train(self._iterator, self._num_steps).numpy()
-        return STEPS_PER_CALL * self._batch / (time.perf_counter() - start)
+        return self._examples / (time.perf_counter() - start)
 
 
 class _FitVariant:
@@ -127,7 +135,7 @@ class _FitVariant:
 
         from trainer import data
 
-        model, optimizer = _build(model_name, bf16=False)
+        model, optimizer = _build(model_name, "none")
         model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         self._model = model
         self._dataset = data.make_dataset(source, batch_size=batch, training=True,
@@ -157,10 +165,10 @@ class _FitVariant:
 def measure_training(args) -> dict:
     """Median examples/s of each variant of one model at one batch size, alternating rounds."""
     source = _source(args.train_files)
-    variants = {"fp32": lambda: _LoopVariant(source, args.model, args.batch, False, False),
-                "bf16": lambda: _LoopVariant(source, args.model, args.batch, True, False)}
+    variants = {"fp32": lambda: _LoopVariant(source, args.model, args.batch, "none"),
+                "bf16": lambda: _LoopVariant(source, args.model, args.batch, "bf16")}
     if args.jit:
-        variants["xla"] = lambda: _LoopVariant(source, args.model, args.batch, False, True)
+        variants["xla"] = lambda: _LoopVariant(source, args.model, args.batch, "none", jit=True)
     variants["fit"] = lambda: _FitVariant(source, args.model, args.batch)
     built = {name: make() for name, make in variants.items()}
     rates = {name: [] for name in built}
@@ -168,6 +176,73 @@ def measure_training(args) -> dict:
         for name, variant in built.items():
             rates[name].append(variant.run())
     return rates
+
+
+def measure_engine(args) -> dict:
+    """Our loop on the estimator's job (cnn, batch 100) in fp32 and in what `auto` picks here,
+    alternating; one warm-up call each, then ENGINE_STEPS steps timed per call."""
+    from trainer import distribute, precision
+    from trainer.config import config_from_flags
+
+    auto = precision.choose("auto", distribute.device_facts(config_from_flags([], {})))
+    source = _source(args.train_files)
+    variants = {"fp32": _LoopVariant(source, "cnn", 100, "none", steps_per_call=ENGINE_STEPS),
+                "auto": _LoopVariant(source, "cnn", 100, auto.precision,
+                                     steps_per_call=ENGINE_STEPS)}
+    rates = {name: variant.run() for name, variant in variants.items()}
+    return {**rates, "auto_precision": auto.precision, "auto_reason": auto.reason}
+
+
+def measure_breakdown(args) -> dict:
+    """Milliseconds per `cnn` step (fp32, batch 100), taken apart: the input pipeline alone,
+    forward, forward + backward, + optimizer (a fixed batch, in-graph loop), the loop as it
+    trains (input included), and the loop called once per step (Python between steps)."""
+    import tensorflow as tf
+
+    from trainer import data, loop
+
+    source = _source(args.train_files)
+    model, optimizer = _build("cnn", "none")
+    optimizer.build(model.trainable_variables)
+    steps = loop.StepFunctions(tf.distribute.get_strategy(), model, optimizer, 100)
+    dataset = data.make_dataset(source, batch_size=100, training=True, shuffle_buffer=10_000,
+                                seed=1)
+    iterator = iter(dataset)
+    images, labels = next(iterator)
+    n = BREAKDOWN_STEPS
+
+    def in_graph_loop(body):
+        @tf.function
+        def repeat(count):
+            total = tf.constant(0.0)
+            for _ in tf.range(count):
+                total += body()
+            return total
+        return lambda: repeat(tf.constant(n)).numpy()
+
+    def reduced(tensors):
+        return tf.add_n([tf.reduce_sum(tf.cast(t, tf.float32)) for t in tensors])
+
+    parts = {
+        "input": in_graph_loop(lambda: tf.reduce_sum(next(iterator)[0])),
+        "forward": in_graph_loop(lambda: tf.reduce_sum(model(images, training=True))),
+        "forward_backward": in_graph_loop(
+            lambda: reduced(steps._scaled_gradients(images, labels)[0])),
+        "step_fixed_batch": in_graph_loop(lambda: tf.reduce_sum(steps._train_step(images,
+                                                                                 labels))),
+        "loop": lambda: steps.train(iterator, tf.constant(n, tf.int64)).numpy(),
+        "loop_one_step_per_call": lambda: [steps.train(iterator, tf.constant(1, tf.int64))
+                                           .numpy() for _ in range(n)],
+    }
+    times = {name: [] for name in parts}
+    for run in parts.values():
+        run()  # tracing
+    for _ in range(ROUNDS):
+        for name, run in parts.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(1000 * (time.perf_counter() - start) / n)
+    return times
 
 
 def measure_accuracy_run(args) -> dict:
@@ -259,7 +334,7 @@ def jpeg_section(say) -> list[str]:
     say("encoded-JPEG input pipeline ...")
     rates = {k: _median(v) for k, v in _child("jpeg").items()}
     bare, keras_rate = rates["trainer"] / rates["bare"], rates["trainer"] / rates["keras"]
-    return [f"## Encoded-JPEG input pipeline ({JPEG_COUNT} JPEGs of {JPEG_SIZE[1]}x{JPEG_SIZE[0]}"
+    return [f"### Encoded-JPEG input pipeline ({JPEG_COUNT} JPEGs of {JPEG_SIZE[1]}x{JPEG_SIZE[0]}"
             f" -> 224x224x3, batch {JPEG_BATCH})", "",
             "| pipeline | images/s |", "|---|---|",
             f"| trainer training path (decode, random resized crop, flip) | "
@@ -272,7 +347,8 @@ def jpeg_section(say) -> list[str]:
 
 
 CHILDREN = {"pipeline": measure_pipeline, "training": measure_training,
-            "accuracy": measure_accuracy_run, "jpeg": measure_jpeg_pipeline}
+            "accuracy": measure_accuracy_run, "jpeg": measure_jpeg_pipeline,
+            "engine": measure_engine, "breakdown": measure_breakdown}
 
 
 def _child(kind: str, **options) -> dict:
@@ -288,6 +364,25 @@ def _child(kind: str, **options) -> dict:
     proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.exit(f"error: benchmark step {' '.join(argv[2:])} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+_IMPORT_RSS = """
+import json, tensorflow
+rss = {}
+for line in open("/proc/self/status"):
+    key, _, value = line.partition(":")
+    if key in ("VmRSS", "RssAnon", "RssFile"):
+        name = {"VmRSS": "rss", "RssAnon": "anon", "RssFile": "file"}[key]
+        rss[name] = int(value.split()[0]) // 1024
+print(json.dumps(rss))
+"""
+
+
+def _import_rss(python: str) -> dict:
+    """What importing TensorFlow alone holds, in MB: the floor under any training run."""
+    proc = subprocess.run([python, "-c", _IMPORT_RSS], capture_output=True, text=True,
+                          check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -315,18 +410,108 @@ def _met(ok: bool) -> str:
     return "met" if ok else "not met"
 
 
-def benchmark(args, say) -> str:
-    lines = ["# Benchmarks", "",
-             f"{os.cpu_count()} cores ({platform.processor() or platform.machine()}), "
-             f"TensorFlow {importlib.metadata.version('tensorflow')}, Python {platform.python_version()}; "
-             f"`python scripts/benchmark.py` on {time.strftime('%Y-%m-%d')}. Medians of "
-             f"{ROUNDS} alternating rounds after a warm-up call; training rounds are "
-             f"{STEPS_PER_CALL} steps.", ""]
+def _cpu() -> dict:
+    from trainer.precision import cpu_flags, cpu_model
 
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        text = ""
+    flags = cpu_flags(text)
+    has = {name: any(f in flags for f in names) for name, names in (
+        ("AVX-512", ("avx512f",)), ("AVX512_BF16", ("avx512_bf16",)),
+        ("AMX-BF16", ("amx_bf16",)), ("AVX512_FP16", ("avx512_fp16",)))}
+    features = ", ".join(name if present else f"no {name}" for name, present in has.items())
+    return {"model": cpu_model(text), "features": features}
+
+
+def _load() -> str:
+    return "/".join(f"{v:.1f}" for v in os.getloadavg())
+
+
+def _estimator(args, steps: int = ESTIMATOR_STEPS) -> dict:
+    """The seed's engine (scripts/estimator_baseline.py) under TF 2.15, in its own process."""
+    from tests import tf215_env
+
+    argv = [tf215_env.python(), os.path.join(REPO, "scripts", "estimator_baseline.py"),
+            "--train-files", args.train_files, "--steps", str(steps),
+            "--warmup-steps", str(ESTIMATOR_WARMUP)]
+    proc = subprocess.run(argv, capture_output=True, text=True,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    if proc.returncode != 0:
+        sys.exit(f"error: the estimator baseline failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _each(rates) -> str:
+    return ", ".join(f"{r:,.0f}" for r in rates)
+
+
+def _against_estimator(args, say) -> list[str]:
+    rounds = []
+    for index in range(ROUNDS):
+        say(f"tf.estimator (TF 2.15) vs our loop, round {index + 1}/{ROUNDS} ...")
+        rounds.append((_estimator(args), _child("engine", **{"train-files": args.train_files})))
+    estimator = _median([e["examples_per_sec"] for e, _ in rounds])
+    fp32 = _median([o["fp32"] for _, o in rounds])
+    auto = _median([o["auto"] for _, o in rounds])
+    precision = rounds[0][1]["auto_precision"]
+    return [
+        "### Against the seed's engine: `cnn`, batch 100, same TFRecords", "",
+        f"tf.estimator on TensorFlow {rounds[0][0]['tensorflow']} (scripts/estimator_baseline.py,"
+        f" default RunConfig) and our loop alternate process by process, {ROUNDS} rounds; each "
+        f"times {ESTIMATOR_STEPS - ESTIMATOR_WARMUP} steady-state steps after a warm-up. `auto` "
+        f"chose {precision} here ({rounds[0][1]['auto_reason']}).", "",
+        "| engine | examples/s (median) | rounds | / estimator | target |", "|---|---|---|---|---|",
+        f"| tf.estimator fp32 | {estimator:,.0f} | "
+        f"{_each(e['examples_per_sec'] for e, _ in rounds)} | 1.00 | |",
+        f"| our loop fp32 | {fp32:,.0f} | {_each(o['fp32'] for _, o in rounds)} | "
+        f"{fp32 / estimator:.2f} | >= 1.2 ({_met(fp32 / estimator >= 1.2)}) |",
+        f"| our loop `auto` ({precision}) | {auto:,.0f} | "
+        f"{_each(o['auto'] for _, o in rounds)} | {auto / estimator:.2f} | "
+        + (f">= 2 where the CPU has native bf16 ({_met(auto / estimator >= 2)})"
+           if precision == "bf16" else "(no native bf16: auto is fp32)") + " |",
+        f"| estimator peak RSS (training only, {ESTIMATOR_STEPS} steps) | "
+        f"{_median([e['peak_rss_mb'] for e, _ in rounds]):,.0f} MB | | | |", ""]
+
+
+_BREAKDOWN = (("input", "input pipeline alone (next batch)"),
+              ("forward", "forward pass (fixed batch)"),
+              ("forward_backward", "forward + backward"),
+              ("step_fixed_batch", "forward + backward + optimizer (Adam)"),
+              ("loop", "the loop as it trains (input included, 50 steps per call)"),
+              ("loop_one_step_per_call", "the loop, one tf.function call per step"))
+
+
+def _breakdown(args, say) -> list[str]:
+    say("where a cnn step goes ...")
+    ms = {k: _median(v) for k, v in _child("breakdown",
+                                           **{"train-files": args.train_files}).items()}
+    return ["### Where a `cnn` step goes (fp32, batch 100, ms per step, medians)", "",
+            "| part | ms/step |", "|---|---|",
+            *(f"| {label} | {ms[key]:.1f} |" for key, label in _BREAKDOWN), "",
+            f"Derived: backward {ms['forward_backward'] - ms['forward']:.1f} ms, optimizer "
+            f"{ms['step_fixed_batch'] - ms['forward_backward']:.1f} ms, input inside the loop "
+            f"{ms['loop'] - ms['step_fixed_batch']:.1f} ms, Python per extra call "
+            f"{ms['loop_one_step_per_call'] - ms['loop']:.1f} ms.", ""]
+
+
+def benchmark(args, say) -> tuple[str, str]:
+    """(hardware class, its markdown section)."""
+    cpu = _cpu()
+    hardware = f"{cpu['model']}, {os.cpu_count()} cores ({cpu['features']}), no GPU"
+    load_before = _load()
+    lines = [f"TensorFlow {importlib.metadata.version('tensorflow')}, Python "
+             f"{platform.python_version()}; `python scripts/benchmark.py` on "
+             f"{time.strftime('%Y-%m-%d')}. Medians of {ROUNDS} alternating rounds after a "
+             f"warm-up call; training rounds are {STEPS_PER_CALL} steps.", ""]
+    lines += _against_estimator(args, say)
+    lines += _breakdown(args, say)
     say("input pipeline ...")
     pipe = _child("pipeline", **{"train-files": args.train_files})
     trainer_rate, raw_rate = _median(pipe["trainer"]), _median(pipe["raw"])
-    lines += ["## Input pipeline (batch 100, training path)", "",
+    lines += ["### Input pipeline (batch 100, training path)", "",
               "| pipeline | records/s |", "|---|---|",
               f"| trainer `make_dataset` (shuffle, batch, parse) | {trainer_rate:,.0f} |",
               f"| raw TFRecord read of the same files | {raw_rate:,.0f} |",
@@ -335,7 +520,7 @@ def benchmark(args, say) -> str:
 
     lines += jpeg_section(say)
 
-    lines += ["## Training examples/s (steady state)", "",
+    lines += ["### Training examples/s (steady state)", "",
               "| model | batch | trainer fp32 | trainer bf16 | trainer fp32 + XLA | "
               "Keras `fit` fp32 | fp32 / fit | bf16 / fit |", "|---|---|---|---|---|---|---|---|"]
     cnn_ratio = None
@@ -365,7 +550,7 @@ def benchmark(args, say) -> str:
                 "--model", "cnn", "--batch-size", "100", "--max-steps", str(ACCURACY_MAX_STEPS),
                 "--eval-every-steps", str(ACCURACY_EVAL_EVERY), "--seed", "1",
                 "--mixed-precision", precision, "--job-dir", os.path.join(tmp, precision)])
-    lines += [f"## `cnn` on full MNIST (batch 100, eval every {ACCURACY_EVAL_EVERY} steps on the "
+    lines += [f"### `cnn` on full MNIST (batch 100, eval every {ACCURACY_EVAL_EVERY} steps on the "
               "10k test set)", "",
               "| step | " + " | ".join(f"{p} accuracy | {p} training s" for p in runs) + " |",
               "|---" * (1 + 2 * len(runs)) + "|"]
@@ -385,15 +570,39 @@ def benchmark(args, say) -> str:
 
     say("trainer.task --help ...")
     help_seconds = _help_seconds()
-    rss = max(r["peak_rss_mb"] for r in runs.values())
+    rss = runs["none"]["peak_rss_mb"]
     export = max(r["export_seconds"] for r in runs.values())
-    lines += ["## Resources", "", "| measure | value | target |", "|---|---|---|",
+    from tests import tf215_env
+
+    imports = {"2.21 (ours)": _import_rss(sys.executable),
+               "2.15 (the estimator's)": _import_rss(tf215_env.python())}
+    lines += ["### Resources", "", "| measure | value | target |", "|---|---|---|",
               f"| peak RSS of a training run (cnn, {ACCURACY_MAX_STEPS} steps with evaluations "
-              f"and export) | {rss:,.0f} MB | <= 700 MB ({_met(rss <= 700)}) |",
+              f"and export, fp32) | {rss:,.0f} MB | <= 700 MB ({_met(rss <= 700)}) |",
+              f"| the same run in bf16 (keeps a float32 copy for export) | "
+              f"{runs['bf16']['peak_rss_mb']:,.0f} MB | |",
+              *(f"| RSS after `import tensorflow` alone, TF {version} | {r['rss']:,} MB "
+                f"({r['anon']:,} anonymous, {r['file']:,} file-backed) | |"
+                for version, r in imports.items()),
               f"| export wall time | {export:.1f} s | <= 10 s ({_met(export <= 10)}) |",
               f"| `python -m trainer.task --help` | {help_seconds:.2f} s | < 0.5 s "
               f"({_met(help_seconds < 0.5)}) |", ""]
-    return "\n".join(lines)
+    lines += [f"Load average (1/5/15 min) at the start: {load_before}; at the end: {_load()} "
+              "(a shared machine: read rates side by side, as ratios).", ""]
+    return hardware, "\n".join(lines)
+
+
+_PREFACE = ("# Benchmarks\n\nOne section per hardware class the benchmark has run on; "
+            "`python scripts/benchmark.py` rewrites its own class's section and keeps the "
+            "others. Compare numbers within a section only.\n")
+
+
+def merge_section(existing: str, hardware: str, section: str) -> str:
+    """BENCHMARKS.md with `hardware`'s section replaced (or added), the others kept."""
+    parts = [p for p in ("\n" + existing).split("\n## ")[1:]]
+    kept = [p for p in parts if p.split("\n", 1)[0].strip() != hardware]
+    return "\n".join([_PREFACE] + [f"## {p.rstrip()}\n" for p in kept]
+                      + [f"## {hardware}\n\n{section.rstrip()}\n"])
 
 
 def main(argv=None) -> int:
@@ -423,10 +632,14 @@ def main(argv=None) -> int:
         return 0
     if not (args.train_files and args.eval_files):
         p.error("--train-files and --eval-files are required")
-    table = benchmark(args, say)
-    print(table)
-    with open(args.output, "w") as f:
-        f.write(table + "\n")
+    hardware, section = benchmark(args, say)
+    print(f"## {hardware}\n\n{section}")
+    existing = ""
+    if os.path.exists(args.output):
+        with open(args.output, encoding="utf-8") as f:
+            existing = f.read()
+    with open(args.output, "w", encoding="utf-8") as f:
+        f.write(merge_section(existing, hardware, section))
     say(f"wrote {args.output}")
     return 0
 

@@ -59,6 +59,8 @@ def main(argv=None) -> int:
                 "--model", model, "--max-steps", str(args.steps),
                 "--batch-size", str(args.batch_size),
                 "--eval-every-steps", str(args.eval_every_steps), "--seed", str(args.seed),
+                # float32 on every machine, so the table compares with earlier runs of it.
+                "--mixed-precision", "none",
                 "--job-dir", os.path.join(args.job_root, model)], os.environ)
             start = time.perf_counter()
             result = task.run(config)

@@ -14,6 +14,11 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parent.parent
+# Training tests run in float32 on every machine: --mixed-precision defaults to auto, which picks
+# bf16 on CPUs with AMX-BF16/AVX512_BF16 and none on others, so an unpinned suite would train
+# differently from one CI machine to the next. Tests of auto inject the device facts instead
+# (tests/test_precision.py, tests/test_loss_scale.py).
+FP32 = ("--mixed-precision", "none")
 
 
 def synthetic_images(count: int, seed: int = 0, shape=(28, 28, 1), num_classes: int = 10):
@@ -86,6 +91,6 @@ def good_record(label: int = 3, size: int = 784) -> bytes:
 def run_task(*args: str, env: dict | None = None, timeout: float = 300,
              **kwargs) -> subprocess.CompletedProcess:
     """`python -m trainer.task ARGS` in a subprocess, as Vertex runs it."""
-    return subprocess.run([sys.executable, "-m", "trainer.task", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "trainer.task", *FP32, *args], capture_output=True,
                           text=True, timeout=timeout, env={**os.environ, **(env or {})},
                           cwd=kwargs.get("cwd", REPO))

@@ -1,4 +1,7 @@
-"""--mixed-precision and --jit-compile: parsing, and short real training runs with each."""
+"""--mixed-precision and --jit-compile: parsing, and short real training runs with each.
+
+(fp16 runs: tests/test_loss_scale.py; auto: tests/test_precision.py.)
+"""
 
 import numpy as np
 import pytest
@@ -10,16 +13,16 @@ from trainer.config import config_from_flags
 from trainer.errors import TrainerError
 
 
-def test_defaults_are_fp32_without_xla():
+def test_defaults_are_auto_precision_without_xla():
     config = config_from_flags([], {})
-    assert config.mixed_precision == "none" and config.jit_compile is False
+    assert config.mixed_precision == "auto" and config.jit_compile is False
 
 
 @pytest.mark.parametrize("flags, precision, jit", [
     (["--mixed-precision", "bf16"], "bf16", False),
     (["--mixed_precision=none"], "none", False),
-    (["--jit-compile"], "none", True),
-    (["--jit-compile", "false"], "none", False),
+    (["--jit-compile"], "auto", True),
+    (["--jit-compile", "false"], "auto", False),
     (["--jit_compile=TRUE", "--mixed-precision=bf16"], "bf16", True),
 ])
 def test_flags_parse(flags, precision, jit):
@@ -27,7 +30,7 @@ def test_flags_parse(flags, precision, jit):
     assert (config.mixed_precision, config.jit_compile) == (precision, jit)
 
 
-@pytest.mark.parametrize("flags", [["--mixed-precision", "fp16"], ["--jit-compile=maybe"]])
+@pytest.mark.parametrize("flags", [["--mixed-precision", "fp8"], ["--jit-compile=maybe"]])
 def test_bad_values_are_one_line_errors(flags):
     with pytest.raises(TrainerError, match=flags[0].split("=")[0]):
         config_from_flags(flags, {})

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import tensorflow as tf
 
-from tests.conftest import REPO, run_task
+from tests.conftest import FP32, REPO, run_task
 from tests.test_training import one_line_error, train
 from trainer import report
 from trainer.errors import TrainerError
@@ -140,7 +140,7 @@ def kill_rounds(command, rounds, max_steps, steps_saved, seed, env=None, between
 def test_kills_at_random_moments_lose_nothing(dataset, tmp_path):
     train_files, eval_files = dataset
     job = tmp_path / "job"
-    command = [sys.executable, "-m", "trainer.task", "--train-files", train_files,
+    command = [sys.executable, "-m", "trainer.task", *FP32, "--train-files", train_files,
                "--eval-files", eval_files, "--job-dir", str(job), "--model", "dnn",
                "--batch-size", "20", "--max-steps", "300", "--log-every-steps", "5",
                "--checkpoint-every-steps", "5", "--eval-every-steps", "300"]
@@ -165,7 +165,8 @@ def test_kills_and_a_damaged_checkpoint_on_flaky_gcs_lose_nothing(tmp_path):
         gcs.faults = Faults(share=0.03, seed=5)
         env = {**os.environ, **gcs.env, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1",
                "GCS_RETRY_CONFIG_INIT_DELAY_TIME_US": "0"}
-        command = [sys.executable, "-m", "trainer.task", "--train-files", "gs://bkt/data/train-*",
+        command = [sys.executable, "-m", "trainer.task", *FP32,
+                   "--train-files", "gs://bkt/data/train-*",
                    "--eval-files", "gs://bkt/data/eval-*", "--job-dir", "gs://bkt/job",
                    "--model", "dnn", "--batch-size", "20", "--max-steps", "100",
                    "--log-every-steps", "5", "--checkpoint-every-steps", "10",

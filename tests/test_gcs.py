@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.conftest import REPO, synthetic_images, write_idx
+from tests.conftest import FP32, REPO, synthetic_images, write_idx
 from tests.fake_gcs import FakeGcs
 
 
@@ -62,7 +62,7 @@ def test_prepared_shards_are_listed_and_verified_on_gcs(gcs, gcs_dataset):
 
 def test_train_on_gcs_survives_a_kill_and_exports_a_loadable_model(gcs, gcs_dataset):
     train_files, eval_files = gcs_dataset
-    args = ["-m", "trainer.task", "--train-files", train_files, "--eval-files", eval_files,
+    args = ["-m", "trainer.task", *FP32, "--train-files", train_files, "--eval-files", eval_files,
             "--job-dir", "gs://bkt/job", "--model", "cnn_small", "--batch-size", "32",
             "--max-steps", "100", "--eval-every-steps", "100", "--log-every-steps", "10",
             "--checkpoint-every-steps", "20"]

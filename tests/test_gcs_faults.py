@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, write_dataset
+from tests.conftest import FP32, REPO, write_dataset
 from tests.exports import export_model
 from tests.fake_gcs import FakeGcs, Faults
 
-TRAIN = ["-m", "trainer.task", "--train-files", "gs://bkt/data/train-*", "--eval-files",
+TRAIN = ["-m", "trainer.task", *FP32, "--train-files", "gs://bkt/data/train-*", "--eval-files",
          "gs://bkt/data/eval-*", "--model", "cnn_small", "--batch-size", "32",
          "--log-every-steps", "10", "--checkpoint-every-steps", "20"]
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.conftest import FP32
 from tests.image_data import NAMES, encode, make_image_set
 from tests.test_training import scalars
 from trainer import data, task
@@ -29,7 +30,7 @@ def train(job_dir, train_files, eval_files, *flags, steps=120):
     argv = ["--train-files", str(train_files), "--eval-files", str(eval_files),
             "--job-dir", str(job_dir), "--model", "dnn", "--batch-size", "32", "--seed", "3",
             "--max-steps", str(steps), "--eval-every-steps", str(steps), "--log-every-steps",
-            str(steps), *map(str, flags)]
+            str(steps), *FP32, *map(str, flags)]
     return task.run(config_from_flags(argv, {}))
 
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import FP32, REPO
 from tests.image_data import make_image_set
 from tests.test_gcs import gcs  # noqa: F401  (the emulator fixture, started per module)
 from tests.test_image_data import served_accuracy
@@ -48,7 +48,7 @@ def test_a_managed_jsonl_dataset_on_gcs_trains_with_no_data_flags(gcs, managed_d
            "AIP_TEST_DATA_URI": "gs://bkt/dataset/nothing-here-*",
            "AIP_MODEL_DIR": str(tmp_path / "model")}
     result = subprocess.run(
-        [sys.executable, "-m", "trainer.task", "--test-files", "gs://bkt/dataset/test.csv",
+        [sys.executable, "-m", "trainer.task", *FP32, "--test-files", "gs://bkt/dataset/test.csv",
          "--model", "dnn", "--batch-size", "16", "--max-steps", "20", "--eval-every-steps",
          "20", "--log-every-steps", "10", "--seed", "1", "--job-dir", str(tmp_path / "job")],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)

@@ -10,7 +10,7 @@ import time
 
 
 from scripts import local_cluster
-from tests.conftest import REPO
+from tests.conftest import FP32, REPO
 from trainer.cluster import resolve_cluster
 
 
@@ -40,7 +40,7 @@ def launch(dataset, tmp_path, cluster_flags, *trainer_flags, timeout=150):
     command = [sys.executable, "scripts/local_cluster.py", *cluster_flags, "--timeout",
                str(timeout), "--", "--train-files", train_files, "--eval-files", eval_files,
                "--job-dir", str(tmp_path / "job"), "--model", "dnn", "--batch-size", "50",
-               "--log-every-steps", "10", *trainer_flags]
+               "--log-every-steps", "10", *FP32, *trainer_flags]
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=timeout + 60)
 
@@ -92,7 +92,7 @@ def start_task(dataset, job_dir, *flags, env=None):
     return subprocess.Popen(
         [sys.executable, "-m", "trainer.task", "--train-files", train_files, "--eval-files",
          eval_files, "--job-dir", str(job_dir), "--model", "cnn", "--batch-size", "32",
-         "--log-every-steps", "10", *flags], cwd=REPO, env={**os.environ, **(env or {}),
+         "--log-every-steps", "10", *FP32, *flags], cwd=REPO, env={**os.environ, **(env or {}),
                                                              "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

@@ -35,3 +35,25 @@ def test_every_optimizer_flag_value_builds(name):
     decayed = models.build_optimizer(name, 0.01, weight_decay=1e-4, clip_norm=1.0,
                                      ema_decay=0.99)
     assert (decayed.weight_decay, decayed.global_clipnorm, decayed.use_ema) == (1e-4, 1.0, True)
+
+
+def test_fused_adam_matches_keras_adam():
+    import keras
+    import tensorflow as tf
+
+    from trainer.fused_adam import FusedAdam
+
+    rng = np.random.default_rng(0)
+    start = [rng.standard_normal((6, 4)).astype(np.float32), np.zeros(4, np.float32)]
+    results = []
+    for optimizer in (keras.optimizers.Adam(0.01), FusedAdam(0.01)):
+        weights = [tf.Variable(w) for w in start]
+        for step in range(5):
+            grads = [tf.constant(rng_step, tf.float32) for rng_step in (
+                np.random.default_rng(step).standard_normal((6, 4)),
+                np.random.default_rng(step + 10).standard_normal(4))]
+            optimizer.apply_gradients(zip(grads, weights))
+        results.append([w.numpy() for w in weights])
+    assert np.abs(results[1][0] - start[0]).max() > 0.01  # it trained
+    for keras_adam, fused in zip(*results):
+        np.testing.assert_allclose(fused, keras_adam, atol=1e-6)

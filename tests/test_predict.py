@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import REPO, synthetic_images
+from tests.conftest import FP32, REPO, synthetic_images
 from tests.exports import DIGITS, export_model, images, png
 from trainer import predict, task
 from trainer.config import config_from_flags
@@ -21,7 +21,7 @@ def trained(dataset, tmp_path_factory):
     result = task.run(config_from_flags(
         ["--train-files", train_files, "--eval-files", eval_files, "--job-dir", str(job_dir),
          "--model", "dnn", "--batch-size", "50", "--seed", "7", "--max-steps", "12",
-         "--eval-every-steps", "12"], {}))
+         "--eval-every-steps", "12", *FP32], {}))
     return result.export_path, eval_files
 
 

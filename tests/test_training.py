@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import REPO, good_record, run_task, write_records
+from tests.conftest import FP32, REPO, good_record, run_task, write_records
 from trainer import models, task
 from trainer.config import config_from_flags
 
@@ -19,7 +19,7 @@ from trainer.config import config_from_flags
 def train(dataset, job_dir, *flags, environ=None):
     train_files, eval_files = dataset
     argv = ["--train-files", train_files, "--eval-files", eval_files, "--job-dir", str(job_dir),
-            "--model", "dnn", "--batch-size", "50", "--seed", "7", *flags]
+            "--model", "dnn", "--batch-size", "50", "--seed", "7", *FP32, *flags]
     return task.run(config_from_flags(argv, environ or {}))
 
 

@@ -37,13 +37,19 @@ _TEMP = re.compile(rf"^{PREFIX}-\d+_temp")  # what a save killed midway leaves b
 
 
 class Checkpoints:
-    """Restores and saves one `tf.train.Checkpoint` whose `step` variable is the global step."""
+    """Restores and saves one `tf.train.Checkpoint` whose `step` variable is the global step.
+
+    `optional` names state that a checkpoint may lack (the fp16 loss scale: checkpoints of
+    other precisions or older versions have none). It is saved, and restored when present;
+    what must fit is checked on the rest only.
+    """
 
     def __init__(self, checkpoint: tf.train.Checkpoint, step: tf.Variable, *, directory: str,
                  save_dir: str | None = None, keep: int = 5,
                  options: tf.train.CheckpointOptions | None = None,
-                 restart_from_scratch: bool = False):
+                 restart_from_scratch: bool = False, optional: dict | None = None):
         self._checkpoint = checkpoint
+        self._optional = dict(optional or {})
         self._step = step
         self.directory = directory
         self._save_dir = save_dir
@@ -98,6 +104,14 @@ class Checkpoints:
             raise TrainerError(f"checkpoint {path} does not fit this model (written with other "
                                f"--model/--image-*/--num-classes flags?); use another --job-dir "
                                f"or AIP_CHECKPOINT_DIR ({reason})") from None
+        self._attach_optional()
+
+    def _attach_optional(self) -> None:
+        # Attached after a restore, the objects take their values from that checkpoint if it
+        # has them (TensorFlow's deferred restoration) and keep their own otherwise.
+        for name, trackable in self._optional.items():
+            setattr(self._checkpoint, name, trackable)
+        self._optional = {}
 
     def _quarantine(self, paths: list[str], files: set[str]) -> None:
         target = join(self.directory, QUARANTINE)
@@ -120,6 +134,7 @@ class Checkpoints:
         return int(self._step.numpy())
 
     def save(self, step: int) -> None:
+        self._attach_optional()
         if self._manager is None:
             self._manager = tf.train.CheckpointManager(self._checkpoint, self._save_dir,
                                                        checkpoint_name=PREFIX,

@@ -19,6 +19,7 @@ from trainer.cluster import Cluster, resolve_cluster
 from trainer.data.vertex_env import DataFiles, resolve_data_files
 from trainer.errors import TrainerError
 from trainer.models import MODELS, OPTIMIZERS
+from trainer.precision import CHOICES as MIXED_PRECISION
 from trainer.storage import is_url, join
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
@@ -29,7 +30,6 @@ STRATEGIES = ("auto", "default", "mirrored", "multi_worker_mirrored", "parameter
 COLLECTIVES = ("auto", "ring", "nccl")
 # metric name -> whether larger is better
 METRICS = {"accuracy": True, "loss": False}
-MIXED_PRECISION = ("none", "bf16")
 LR_SCHEDULES = ("constant", "cosine", "step", "linear")
 
 
@@ -108,7 +108,7 @@ class Config:
     output_origins: tuple[tuple[str, str], ...]  # (directory, the flag or variable it came from)
     label_map: str | None
     cluster: Cluster
-    mixed_precision: str = "none"
+    mixed_precision: str = "auto"  # as asked; trainer.precision.choose resolves auto
     jit_compile: bool = False
     data_files: DataFiles | None = None  # with what gave each pattern; None: the two fields above
     augment: bool = False
@@ -212,9 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
           help="global batch size, split across all replicas")
     _flag(g, "eval-batch-size", type=integer, help="global; default: --batch-size")
     _flag(g, "seed", type=integer, help="seed for weights, dropout and shuffling")
-    _flag(g, "mixed-precision", default="none", choices=MIXED_PRECISION,
-          help="bf16: compute in bfloat16 with float32 weights (fast on CPUs with AMX and on "
-               "TPUs/recent GPUs); checkpoints and the export stay float32")
+    _flag(g, "mixed-precision", default="auto", choices=MIXED_PRECISION,
+          help="compute precision (weights, checkpoints and the export stay float32). auto: "
+               "bf16 on TPUs, GPUs of compute capability >= 8.0 and CPUs with AMX-BF16; fp16 "
+               "with dynamic loss scaling on 7.x GPUs (T4, V100); else none. "
+               "bf16/fp16 where the device lacks them train (slowly) with a warning")
     _flag(g, "lr-schedule", default="constant", choices=LR_SCHEDULES,
           help="learning-rate decay over the run (after --warmup-steps): cosine to 0, step "
                "(x0.1 at 50%% and 75%% of the steps), linear to 0")

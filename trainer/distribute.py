@@ -17,6 +17,7 @@ import tensorflow as tf
 from trainer.cluster import Cluster
 from trainer.config import Config
 from trainer.errors import TrainerError
+from trainer.precision import DeviceFacts, cpu_flags, cpu_model
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,23 @@ def create_strategy(config: Config) -> tf.distribute.Strategy:
         log.info("strategy %s: %d replica(s) in sync, global batch %d (%d per replica)", kind,
                  replicas, config.batch_size, config.batch_size // replicas)
     return strategy
+
+
+def device_facts(config: Config, cpuinfo_path: str = "/proc/cpuinfo") -> DeviceFacts:
+    """What --mixed-precision auto decides on: this task's GPUs, a TPU, else its CPU."""
+    capabilities = []
+    for gpu in tf.config.list_physical_devices("GPU"):
+        capability = tf.config.experimental.get_device_details(gpu).get("compute_capability")
+        if capability:
+            capabilities.append(tuple(capability))
+    try:
+        with open(cpuinfo_path, encoding="utf-8", errors="replace") as f:
+            cpuinfo = f.read()
+    except OSError:  # not Linux: no flags known, so no native bf16 assumed
+        cpuinfo = ""
+    return DeviceFacts(gpu_capabilities=tuple(capabilities),
+                       tpu=config.distribution_strategy == "tpu",
+                       cpu_model=cpu_model(cpuinfo), cpu_flags=cpu_flags(cpuinfo))
 
 
 def checkpoint_options(config: Config) -> tf.train.CheckpointOptions | None:

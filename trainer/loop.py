@@ -47,17 +47,19 @@ class StepFunctions:
     def __init__(self, strategy: tf.distribute.Strategy, model, optimizer=None,
                  global_batch_size: int = 0, jit_compile: bool = False,
                  label_smoothing: float = 0.0, head_only_steps: int = 0,
-                 head_variables: Sequence[tf.Variable] = ()):
+                 head_variables: Sequence[tf.Variable] = (), loss_scale=None):
         self.strategy = strategy
         self.model = model
         self.optimizer = optimizer
+        self.loss_scale = loss_scale  # a loss_scale.DynamicLossScale for fp16, else None
         self._global_batch_size = global_batch_size
         self._label_smoothing = label_smoothing
         with strategy.scope():
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
-        # XLA compiles one step only: the iterator and the tf.range loop cannot be compiled.
-        self._step_fn = (tf.function(self._train_step, jit_compile=True) if jit_compile
-                         else self._train_step)
+        # XLA compiles the forward and backward pass only: the iterator, the tf.range loop and
+        # the cross-replica decision to apply or skip a step cannot be compiled.
+        self._gradients = (tf.function(self._scaled_gradients, jit_compile=True) if jit_compile
+                           else self._scaled_gradients)
         self.train = tf.function(self._train)
         # A frozen backbone: the first steps train only the head's variables. Not for
         # parameter_server, whose coordinator schedules `train` itself.
@@ -73,7 +75,7 @@ class StepFunctions:
         """`train`, its steps before `head_only_steps` training the head only."""
         num_steps = int(num_steps)
         head = min(num_steps, max(0, self._head_only_steps - int(self.step.numpy())))
-        totals = tf.zeros([3])
+        totals = tf.zeros([4])
         if head:
             totals += self._train_head(iterator, tf.constant(head, tf.int64))
         if num_steps > head:
@@ -84,7 +86,7 @@ class StepFunctions:
         return float(tf.convert_to_tensor(self.optimizer.learning_rate))
 
     def _sums(self, logits, labels, label_smoothing: float = 0.0):
-        # A mixed-precision model's logits are bfloat16; the loss needs float32's range.
+        # A mixed-precision model's logits are bfloat16/float16; the loss needs float32's range.
         logits = tf.cast(logits, tf.float32)
         if label_smoothing:
             classes = tf.shape(logits)[-1]
@@ -98,7 +100,10 @@ class StepFunctions:
         count = tf.cast(tf.shape(labels)[0], tf.float32)
         return per_example, tf.stack([tf.reduce_sum(per_example), tf.reduce_sum(correct), count])
 
-    def _train_step(self, images, labels, head_only=False):
+    def _variables(self, head_only: bool):
+        return self._head_variables if head_only else self.model.trainable_variables
+
+    def _scaled_gradients(self, images, labels, head_only=False):
         with tf.GradientTape() as tape:
             logits = self.model(images, training=True)
             per_example, sums = self._sums(logits, labels, self._label_smoothing)
@@ -106,15 +111,49 @@ class StepFunctions:
             loss = tf.reduce_sum(per_example) / self._global_batch_size
             if self.model.losses:
                 loss += tf.add_n(self.model.losses) / self.strategy.num_replicas_in_sync
-        variables = self._head_variables if head_only else self.model.trainable_variables
-        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-        return sums
+            if self.loss_scale is not None:
+                loss *= self.loss_scale.scale
+        gradients = tape.gradient(loss, self._variables(head_only))
+        if self.loss_scale is not None:
+            gradients = [g / self.loss_scale.scale for g in gradients]
+        return gradients, sums
+
+    def _train_step(self, images, labels, head_only=False):
+        """One replica's step: its sums, and its share of a skipped step (fp16 overflow)."""
+        gradients, sums = self._gradients(images, labels, head_only)
+        if self.loss_scale is None:
+            self._apply(gradients, head_only)
+            return tf.concat([sums, [0.0]], axis=0)
+        overflow = tf.cast(tf.logical_not(tf.reduce_all(
+            [tf.reduce_all(tf.math.is_finite(g)) for g in gradients])), tf.float32)
+        # Every replica must skip the same steps (the optimizer's update is a collective), so
+        # they act on how many replicas overflowed, never on their own flag alone.
+        context = tf.distribute.get_replica_context()
+        overflows = context.all_reduce(_SUM, overflow)
+        context.merge_call(self._apply_unless_overflow, args=(gradients, overflows, head_only))
+        skipped = tf.cast(overflows > 0, tf.float32) / self.strategy.num_replicas_in_sync
+        return tf.concat([sums, [skipped]], axis=0)
+
+    def _apply(self, gradients, head_only=False):
+        self.optimizer.apply_gradients(zip(gradients, self._variables(head_only)))
+
+    def _apply_unless_overflow(self, strategy, gradients, overflows, head_only):
+        # Cross-replica context: a cond whose branch runs the optimizer's own merge_call is
+        # allowed here, not inside a replica.
+        finite = tf.equal(strategy.experimental_local_results(overflows)[0], 0.0)
+
+        def apply():
+            strategy.extended.call_for_each_replica(self._apply, args=(gradients, head_only))
+
+        tf.cond(finite, apply, lambda: None)
+        self.loss_scale.update(finite)
 
     def _train(self, iterator, num_steps, head_only=False):
-        totals = tf.zeros([3])
+        """(loss sum, correct, examples, skipped steps) over `num_steps` steps."""
+        totals = tf.zeros([4])
         for _ in tf.range(num_steps):
             images, labels = next(iterator)
-            sums = self.strategy.run(self._step_fn, args=(images, labels),
+            sums = self.strategy.run(self._train_step, args=(images, labels),
                                      kwargs={"head_only": head_only} if head_only else None)
             totals += self.strategy.reduce(_SUM, sums, axis=None)
             self.step.assign_add(1)
@@ -227,7 +266,7 @@ class LocalCopyEvaluation:
 
 
 def metrics_of(totals) -> tuple[dict, int]:
-    loss_sum, correct, count = (float(v) for v in totals)
+    loss_sum, correct, count = (float(v) for v in totals[:3])
     if count == 0:
         return {"loss": math.nan, "accuracy": math.nan}, 0
     return {"loss": loss_sum / count, "accuracy": correct / count}, int(count)
@@ -242,6 +281,7 @@ class TrainInterval:
     seconds: float  # training only: evaluations and checkpoints are not counted
     metrics: dict  # loss and accuracy over the interval's examples
     examples: int
+    skipped_steps: int = 0  # fp16 steps skipped on gradient overflow (not applied)
 
     @property
     def examples_per_sec(self) -> float:
@@ -355,7 +395,7 @@ class Controller:
                  train_actions: Sequence[TrainAction] = (),
                  eval_actions: Sequence[EvalAction] = (), stop: StopRequest | None = None,
                  vote: Callable[[tuple[bool, ...]], tuple[bool, ...]] | None = None,
-                 loss_upper_bound: float = math.inf):
+                 loss_upper_bound: float = math.inf, loss_scale=None):
         self._trainer = trainer
         self._evaluation = evaluation
         self._checkpoints = checkpoints
@@ -365,6 +405,7 @@ class Controller:
         self._stop = stop or StopRequest()
         self._vote = vote or (lambda flags: flags)
         self._loss_upper_bound = loss_upper_bound
+        self._loss_scale = loss_scale  # checked at every boundary when training in fp16
         self.evaluations: list[Evaluation] = []
         self.train_seconds = 0.0
 
@@ -387,7 +428,7 @@ class Controller:
                      step, schedule.max_steps)
             return self._evaluate(step)
         last_save = time.monotonic()
-        interval, interval_steps, interval_seconds = np.zeros(3), 0, 0.0
+        interval, interval_steps, interval_seconds = 0.0, 0, 0.0
         evaluation = None
         while step < schedule.max_steps:
             num_steps = schedule.next_boundary(step) - step
@@ -395,7 +436,9 @@ class Controller:
             totals = self._trainer.train(num_steps)
             seconds = time.perf_counter() - start
             self._check_loss(step + num_steps, totals)
-            interval += totals
+            if self._loss_scale is not None:
+                self._loss_scale.check(step + num_steps)
+            interval = interval + totals
             self.train_seconds += seconds
             step += num_steps
             interval_steps += num_steps
@@ -403,10 +446,12 @@ class Controller:
             final = step == schedule.max_steps
             if step % schedule.log_every_steps == 0 or final:
                 metrics, examples = metrics_of(interval)
-                record = TrainInterval(step, interval_steps, interval_seconds, metrics, examples)
+                skipped = round(float(interval[3])) if len(interval) > 3 else 0
+                record = TrainInterval(step, interval_steps, interval_seconds, metrics, examples,
+                                       skipped)
                 for action in self._train_actions:
                     action(record)
-                interval, interval_steps, interval_seconds = np.zeros(3), 0, 0.0
+                interval, interval_steps, interval_seconds = 0.0, 0, 0.0
             if step % schedule.eval_every_steps == 0 or final:
                 evaluation = self._evaluate(step)
             stop, save_due = self._vote((self._stop.requested, time.monotonic() - last_save

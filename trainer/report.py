@@ -32,10 +32,12 @@ class Progress:
         seconds_per_step = interval.seconds / interval.steps
         eta = _duration((self._max_steps - interval.step) * seconds_per_step)
         self.examples_per_sec.append(interval.examples_per_sec)
-        log.info("step %d/%d  loss %.4f  accuracy %.2f%%  %s examples/s  %.1f ms/step  ETA %s",
+        skipped = (f"  {interval.skipped_steps} step(s) skipped on fp16 overflow"
+                   if interval.skipped_steps else "")
+        log.info("step %d/%d  loss %.4f  accuracy %.2f%%  %s examples/s  %.1f ms/step  ETA %s%s",
                  interval.step, self._max_steps, interval.metrics["loss"],
                  100 * interval.metrics["accuracy"], f"{interval.examples_per_sec:,.0f}",
-                 1000 * seconds_per_step, eta)
+                 1000 * seconds_per_step, eta, skipped)
 
     @staticmethod
     def on_evaluation(evaluation: Evaluation) -> None:
@@ -57,12 +59,15 @@ class Summaries:
     """TensorBoard scalars under <logdir>/train and <logdir>/<eval_name>; None writes nothing.
 
     The evaluator task writes its own `evaluator/` run beside the chief's `eval/`.
-    `learning_rate` (a callable) adds the current learning rate to the training scalars.
+    `learning_rate` (a callable) adds the current learning rate to the training scalars;
+    `loss_scale` (a callable, fp16 runs) adds the loss scale and the skipped steps.
     """
 
     def __init__(self, logdir: str | None, eval_name: str = "eval",
-                 learning_rate: Callable[[], float] | None = None):
+                 learning_rate: Callable[[], float] | None = None,
+                 loss_scale: Callable[[], float] | None = None):
         self._learning_rate = learning_rate
+        self._loss_scale = loss_scale
         if logdir is None:
             self._train = self._eval = tf.summary.create_noop_writer()
         else:
@@ -73,6 +78,8 @@ class Summaries:
         scalars = {**interval.metrics, "examples_per_sec": interval.examples_per_sec}
         if self._learning_rate is not None:
             scalars["learning_rate"] = self._learning_rate()
+        if self._loss_scale is not None:
+            scalars.update(loss_scale=self._loss_scale(), skipped_steps=interval.skipped_steps)
         self._write(self._train, interval.step, scalars)
 
     def on_evaluation(self, evaluation: Evaluation) -> None:

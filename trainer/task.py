@@ -79,6 +79,7 @@ def _train_and_evaluate(config: Config, strategy, stop) -> RunResult:
 
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
+    precision = _choose_precision(config)
     plan = data.resolve(config)
     class_names = list(plan.class_names) if plan.class_names else None
     config = dataclasses.replace(config, num_classes=plan.num_classes)
@@ -93,9 +94,15 @@ def _train_and_evaluate(config: Config, strategy, stop) -> RunResult:
             data.save_label_map(class_names, config.checkpoint_dir)
     skipped = data.SkippedImages() if config.skip_corrupt_images else None
 
-    model, optimizer, local_model = _build_models(config, strategy)
+    model, optimizer, local_model = _build_models(config, strategy, precision.policy)
+    loss_scale = None
+    if precision.loss_scaling:
+        from trainer.loss_scale import DynamicLossScale
+
+        with strategy.scope():
+            loss_scale = DynamicLossScale()
     steps = loop.StepFunctions(strategy, model, optimizer, config.batch_size,
-                               jit_compile=config.jit_compile,
+                               jit_compile=config.jit_compile, loss_scale=loss_scale,
                                **_recipe_step_options(config, model))
     trainer, evaluation, test_evaluation = _build_runner(config, steps, local_model, plan,
                                                          skipped)
@@ -114,11 +121,13 @@ def _train_and_evaluate(config: Config, strategy, stop) -> RunResult:
                             best_metric=best.variable),
         steps.step, directory=config.checkpoint_dir, save_dir=save_dir,
         keep=config.keep_checkpoints, options=distribute.checkpoint_options(config),
-        restart_from_scratch=config.restart_from_scratch)
+        restart_from_scratch=config.restart_from_scratch,
+        optional={"loss_scale": loss_scale.checkpointed} if loss_scale else None)
 
     progress = report.Progress(config.schedule.max_steps)
     summaries = report.Summaries(config.tensorboard_dir if chief else None,
-                                 learning_rate=steps.learning_rate)
+                                 learning_rate=steps.learning_rate,
+                                 loss_scale=loss_scale.value if loss_scale else None)
     exporter = export.Exporter(model, local_model, export_dir=config.export_dir,
                                timestamped=config.export_timestamped,
                                image_shape=config.image_shape, class_names=class_names)
@@ -139,6 +148,7 @@ def _train_and_evaluate(config: Config, strategy, stop) -> RunResult:
         trainer=trainer, evaluation=evaluation, checkpoints=checkpoints,
         schedule=config.schedule, train_actions=[progress.on_train, summaries.on_train],
         eval_actions=eval_actions, stop=stop, loss_upper_bound=config.loss_upper_bound,
+        loss_scale=loss_scale,
         vote=(loop.vote_across_workers(strategy)
               if config.distribution_strategy == "multi_worker_mirrored" else None))
     test = None
@@ -195,13 +205,26 @@ def _recipe_step_options(config: Config, model) -> dict:
     return options
 
 
-def _build_models(config: Config, strategy):
+def _choose_precision(config: Config):
+    """--mixed-precision resolved for this task's devices, logged with why (warned if slow)."""
+    from trainer import distribute, precision
+
+    chosen = precision.choose(config.mixed_precision, distribute.device_facts(config))
+    log.info("mixed precision %s (%s)", chosen.precision, chosen.reason)
+    if chosen.warning:
+        log.warning("%s", chosen.warning)
+    return chosen
+
+
+def _build_models(config: Config, strategy, policy: str):
     """The model and optimizer under the strategy, and a plain local float32 copy of the model.
 
     Export and parameter-server evaluation work on the copy, so no distributed variable type
-    or bfloat16 computation reaches the SavedModel.
+    or bfloat16 computation reaches the SavedModel. A float32 model under the default strategy
+    is already such a model and serves as its own copy (building a `cnn` copy costs ~40 MB).
     """
     import keras
+    import tensorflow as tf
 
     from trainer import models, schedules
     from trainer.warm_start import warm_start
@@ -210,8 +233,7 @@ def _build_models(config: Config, strategy):
     with strategy.scope():
         # The policy applies to layers as they are built; weights stay float32 either way, so
         # checkpoints do not depend on --mixed-precision.
-        if config.mixed_precision == "bf16":
-            keras.mixed_precision.set_global_policy("mixed_bfloat16")
+        keras.mixed_precision.set_global_policy(policy)
         try:
             model = models.build_model(config.model, config.image_shape, config.num_classes,
                                        config.dropout, weights=recipe.pretrained_weights)
@@ -228,6 +250,8 @@ def _build_models(config: Config, strategy):
     log.info("model %s: %s parameters, optimizer %s, learning rate %g; variables on %s",
              config.model, f"{model.count_params():,}", config.optimizer, config.learning_rate,
              model.trainable_variables[0].value.device or "this host")
+    if policy == "float32" and strategy is tf.distribute.get_strategy():
+        return model, optimizer, model
     local_model = models.build_model(config.model, config.image_shape, config.num_classes,
                                      config.dropout)
     return model, optimizer, local_model

@@ -83,11 +83,13 @@ def build_optimizer(name: str, learning_rate, weight_decay: float = 0.0,
     """
     import keras
 
+    from trainer.fused_adam import FusedAdam
+
     options = {"weight_decay": weight_decay or None, "global_clipnorm": clip_norm,
                "use_ema": ema_decay is not None, "ema_momentum": ema_decay or 0.99}
     optimizers = {
         "adam": lambda: (keras.optimizers.AdamW(learning_rate, **options) if weight_decay
-                         else keras.optimizers.Adam(learning_rate, **options)),
+                         else FusedAdam(learning_rate, **options)),
         "sgd": lambda: keras.optimizers.SGD(learning_rate, **options),
         "momentum": lambda: keras.optimizers.SGD(learning_rate, momentum=0.9, **options),
         "rmsprop": lambda: keras.optimizers.RMSprop(learning_rate, **options),

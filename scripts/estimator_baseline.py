@@ -1,0 +1,92 @@
+"""The seed's engine, for scripts/benchmark.py only: the tutorials' `cnn` as a classic tf.estimator.
+
+Runs under TensorFlow 2.15 (the last with tf.estimator; tests/tf215_env.py builds it), never
+under the trainer's TensorFlow, and imports nothing from `trainer`. Same records (the `current`
+schema: raw uint8 `image`, int64 `label`), same model (conv32-conv64-dense1024-dropout 0.4,
+Adam 1e-3), same batch as `python -m trainer.task --model cnn`; the estimator's default
+RunConfig, as the seed ran it. Prints one JSON line: steady-state examples/s (steps after
+--warmup-steps) and the process's peak RSS.
+
+    <tf215 python> scripts/estimator_baseline.py --train-files '/tmp/mnist/train-*' --steps 400
+"""
+
+import argparse
+import json
+import os
+import resource
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import tensorflow as tf  # noqa: E402  (after the log level)
+
+v1 = tf.compat.v1
+
+
+def input_fn(patterns: str, batch_size: int):
+    files = sorted(f for p in patterns.split(",") for f in tf.io.gfile.glob(p))
+    compression = "GZIP" if files[0].endswith(".gz") else ""
+
+    def parse(serialized):
+        features = tf.io.parse_example(serialized, {
+            "image": tf.io.FixedLenFeature([], tf.string),
+            "label": tf.io.FixedLenFeature([], tf.int64)})
+        images = tf.io.decode_raw(features["image"], tf.uint8)
+        images = tf.reshape(tf.cast(images, tf.float32) / 255.0, [-1, 28, 28, 1])
+        return images, tf.cast(features["label"], tf.int32)
+
+    return lambda: (tf.data.TFRecordDataset(files, compression, num_parallel_reads=len(files))
+                    .shuffle(10_000).repeat().batch(batch_size, drop_remainder=True)
+                    .map(parse, num_parallel_calls=tf.data.AUTOTUNE).prefetch(1))
+
+
+def model_fn(features, labels, mode):
+    training = mode == tf.estimator.ModeKeys.TRAIN
+    x = features
+    for filters in (32, 64):
+        x = v1.layers.conv2d(x, filters, 5, padding="same", activation=tf.nn.relu)
+        x = v1.layers.max_pooling2d(x, 2, 2)
+    x = v1.layers.dense(v1.layers.flatten(x), 1024, activation=tf.nn.relu)
+    x = v1.layers.dropout(x, rate=0.4, training=training)
+    logits = v1.layers.dense(x, 10)
+    loss = v1.losses.sparse_softmax_cross_entropy(labels=labels, logits=logits)
+    train_op = v1.train.AdamOptimizer(1e-3).minimize(loss, global_step=v1.train.get_global_step())
+    return tf.estimator.EstimatorSpec(mode, loss=loss, train_op=train_op)
+
+
+class SteadyClock(tf.estimator.SessionRunHook):
+    """Times the steps after the warm-up (graph building, first steps, page cache)."""
+
+    def __init__(self, warmup: int, steps: int):
+        self._warmup, self._steps, self._done = warmup, steps, 0
+        self.seconds = 0.0
+
+    def after_run(self, run_context, run_values):
+        self._done += 1
+        if self._done == self._warmup:
+            self._start = time.perf_counter()
+        elif self._done == self._steps:
+            self.seconds = time.perf_counter() - self._start
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--train-files", required=True)
+    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--warmup-steps", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=100)
+    args = p.parse_args()
+    v1.logging.set_verbosity(v1.logging.ERROR)
+    clock = SteadyClock(args.warmup_steps, args.steps)
+    with tempfile.TemporaryDirectory(prefix="estimator-") as model_dir:
+        estimator = tf.estimator.Estimator(model_fn, model_dir=model_dir)
+        estimator.train(input_fn(args.train_files, args.batch_size), steps=args.steps,
+                        hooks=[clock])
+    timed = args.steps - args.warmup_steps
+    print(json.dumps({"examples_per_sec": timed * args.batch_size / clock.seconds,
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "tensorflow": tf.__version__}))
+
+
+if __name__ == "__main__":
+    main()
