@@ -60,7 +60,7 @@ class StepFunctions:
         # the cross-replica decision to apply or skip a step cannot be compiled.
         self._gradients = (tf.function(self._scaled_gradients, jit_compile=True) if jit_compile
                            else self._scaled_gradients)
-        self.train = tf.function(self._train)
+        self.train = tf.function(self._train_every_variable)
         # A frozen backbone: the first steps train only the head's variables. Not for
         # parameter_server, whose coordinator schedules `train` itself.
         self._head_only_steps = head_only_steps
@@ -70,6 +70,11 @@ class StepFunctions:
             self._train_head = tf.function(lambda iterator, num_steps: self._train(
                 iterator, num_steps, head_only=True))
         self.evaluate = tf.function(self._evaluate)
+
+    def _train_every_variable(self, iterator, num_steps):
+        # Its own signature, without `head_only`: ClusterCoordinator.schedule binds every
+        # parameter of the function it schedules, defaults included.
+        return self._train(iterator, num_steps)
 
     def _train_freezing(self, iterator, num_steps):
         """`train`, its steps before `head_only_steps` training the head only."""
