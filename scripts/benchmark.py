@@ -357,6 +357,12 @@ def jpeg_section(say) -> list[str]:
             f"| trainer / keras (target >= 2) | {keras_rate:.2f} ({_met(keras_rate >= 2)}) |", ""]
 
 
+def measure_cifar_shaped(args) -> dict:
+    """Writes the MNIST train and eval sets in CIFAR's shape under --output; their globs."""
+    return {"train": write_cifar_shaped(args.train_files, args.output, "train", 8),
+            "eval": write_cifar_shaped(args.eval_files, args.output, "eval", 2)}
+
+
 def write_cifar_shaped(patterns: str, output_dir: str, prefix: str, shards: int) -> str:
     """MNIST in CIFAR's shape (each digit padded to 32x32, its grey repeated over 3 channels) as
     raw TFRecords; returns their glob. No CIFAR ships here, and this keeps the accuracy of a
@@ -385,8 +391,9 @@ def resnet_section(args, say) -> list[str]:
             "--image-channels", str(RESNET_SHAPE[2]))
     with tempfile.TemporaryDirectory(prefix="cifar-shaped-") as tmp:
         say("MNIST in CIFAR's shape for resnet20 ...")
-        train = write_cifar_shaped(args.train_files, tmp, "train", 8)
-        evaluation = write_cifar_shaped(args.eval_files, tmp, "eval", 2)
+        files = _child("cifar_shaped", **{"train-files": args.train_files,
+                                          "eval-files": args.eval_files, "output": tmp})
+        train, evaluation = files["train"], files["eval"]
         say(f"training {RESNET} at batch {RESNET_BATCH} ...")
         rates = {k: _median(v) for k, v in _child("training", **{
             "train-files": train, "model": RESNET, "batch": RESNET_BATCH,
@@ -421,7 +428,8 @@ def resnet_section(args, say) -> list[str]:
 
 CHILDREN = {"pipeline": measure_pipeline, "training": measure_training,
             "accuracy": measure_accuracy_run, "jpeg": measure_jpeg_pipeline,
-            "engine": measure_engine, "breakdown": measure_breakdown}
+            "engine": measure_engine, "breakdown": measure_breakdown,
+            "cifar_shaped": measure_cifar_shaped}
 
 
 def _child(kind: str, **options) -> dict:

@@ -21,7 +21,6 @@ Writes a markdown table: row, command flags, steps, test accuracy, examples/s, w
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import sys
@@ -31,8 +30,8 @@ from dataclasses import dataclass
 if not __package__:  # run as `python scripts/x.py`: use this checkout's `trainer`
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from trainer.cli import OneLineParser, run_cli
 from trainer.config import config_from_flags
-from trainer.errors import TrainerError
 
 TUTORIAL_BUDGET = ("--max-steps", "2000", "--batch-size", "100")
 
@@ -171,7 +170,7 @@ def fine_tuning_rows(args) -> list[Measured]:
     size = ("--image-height", str(FINE_TUNING_SIZE), "--image-width", str(FINE_TUNING_SIZE),
             "--image-channels", "1")
     pretrain_job = os.path.join(args.job_root, "mobilenet-pretrain")
-    rows = [train("mobilenet_v3_small, pretraining on digits 0-4 (all 30,596)",
+    rows = [train("mobilenet_v3_small, pretraining on digits 0-4 (all their training images)",
                   "mobilenet_v3_small", size + _budget(PRETRAIN, args.steps),
                   ("--train-files", folders["pretrain"], "--eval-files",
                    folders["pretrain-eval"]), pretrain_job, args.seed,
@@ -192,8 +191,12 @@ def fine_tuning_rows(args) -> list[Measured]:
 
 
 def main(argv=None) -> int:
+    return run_cli(lambda: _reproduce(argv))
+
+
+def _reproduce(argv) -> None:
     names = [row.key for row in ROWS] + [FINE_TUNING]
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
+    p = OneLineParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     p.add_argument("--train-files", required=True)
     p.add_argument("--eval-files", required=True)
     p.add_argument("--rows", default=",".join(names),
@@ -217,17 +220,13 @@ def main(argv=None) -> int:
     log_to_stdout()
     data_flags = ("--train-files", args.train_files, "--eval-files", args.eval_files)
     measured = []
-    try:
-        for row in ROWS:
-            if row.key in chosen:
-                job_dir = os.path.join(args.job_root, row.key)
-                measured.append(train(row.name, row.model, _budget(row.flags, args.steps),
-                                      data_flags, job_dir, args.seed, row.published))
-        if FINE_TUNING in chosen:
-            measured += fine_tuning_rows(args)
-    except TrainerError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    for row in ROWS:
+        if row.key in chosen:
+            measured.append(train(row.name, row.model, _budget(row.flags, args.steps),
+                                  data_flags, os.path.join(args.job_root, row.key), args.seed,
+                                  row.published))
+    if FINE_TUNING in chosen:
+        measured += fine_tuning_rows(args)
 
     import tensorflow as tf
 
@@ -241,7 +240,6 @@ def main(argv=None) -> int:
     with open(args.output, "w", encoding="utf-8") as f:
         f.write(table)
     print(table)
-    return 0
 
 
 if __name__ == "__main__":
