@@ -111,7 +111,9 @@ def save_backbone_weights(job_dir: str, path: str, num_classes: int) -> None:
     from trainer.warm_start import warm_start
 
     shape = (FINE_TUNING_SIZE, FINE_TUNING_SIZE, 1)
-    model = models.build_model("mobilenet_v3_small", shape, num_classes, 0.0)
+    # The trained model's dropout, so that its layers (and the head) sit where the run's did.
+    model = models.build_model("mobilenet_v3_small", shape, num_classes,
+                               models.MODELS["mobilenet_v3_small"].dropout)
     warm_start(model, os.path.join(job_dir, "checkpoints"))
     applications.backbone_of(model).save_weights(path)
 

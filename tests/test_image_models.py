@@ -78,6 +78,22 @@ def test_chief_and_worker_train_a_new_model_in_sync(rgb_dataset, tmp_path, name)
     assert len(list((tmp_path / "job" / "export").iterdir())) == 1
 
 
+def test_backbone_batchnorm_statistics_catch_up_within_a_short_run():
+    """MobileNetV3's own BatchNorm momentum (0.999) keeps most of the initial statistics for
+    thousands of steps: inference-mode outputs then have nothing to do with training mode's."""
+    model = models.build_model("mobilenet_v3_small", SHAPE, 4, 0.0)
+    images = tf.constant(np.random.default_rng(0).random((8, *SHAPE), dtype=np.float32))
+
+    @tf.function
+    def forward_passes(count):
+        for _ in tf.range(count):
+            model(images, training=True)
+
+    forward_passes(tf.constant(1500))
+    trained, inferred = model(images, training=True), model(images, training=False)
+    assert np.linalg.norm(inferred - trained) < 0.05 * np.linalg.norm(trained)
+
+
 def backbone_weights(model):
     return [v.numpy() for v in applications.backbone_of(model).trainable_variables]
 

@@ -51,7 +51,8 @@ def test_digit_folders_hold_the_chosen_digits_pixel_for_pixel(dataset, tmp_path)
 
 def test_a_runs_backbone_becomes_a_weights_file_that_loads(tmp_path):
     shape = (reproduce.FINE_TUNING_SIZE, reproduce.FINE_TUNING_SIZE, 1)
-    trained = models.build_model("mobilenet_v3_small", shape, 5, 0.0)
+    trained = models.build_model("mobilenet_v3_small", shape, 5,
+                                 models.MODELS["mobilenet_v3_small"].dropout)
     tf.train.Checkpoint(model=trained).save(str(tmp_path / "job" / "checkpoints" / "ckpt"))
     weights = str(tmp_path / "backbone.weights.h5")
     reproduce.save_backbone_weights(str(tmp_path / "job"), weights, num_classes=5)

@@ -18,6 +18,11 @@ _BACKBONES = {
     "resnet50": ("ResNet50", False),
 }
 _CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)  # ResNet50's preprocess_input, mode "caffe"
+# MobileNetV3's BatchNorm layers average their statistics with momentum 0.999: after 1,500
+# steps 22% of the initial (0, 1) statistics remain, compounding over 34 layers. Measured here:
+# a mobilenet_v3_small at 99.8% accuracy in training mode classified every eval image as one
+# class. 0.99 (Keras' default, ResNet50's) forgets the start within a few hundred steps.
+BATCH_NORM_MOMENTUM = 0.99
 
 
 def builder(name: str):
@@ -39,6 +44,9 @@ def _build(name, input_shape, num_classes, dropout, weights):
         input_shape=(height, width, 3), pooling="avg", **options)
     if weights not in (None, "imagenet"):
         load_backbone_weights(backbone, weights)
+    for layer in backbone.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            layer.momentum = min(layer.momentum, BATCH_NORM_MOMENTUM)
 
     class CaffePreprocessing(layers.Layer):
         """RGB -> BGR and the ImageNet mean subtracted, on 0-255 pixels."""
