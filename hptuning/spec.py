@@ -2,7 +2,10 @@
 
 A config is the YAML `gcloud ai hp-tuning-jobs create --config` takes: a HyperparameterTuningJob
 in the REST (camelCase) shape. It is parsed with the SDK's own protobuf type, so a field Vertex
-would reject (unknown, misspelled, wrongly typed) fails here first. Then come the checks Vertex
+would reject (unknown, misspelled, wrongly typed) fails here first. Its first worker pool runs
+the trainer from our training image (`containerSpec`; the image's entrypoint is
+`python -m trainer.task`) or, the legacy way, from our sdist on a prebuilt image
+(`pythonPackageSpec`); either spec's `args` are the trainer's flags. Then come the checks Vertex
 only discovers in the first trial, or never: every parameterId is a trainer flag of a fitting
 type whose values the trainer accepts, ranges and value lists are well formed, conditional
 parameters hang off values their parent can take, and the metric is the one the trainer reports.
@@ -27,7 +30,10 @@ from google.protobuf import json_format
 from hptuning import flags as trainer_flags
 from trainer.errors import TrainerError
 
-ARGS_FIELD = "trialJobSpec.workerPoolSpecs[0].pythonPackageSpec.args"
+POOL_FIELD = "trialJobSpec.workerPoolSpecs[0]"
+# The two ways a trial runs the trainer: the SDK's field name -> the config's.
+CODE_SPECS = {"container_spec": "containerSpec", "python_package_spec": "pythonPackageSpec"}
+ARGS_FIELDS = tuple(f"{POOL_FIELD}.{name}.args" for name in CODE_SPECS.values())
 TRAINER_MODULE = "trainer.task"
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _VALUE_SPECS = {"double_value_spec": "double", "integer_value_spec": "integer",
@@ -79,7 +85,8 @@ class TuningSpec:
     max_trials: int
     parallel: int
     max_failed: int  # 0: Vertex decides (see hptuning.tuner)
-    trainer_args: tuple[str, ...]  # ARGS_FIELD, then any extra args
+    trainer_args: tuple[str, ...]  # the args of args_field, then any extra args
+    args_field: str  # one of ARGS_FIELDS, for messages
 
 
 def error(source: str, field: str, reason: str) -> TrainerError:
@@ -98,7 +105,7 @@ def load(path: str | Path, values: Mapping[str, str], extra_args: Sequence[str] 
     document = _read_yaml(source)
     document, unset = substitute(document, values)
     for field, name in unset:
-        if placeholders_everywhere or field.startswith(ARGS_FIELD):
+        if placeholders_everywhere or field.startswith(ARGS_FIELDS):
             raise error(source, field, f"${{{name}}} is not set; pass --set {name}=VALUE or "
                                        f"export {name}")
     return validate(source, parse_job(source, document), extra_args)
@@ -194,29 +201,47 @@ def validate(source: str, job: HyperparameterTuningJob,
                                 ("maxFailedTrialCount", job.max_failed_trial_count, 0)):
         if value < least:
             raise error(source, field, f"must be at least {least}, got {value}")
-    trainer_args = (*_package_args(source, job), *extra_args)
+    args_field, args = _trainer_args(source, job)
+    trainer_args = (*args, *extra_args)
     algorithm = _ALGORITHMS[StudySpec.Algorithm(study.algorithm).name]
     params = _params(source, study, algorithm)
-    _check_trainer_accepts(source, params, trainer_args, metric.metric_id, extra_args)
+    _check_trainer_accepts(source, params, trainer_args, metric.metric_id, extra_args,
+                           args_field)
     selection = StudySpec.MeasurementSelectionType(study.measurement_selection_type).name
     return TuningSpec(
         source=source, job=job, metric=metric.metric_id, maximize=goal == "MAXIMIZE",
         selection="best" if selection == "BEST_MEASUREMENT" else "last",
         algorithm=algorithm, params=params, max_trials=job.max_trial_count,
         parallel=job.parallel_trial_count, max_failed=job.max_failed_trial_count,
-        trainer_args=tuple(trainer_args))
+        trainer_args=tuple(trainer_args), args_field=args_field)
 
 
-def _package_args(source: str, job: HyperparameterTuningJob) -> list[str]:
+def code_spec(pool) -> str | None:
+    """Which of CODE_SPECS a worker pool sets (the SDK's name), if any."""
+    return next((name for name in CODE_SPECS if name in pool), None)
+
+
+def _trainer_args(source: str, job: HyperparameterTuningJob) -> tuple[str, list[str]]:
+    """(the field, the trainer args) of the first worker pool, which must run our trainer."""
     pools = job.trial_job_spec.worker_pool_specs
-    if not pools or "python_package_spec" not in pools[0]:
-        raise error(source, "trialJobSpec.workerPoolSpecs[0].pythonPackageSpec",
-                    f"is required: trials run this package's {TRAINER_MODULE}")
+    which = code_spec(pools[0]) if pools else None
+    if which is None:
+        raise error(source, POOL_FIELD, "needs containerSpec (our training image) or "
+                                        f"pythonPackageSpec: trials run {TRAINER_MODULE}")
+    field = f"{POOL_FIELD}.{CODE_SPECS[which]}"
+    if which == "container_spec":
+        command = list(pools[0].container_spec.command)
+        # Our image's entrypoint is `python -m trainer.task`; a command replaces it.
+        if command and command[-2:] != ["-m", TRAINER_MODULE]:
+            raise error(source, f"{field}.command",
+                        f"must be unset (our image runs {TRAINER_MODULE}) or end in "
+                        f"-m {TRAINER_MODULE}, got {' '.join(command)!r}")
+        return f"{field}.args", list(pools[0].container_spec.args)
     package = pools[0].python_package_spec
     if package.python_module != TRAINER_MODULE:
-        raise error(source, "trialJobSpec.workerPoolSpecs[0].pythonPackageSpec.pythonModule",
+        raise error(source, f"{field}.pythonModule",
                     f"must be {TRAINER_MODULE}, got {package.python_module!r}")
-    return list(package.args)
+    return f"{field}.args", list(package.args)
 
 
 def _params(source: str, study: StudySpec, algorithm: str) -> tuple[Param, ...]:
@@ -349,10 +374,10 @@ def _conditional(source, condition, path, parent: Param, flags, occurrences,
 
 
 def _check_trainer_accepts(source: str, params: tuple[Param, ...], args: Sequence[str],
-                           metric: str, extra_args: Sequence[str]) -> None:
+                           metric: str, extra_args: Sequence[str], args_field: str) -> None:
     """Runs the trainer's own flag validation on the trainer args and on each parameter's
     extreme or listed values, so limits like dropout in [0, 1) live in one place."""
-    where = f"{ARGS_FIELD} (+ the args after --)" if extra_args else ARGS_FIELD
+    where = f"{args_field} (+ the args after --)" if extra_args else args_field
     reason = trainer_flags.rejection(args)
     if reason:
         raise error(source, where, reason)
@@ -368,7 +393,7 @@ def _check_trainer_accepts(source: str, params: tuple[Param, ...], args: Sequenc
     if reported != metric:
         raise error(source, "studySpec.metrics[0].metricId",
                     f"is {metric!r} but the trainer reports {reported!r}; add "
-                    f"--hypertune-metric={metric} to {ARGS_FIELD}")
+                    f"--hypertune-metric={metric} to {args_field}")
     for param, context in _walk(params, ()):
         for field, value in _probes(param):
             assignment = [*context, f"--{param.id}={trainer_flags.flag_text(value)}"]

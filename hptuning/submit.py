@@ -26,19 +26,23 @@ from google.cloud.aiplatform_v1.types import HyperparameterTuningJob
 from google.protobuf import json_format
 
 from hptuning import cli, spec
+from scripts.prebuilt import past_end_warning
 from trainer.cli import OneLineParser, run_cli, usage_errors
 from trainer.errors import TrainerError
 
 DEFAULT_REGION = "us-central1"
 
 
-def request_job(tuning: spec.TuningSpec, display_name: str | None) -> HyperparameterTuningJob:
+def request_job(tuning: spec.TuningSpec, display_name: str | None,
+                today: datetime.date) -> HyperparameterTuningJob:
     """The job to create: the config with a display name, checked for what Vertex requires of
-    a trial job beyond what the local tuner needs."""
+    a trial job beyond what the local tuner needs (a warning, on stderr, for a prebuilt image
+    past its end of availability)."""
     job = copy.deepcopy(tuning.job)
     job.display_name = display_name or job.display_name or (
         f"{Path(tuning.source).stem}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
     source = tuning.source
+    prebuilt: set[str] = set()
     for index, pool in enumerate(job.trial_job_spec.worker_pool_specs):
         field = f"trialJobSpec.workerPoolSpecs[{index}]"
         if index and not pool.replica_count:
@@ -47,9 +51,17 @@ def request_job(tuning: spec.TuningSpec, display_name: str | None) -> Hyperparam
             raise spec.error(source, f"{field}.machineSpec.machineType", "is required")
         if pool.replica_count < 1:
             raise spec.error(source, f"{field}.replicaCount", "must be at least 1")
-        if "python_package_spec" not in pool:
-            raise spec.error(source, f"{field}.pythonPackageSpec",
-                             f"is required: every replica runs {spec.TRAINER_MODULE}")
+        which = spec.code_spec(pool)
+        if which is None:
+            raise spec.error(source, field, "needs containerSpec (our training image) or "
+                                            f"pythonPackageSpec: every replica runs "
+                                            f"{spec.TRAINER_MODULE}")
+        if which == "container_spec":
+            if not pool.container_spec.image_uri:
+                raise spec.error(source, f"{field}.containerSpec.imageUri",
+                                 "is required: our training image, as cloudbuild.yaml pushes "
+                                 "it (us-docker.pkg.dev/${PROJECT}/vertex-trainer/trainer)")
+            continue
         package = pool.python_package_spec
         if not package.executor_image_uri:
             raise spec.error(source, f"{field}.pythonPackageSpec.executorImageUri", "is required")
@@ -57,10 +69,16 @@ def request_job(tuning: spec.TuningSpec, display_name: str | None) -> Hyperparam
                                                for u in package.package_uris):
             raise spec.error(source, f"{field}.pythonPackageSpec.packageUris",
                              "needs the package's gs:// URI (python setup.py sdist, then upload)")
+        prebuilt.add(package.executor_image_uri)
     prefix = job.trial_job_spec.base_output_directory.output_uri_prefix
     if not prefix.startswith("gs://"):
         raise spec.error(source, "trialJobSpec.baseOutputDirectory.outputUriPrefix",
                          f"must be a gs:// URI, got {prefix!r}")
+    for image in sorted(prebuilt):
+        warning = past_end_warning(image, today,
+                                   "run our training image instead (containerSpec)")
+        if warning:
+            print(warning, file=sys.stderr)
     return job
 
 
@@ -124,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             defaults = {"REGION": args.region,
                         **({"PROJECT": args.project} if args.project else {})}
             job = request_job(spec.load(args.config, cli.placeholder_values(args.set, defaults)),
-                              args.display_name)
+                              args.display_name, datetime.date.today())
         if args.dry_run:
             print(to_json(job))
             print(f"dry run: valid; would create it in projects/{args.project or 'PROJECT'}/"

@@ -2,12 +2,12 @@
 
 Each trial is `python -m trainer.task <trainer args> --<parameterId>=<value> ...` in its own
 process, where the trainer args are the config's
-`trialJobSpec.workerPoolSpecs[0].pythonPackageSpec.args` plus any given after `--`. A trial gets
-the environment Vertex gives it: CLOUD_ML_TRIAL_ID, its own CLOUD_ML_HP_METRIC_FILE,
-CLUSTER_SPEC with `task.trial` (one replica, so no TF_CONFIG), and AIP_MODEL_DIR,
-AIP_CHECKPOINT_DIR and AIP_TENSORBOARD_LOG_DIR under its trial directory. Up to
-parallelTrialCount trials run at once; the other replicas and worker pools of trialJobSpec only
-apply on Vertex.
+`trialJobSpec.workerPoolSpecs[0].containerSpec.args` (or `pythonPackageSpec.args`) plus any
+given after `--`: this checkout's trainer stands in for the image or package. A trial gets the
+environment Vertex gives it: CLOUD_ML_TRIAL_ID, its own CLOUD_ML_HP_METRIC_FILE, CLUSTER_SPEC
+with `task.trial` (one replica, so no TF_CONFIG), and AIP_MODEL_DIR, AIP_CHECKPOINT_DIR and
+AIP_TENSORBOARD_LOG_DIR under its trial directory. Up to parallelTrialCount trials run at once;
+the other replicas and worker pools of trialJobSpec only apply on Vertex.
 
 Output directory:
     study.db                    the Optuna study (SQLite); trial id = Optuna trial number + 1

@@ -92,42 +92,55 @@ def running_server(model_dir: str, *flags: str):
     server, port = start_server(model_dir, *flags)
     try:
         yield server, port
+    except (OSError, http.client.HTTPException) as err:
+        raise TrainerError(f"the server stopped answering ({err}); exit code "
+                           f"{server.poll()}") from None
     finally:
         server.terminate()
         server.wait(timeout=30)
 
 
-def measure(port: int, body: bytes, requests: int, seconds: float,
-            concurrency: int) -> list[float]:
-    """Latencies (s) of up to `requests` requests sent within `seconds`."""
-    latencies: list[float] = []
-    errors: list[str] = []
+def send(port: int, body: bytes, requests: int, seconds: float, concurrency: int, *,
+         warmup: int = 0) -> list[tuple[int, float]]:
+    """(HTTP status, seconds) of each answer to up to `requests` POSTs of `body` to /predict
+    sent within `seconds` from `concurrency` keep-alive connections, each of which first sends
+    `warmup` requests that are not counted."""
+    answers: list[tuple[int, float]] = []
+    failures: list[Exception] = []
+    sent = 0
     lock = threading.Lock()
     deadline = time.monotonic() + seconds
 
+    def post(connection: http.client.HTTPConnection) -> int:
+        connection.request("POST", "/predict", body)
+        response = connection.getresponse()
+        response.read()
+        return response.status
+
     def client():
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        connection.connect()
-        # http.client sends headers and body in two writes: Nagle's algorithm would hold the
-        # body until the server's delayed ACK.
-        connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        nonlocal sent
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=seconds + 60)
         try:
-            for _ in range(_WARMUP):
-                connection.request("POST", "/predict", body)
-                connection.getresponse().read()
+            connection.connect()
+            # http.client sends headers and body in two writes: Nagle's algorithm would hold
+            # the body until the server's delayed ACK.
+            connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for _ in range(warmup):
+                post(connection)
             while time.monotonic() < deadline:
                 with lock:
-                    if len(latencies) >= requests or errors:
+                    if sent >= requests or failures:
                         return
+                    sent += 1
                 start = time.perf_counter()
-                connection.request("POST", "/predict", body)
-                response = connection.getresponse()
-                payload = response.read()
+                status = post(connection)
                 elapsed = time.perf_counter() - start
                 with lock:
-                    if response.status != 200:
-                        errors.append(f"HTTP {response.status}: {payload[:200]!r}")
-                    latencies.append(elapsed)
+                    answers.append((status, elapsed))
+        except (OSError, http.client.HTTPException) as err:
+            # Raised again in the caller's thread, where `running_server` names the cause.
+            with lock:
+                failures.append(err)
         finally:
             connection.close()
 
@@ -136,9 +149,20 @@ def measure(port: int, body: bytes, requests: int, seconds: float,
         thread.start()
     for thread in threads:
         thread.join()
-    if errors:
-        raise TrainerError(f"the server answered {errors[0]}")
-    return latencies[:requests]
+    if failures:
+        raise failures[0]
+    return answers
+
+
+def measure(port: int, body: bytes, requests: int, seconds: float,
+            concurrency: int) -> list[float]:
+    """Latencies (s) of up to `requests` requests sent within `seconds`."""
+    answers = send(port, body, requests, seconds, concurrency, warmup=_WARMUP)
+    failed = [status for status, _ in answers if status != 200]
+    if failed:
+        raise TrainerError(f"the server answered HTTP {failed[0]} to {len(failed)} of "
+                           f"{len(answers)} requests")
+    return [elapsed for _, elapsed in answers]
 
 
 def _positive(text: str) -> float:
@@ -151,25 +175,21 @@ def _positive(text: str) -> float:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="scripts/benchmark_serving.py", allow_abbrev=False,
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                       description=__doc__.split("\n\n")[0])
+def benchmark_parser(prog: str, doc: str, *, unit: str, requests: int, seconds: float,
+                     concurrency: int) -> argparse.ArgumentParser:
+    """The flags both serving benchmarks take; `unit` is what --requests and --seconds count per."""
+    p = OneLineParser(prog=prog, allow_abbrev=False,
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                      description=doc.split("\n\n")[0])
     p.add_argument("--model-dir", help="default: a fresh export of the tutorial cnn")
-    p.add_argument("--signature", choices=SIGNATURES, default="serving_default")
-    p.add_argument("--requests", type=_positive, default=300, help="per batch size")
-    p.add_argument("--seconds", type=_positive, default=30, help="per batch size, at most")
-    p.add_argument("--concurrency", type=_positive, default=1, help="client connections")
+    p.add_argument("--requests", type=_positive, default=requests, help=f"per {unit}")
+    p.add_argument("--seconds", type=_positive, default=seconds, help=f"per {unit}, at most")
+    p.add_argument("--concurrency", type=_positive, default=concurrency,
+                   help="client connections")
     return p
 
 
-def main(argv=None) -> int:
-    return run_cli(lambda: _benchmark(argv))
-
-
-def _benchmark(argv) -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    args = build_parser().parse_args(argv)
+def _benchmark(args: argparse.Namespace) -> None:
     from trainer import export
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -193,6 +213,24 @@ def _benchmark(argv) -> None:
                 p50, p99 = np.percentile(latencies, [50, 99]) * 1000
                 print(f"{batch:>17} {len(latencies):>8} {rate:>10.1f} {rate * batch:>11.1f} "
                       f"{p50:>8.2f} {p99:>8.2f}")
+
+
+def run_benchmark(parser: argparse.ArgumentParser, benchmark, argv) -> int:
+    """`benchmark(args)` with one-line errors for bad flags and failed runs alike."""
+
+    def body():
+        args = parser.parse_args(argv)
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        benchmark(args)
+
+    return run_cli(body)
+
+
+def main(argv=None) -> int:
+    parser = benchmark_parser("scripts/benchmark_serving.py", __doc__, unit="batch size",
+                              requests=300, seconds=30, concurrency=1)
+    parser.add_argument("--signature", choices=SIGNATURES, default="serving_default")
+    return run_benchmark(parser, _benchmark, argv)
 
 
 if __name__ == "__main__":

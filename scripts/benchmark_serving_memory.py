@@ -21,23 +21,20 @@ from __future__ import annotations
 import argparse
 import base64
 import collections
-import http.client
 import json
 import math
 import os
 import struct
 import sys
 import tempfile
-import threading
 import time
 import zlib
 
 if not __package__:  # run as `python scripts/x.py`: use this checkout's `trainer`
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from scripts.benchmark_serving import _positive, running_server, tutorial_model
-from trainer.cli import OneLineParser, run_cli
-from trainer.errors import TrainerError
+from scripts.benchmark_serving import (benchmark_parser, run_benchmark, running_server, send,
+                                       tutorial_model)
 
 KINDS = ("bomb", "images", "examples", "floats")
 MAX_INSTANCES = 256  # the server's default
@@ -96,84 +93,37 @@ def memory_mib(pid: int) -> dict[str, float]:
     return {key: int(fields[key].split()[0]) / 1024 for key in ("VmRSS", "VmHWM")}
 
 
-def burst(port: int, payload: bytes, requests: int, seconds: float,
-          concurrency: int) -> collections.Counter:
-    """HTTP status -> count for up to `requests` sends within `seconds`."""
-    statuses: collections.Counter = collections.Counter()
-    sent = 0
-    lock = threading.Lock()
-    deadline = time.monotonic() + seconds
-
-    def client():
-        nonlocal sent
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=seconds + 60)
-        try:
-            while time.monotonic() < deadline:
-                with lock:
-                    if sent >= requests:
-                        return
-                    sent += 1
-                connection.request("POST", "/predict", payload)
-                response = connection.getresponse()
-                response.read()
-                with lock:
-                    statuses[response.status] += 1
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=client) for _ in range(concurrency)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return statuses
-
-
 def cpu_name() -> str:
     with open("/proc/cpuinfo") as f:
         names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
     return f"{names[0]} x {len(names)}" if names else "unknown CPU"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="scripts/benchmark_serving_memory.py", allow_abbrev=False,
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                       description=__doc__.split("\n\n")[0])
-    p.add_argument("--model-dir", help="default: a fresh export of the tutorial cnn")
-    p.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
-    p.add_argument("--requests", type=_positive, default=8, help="per kind")
-    p.add_argument("--seconds", type=_positive, default=300, help="per kind, at most")
-    p.add_argument("--concurrency", type=_positive, default=8, help="client connections")
-    return p
+def _benchmark(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as scratch, \
+            running_server(args.model_dir or tutorial_model(scratch)) as (server, port):
+        print(f"{cpu_name()}; server 127.0.0.1:{port}, {int(args.concurrency)} connection(s)")
+        print(f"idle: RSS {memory_mib(server.pid)['VmRSS']:.0f} MiB")
+        print(f"{'kind':>9} {'body KB':>8} {'answers':>16} {'seconds':>8} "
+              f"{'peak RSS MiB':>12}")
+        for kind in args.kinds:
+            payload = body(kind)
+            start = time.perf_counter()
+            statuses = collections.Counter(
+                status for status, _ in send(port, payload, int(args.requests),
+                                             args.seconds, int(args.concurrency)))
+            answers = ", ".join(f"{count}x{status}"
+                                for status, count in sorted(statuses.items()))
+            print(f"{kind:>9} {len(payload) / 1000:>8.0f} {answers:>16} "
+                  f"{time.perf_counter() - start:>8.1f} "
+                  f"{memory_mib(server.pid)['VmHWM']:>12.0f}")
 
 
 def main(argv=None) -> int:
-    return run_cli(lambda: _benchmark(argv))
-
-
-def _benchmark(argv) -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    args = build_parser().parse_args(argv)
-    with tempfile.TemporaryDirectory() as scratch, \
-            running_server(args.model_dir or tutorial_model(scratch)) as (server, port):
-        try:
-            print(f"{cpu_name()}; server 127.0.0.1:{port}, {int(args.concurrency)} connection(s)")
-            print(f"idle: RSS {memory_mib(server.pid)['VmRSS']:.0f} MiB")
-            print(f"{'kind':>9} {'body KB':>8} {'answers':>16} {'seconds':>8} "
-                  f"{'peak RSS MiB':>12}")
-            for kind in args.kinds:
-                payload = body(kind)
-                start = time.perf_counter()
-                statuses = burst(port, payload, int(args.requests), args.seconds,
-                                 int(args.concurrency))
-                answers = ", ".join(f"{count}x{status}"
-                                    for status, count in sorted(statuses.items()))
-                print(f"{kind:>9} {len(payload) / 1000:>8.0f} {answers:>16} "
-                      f"{time.perf_counter() - start:>8.1f} "
-                      f"{memory_mib(server.pid)['VmHWM']:>12.0f}")
-        except (OSError, http.client.HTTPException) as err:
-            raise TrainerError(f"the server stopped answering ({err}); exit code "
-                               f"{server.poll()}") from None
+    parser = benchmark_parser("scripts/benchmark_serving_memory.py", __doc__, unit="kind",
+                              requests=8, seconds=300, concurrency=8)
+    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
+    return run_benchmark(parser, _benchmark, argv)
 
 
 if __name__ == "__main__":

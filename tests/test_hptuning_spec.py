@@ -11,11 +11,21 @@ import hptuning.__main__ as tuner_cli
 from hptuning import spec
 from tests.conftest import REPO
 
-VALUES = {"BUCKET": "test-bucket"}
+VALUES = {"BUCKET": "test-bucket", "PROJECT": "test-project"}
 
 
 def smoke_config() -> dict:
     return yaml.safe_load((REPO / "hptuning" / "ci_smoke.yaml").read_text())
+
+
+def as_legacy(document: dict) -> dict:
+    """Makes the config run the legacy way (our sdist on a prebuilt image); returns that spec."""
+    pool = document["trialJobSpec"]["workerPoolSpecs"][0]
+    pool["pythonPackageSpec"] = {
+        "executorImageUri": "us-docker.pkg.dev/vertex-ai/training/tf-cpu.2-17.py310:latest",
+        "packageUris": ["gs://${BUCKET}/vertex-trainer-0.1.0.tar.gz"],
+        "pythonModule": "trainer.task", "args": pool.pop("containerSpec")["args"]}
+    return pool["pythonPackageSpec"]
 
 
 def write(tmp_path, document, name="config.yaml"):
@@ -33,11 +43,30 @@ def load(tmp_path, document, **kwargs):
 def test_shipped_configs_validate(name):
     tuning = spec.load(REPO / "hptuning" / f"{name}.yaml", VALUES)
     assert tuning.trainer_args and tuning.params
+    pool = tuning.job.trial_job_spec.worker_pool_specs[0]
+    # Our training image, where cloudbuild.yaml pushes it; its entrypoint runs the trainer.
+    assert "python_package_spec" not in pool and not pool.container_spec.command
+    assert pool.container_spec.image_uri == (
+        "us-docker.pkg.dev/test-project/vertex-trainer/trainer:latest")
+    assert tuning.trainer_args == tuple(pool.container_spec.args)
+    assert tuning.args_field == "trialJobSpec.workerPoolSpecs[0].containerSpec.args"
+
+
+def test_a_legacy_python_package_config_still_validates(tmp_path):
+    document = smoke_config()
+    as_legacy(document)
+    tuning = load(tmp_path, document)
+    assert tuning.trainer_args == tuple(smoke_config()["trialJobSpec"]["workerPoolSpecs"][0][
+        "containerSpec"]["args"])
+    assert tuning.args_field == "trialJobSpec.workerPoolSpecs[0].pythonPackageSpec.args"
     package = tuning.job.trial_job_spec.worker_pool_specs[0].python_package_spec
-    assert package.python_module == "trainer.task"
-    assert package.executor_image_uri == (
-        "us-docker.pkg.dev/vertex-ai/training/tf-cpu.2-17.py310:latest")
     assert package.package_uris == ["gs://test-bucket/vertex-trainer-0.1.0.tar.gz"]
+
+
+def test_a_container_command_that_runs_the_trainer_is_accepted(tmp_path):
+    document = smoke_config()
+    container(document)["command"] = ["python3", "-m", "trainer.task"]
+    assert load(tmp_path, document).trainer_args[0] == "--model=dnn"
 
 
 def test_the_shipped_configs_cover_the_issue():
@@ -89,10 +118,11 @@ def test_placeholders_come_from_values_and_only_args_need_them_locally(tmp_path)
     tuning = spec.load(path, {}, placeholders_everywhere=False)
     assert tuning.job.trial_job_spec.base_output_directory.output_uri_prefix == (
         "gs://${BUCKET}/hptuning/ci_smoke")
-    with pytest.raises(spec.TrainerError, match=r"packageUris\[0\]: \$\{BUCKET\} is not set"):
+    with pytest.raises(spec.TrainerError,
+                       match=r"containerSpec.imageUri: \$\{PROJECT\} is not set"):
         spec.load(path, {})
     document = smoke_config()
-    document["trialJobSpec"]["workerPoolSpecs"][0]["pythonPackageSpec"]["args"] += [
+    container(document)["args"] += [
         "--train-files=${DATA}/train-*", "--eval-files=${DATA}/eval-*"]
     with pytest.raises(spec.TrainerError, match=r"args\[6\]: \$\{DATA\} is not set; pass --set "
                                                 r"DATA=VALUE or export DATA"):
@@ -106,8 +136,8 @@ def params(document):
     return document["studySpec"]["parameters"]
 
 
-def package(document):
-    return document["trialJobSpec"]["workerPoolSpecs"][0]["pythonPackageSpec"]
+def container(document):
+    return document["trialJobSpec"]["workerPoolSpecs"][0]["containerSpec"]
 
 
 def conditional_model(document, condition=None, child=None):
@@ -147,9 +177,9 @@ BAD = {
                      "studySpec.metrics[0].metricId: 'auc' is not a metric the trainer reports "
                      "(accuracy, loss)"),
     "metric the trainer does not report": (
-        lambda d: package(d)["args"].remove("--hypertune-metric=loss"),
+        lambda d: container(d)["args"].remove("--hypertune-metric=loss"),
         "studySpec.metrics[0].metricId: is 'loss' but the trainer reports 'accuracy'; add "
-        "--hypertune-metric=loss to trialJobSpec.workerPoolSpecs[0].pythonPackageSpec.args"),
+        "--hypertune-metric=loss to trialJobSpec.workerPoolSpecs[0].containerSpec.args"),
     "two metrics": (lambda d: d["studySpec"]["metrics"].append(
         {"metricId": "accuracy", "goal": "MAXIMIZE"}), "studySpec.metrics: needs exactly one"),
     "no goal": (lambda d: d["studySpec"]["metrics"][0].pop("goal"),
@@ -222,10 +252,28 @@ BAD = {
             "minValue": 0.5, "maxValue": 0.2}}),
         "studySpec.parameters[1].conditionalParameterSpecs[0].parameterSpec.doubleValueSpec: "
         "minValue 0.5 must be < maxValue 0.2"),
-    "not our trainer": (lambda d: package(d).update(pythonModule="trainer.other"),
-                        "pythonPackageSpec.pythonModule: must be trainer.task"),
+    "a command that is not our trainer": (
+        lambda d: container(d).update(command=["python", "train.py"]),
+        "trialJobSpec.workerPoolSpecs[0].containerSpec.command: must be unset (our image runs "
+        "trainer.task) or end in -m trainer.task, got 'python train.py'"),
     "trainer args it rejects": (
-        lambda d: package(d)["args"].append("--max-steps=0"),
+        lambda d: container(d)["args"].append("--max-steps=0"),
+        "trialJobSpec.workerPoolSpecs[0].containerSpec.args: --max-steps must be positive"),
+    "no code to run": (
+        lambda d: d["trialJobSpec"]["workerPoolSpecs"][0].pop("containerSpec"),
+        "trialJobSpec.workerPoolSpecs[0]: needs containerSpec (our training image) or "
+        "pythonPackageSpec: trials run trainer.task"),
+    "both container and package": (
+        lambda d: d["trialJobSpec"]["workerPoolSpecs"][0].update(
+            pythonPackageSpec=as_legacy(smoke_config())),
+        "trialJobSpec.workerPoolSpecs[0]: Message type "
+        "\"google.cloud.aiplatform.v1.WorkerPoolSpec\" should not have multiple \"task\" oneof "
+        "fields"),
+    "legacy: not our trainer": (
+        lambda d: as_legacy(d).update(pythonModule="trainer.other"),
+        "pythonPackageSpec.pythonModule: must be trainer.task"),
+    "legacy: trainer args it rejects": (
+        lambda d: as_legacy(d)["args"].append("--max-steps=0"),
         "trialJobSpec.workerPoolSpecs[0].pythonPackageSpec.args: --max-steps must be positive"),
 }
 
@@ -275,6 +323,6 @@ def test_the_command_line_error_has_no_traceback_and_no_tensorflow(tmp_path):
     assert result.stderr == (f"error: {path}: studySpec.parameters[0].doubleValueSpec: "
                              "minValue 0.5 must be < maxValue 0.1\n")
     check = ("import sys; from hptuning import spec; "
-             "spec.load('hptuning/models.yaml', {'BUCKET': 'b'}); "
+             "spec.load('hptuning/models.yaml', {'BUCKET': 'b', 'PROJECT': 'p'}); "
              "assert 'tensorflow' not in sys.modules")
     subprocess.run([sys.executable, "-c", check], cwd=REPO, check=True, timeout=60)

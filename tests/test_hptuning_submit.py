@@ -1,5 +1,6 @@
 """The submit script: the exact request offline (--dry-run), and creation through the SDK."""
 
+import datetime
 import json
 import os
 import subprocess
@@ -8,12 +9,13 @@ import sys
 import pytest
 from google.cloud.aiplatform_v1.types import HyperparameterTuningJob, StudySpec
 
-from hptuning import submit
+from hptuning import spec, submit
 from tests.conftest import REPO
+from tests.test_hptuning_spec import as_legacy, smoke_config, write
 
 
 def dry_run(*args):
-    env = {k: v for k, v in os.environ.items() if k != "BUCKET"}
+    env = {k: v for k, v in os.environ.items() if k not in ("BUCKET", "PROJECT")}
     return subprocess.run([sys.executable, "-m", "hptuning.submit", *args, "--dry-run"],
                           cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
 
@@ -40,9 +42,9 @@ def test_dry_run_prints_a_job_the_sdk_parses_back():
     assert model.conditional_parameter_specs[0].parameter_spec.scale_type == (
         StudySpec.ParameterSpec.ScaleType.UNIT_LOG_SCALE)
     pool = job.trial_job_spec.worker_pool_specs[0]
-    assert pool.python_package_spec.package_uris == [
-        "gs://test-bucket/vertex-trainer-0.1.0.tar.gz"]
-    assert pool.python_package_spec.python_module == "trainer.task"
+    # --project names our training image, where cloudbuild.yaml pushes it.
+    assert pool.container_spec.image_uri == "us-docker.pkg.dev/proj/vertex-trainer/trainer:latest"
+    assert pool.container_spec.args[0] == "--hypertune-metric=accuracy"
     assert job.trial_job_spec.base_output_directory.output_uri_prefix == (
         "gs://test-bucket/hptuning/models")
     # The REST shape: camelCase names and enum names, as the config itself.
@@ -50,12 +52,16 @@ def test_dry_run_prints_a_job_the_sdk_parses_back():
     assert document["studySpec"]["metrics"] == [{"metricId": "accuracy", "goal": "MAXIMIZE"}]
 
 
-def test_dry_run_needs_every_placeholder():
-    result = dry_run("hptuning/cnn.yaml")
+@pytest.mark.parametrize("args, message", [
+    ([], "trialJobSpec.workerPoolSpecs[0].containerSpec.imageUri: ${PROJECT} is not set; pass "
+         "--set PROJECT=VALUE or export PROJECT"),
+    (["--project", "proj"], "trialJobSpec.baseOutputDirectory.outputUriPrefix: ${BUCKET} is not "
+                            "set; pass --set BUCKET=VALUE or export BUCKET"),
+])
+def test_dry_run_needs_every_placeholder(args, message):
+    result = dry_run("hptuning/cnn.yaml", *args)
     assert result.returncode == 2 and result.stdout == ""
-    assert result.stderr == (
-        "error: hptuning/cnn.yaml: trialJobSpec.workerPoolSpecs[0].pythonPackageSpec."
-        "packageUris[0]: ${BUCKET} is not set; pass --set BUCKET=VALUE or export BUCKET\n")
+    assert result.stderr == f"error: hptuning/cnn.yaml: {message}\n"
 
 
 @pytest.mark.parametrize("args, message", [
@@ -73,7 +79,7 @@ def test_a_local_base_output_directory_is_refused(tmp_path, capsys):
         "outputUriPrefix: gs://${BUCKET}/hptuning/ci_smoke", "outputUriPrefix: /tmp/out")
     path = tmp_path / "local.yaml"
     path.write_text(config)
-    assert submit.main([str(path), "--set", "BUCKET=b", "--dry-run"]) == 2
+    assert submit.main([str(path), "--set", "BUCKET=b", "--project", "p", "--dry-run"]) == 2
     assert capsys.readouterr().err == (
         f"error: {path}: trialJobSpec.baseOutputDirectory.outputUriPrefix: must be a gs:// "
         "URI, got '/tmp/out'\n")
@@ -108,8 +114,8 @@ def test_submit_creates_the_job_and_prints_its_name(monkeypatch, capsys):
     assert endpoint == "europe-west4-aiplatform.googleapis.com"
     assert parent == "projects/proj/locations/europe-west4"
     assert job.display_name.startswith("cnn-")
-    assert job.trial_job_spec.worker_pool_specs[0].python_package_spec.package_uris == [
-        "gs://bkt/vertex-trainer-0.1.0.tar.gz"]
+    assert job.trial_job_spec.worker_pool_specs[0].container_spec.image_uri == (
+        "us-docker.pkg.dev/proj/vertex-trainer/trainer:latest")
 
 
 def test_a_refusal_is_a_one_line_error(monkeypatch, capsys):
@@ -124,3 +130,30 @@ def test_a_refusal_is_a_one_line_error(monkeypatch, capsys):
     assert submit.main(["hptuning/cnn.yaml", "--project", "proj", "--set", "BUCKET=b"]) == 1
     assert capsys.readouterr().err == ("error: Vertex AI refused the job: "
                                        "aiplatform.hyperparameterTuningJobs.create denied\n")
+
+
+def test_a_container_without_an_image_is_refused(tmp_path, capsys):
+    document = smoke_config()
+    del document["trialJobSpec"]["workerPoolSpecs"][0]["containerSpec"]["imageUri"]
+    path = write(tmp_path, document)
+    assert submit.main([str(path), "--set", "BUCKET=b", "--dry-run"]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"error: {path}: trialJobSpec.workerPoolSpecs[0].containerSpec.imageUri: is required: "
+        "our training image")
+
+
+@pytest.mark.parametrize("today, warned", [(datetime.date(2026, 7, 11), False),
+                                           (datetime.date(2026, 7, 12), True)])
+def test_a_legacy_package_job_is_sent_as_given_and_warns_past_the_image_end(tmp_path, capsys,
+                                                                           today, warned):
+    document = smoke_config()
+    as_legacy(document)
+    tuning = spec.load(write(tmp_path, document), {"BUCKET": "b", "PROJECT": "p"})
+    job = submit.request_job(tuning, "legacy", today)
+    package = job.trial_job_spec.worker_pool_specs[0].python_package_spec
+    assert package.package_uris == ["gs://b/vertex-trainer-0.1.0.tar.gz"]
+    assert package.python_module == "trainer.task" and package.args[0] == "--model=dnn"
+    err = capsys.readouterr().err
+    assert (err == "warning: us-docker.pkg.dev/vertex-ai/training/tf-cpu.2-17.py310:latest "
+                   "reached its end of availability on 2026-07-11 and Vertex may refuse it; run "
+                   "our training image instead (containerSpec)\n") if warned else err == ""

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import FP32, REPO, synthetic_images
-from tests.exports import DIGITS, export_model, images, png
+from tests.conftest import FP32, REPO, synthetic_images, write_records
+from tests.exports import DIGITS, current_example, export_model, images, png
 from trainer import predict, task
 from trainer.config import config_from_flags
 
@@ -117,6 +117,39 @@ def test_bad_inputs_are_one_line_errors(trained, tmp_path, capsys, files, messag
                                str(tmp_path / "out"), *[f.format(tmp=tmp_path) for f in files])
     assert code == 1
     assert err.startswith("error: ") and message.format(tmp=tmp_path) in err
+    assert err.count("\n") == 1
+
+
+def hostile_file(tmp_path, kind: str) -> str:
+    """TFRecords whose first record is a good Example, and then something that is not."""
+    good = [current_example(image, i % 10) for i, image in enumerate(images(100))]
+    if kind in ("late bad record", "late bad record, GZIP"):
+        not_utf8 = b"\xff\xfe\x80 not an Example \xc3\x28"
+        compression = "GZIP" if "GZIP" in kind else ""
+        return write_records(tmp_path / "late.tfrecord", good[:70] + [not_utf8] + good[70:],
+                             compression)
+    data = open(write_records(tmp_path / "whole.tfrecord", good, "GZIP"), "rb").read()
+    path = tmp_path / "damaged.tfrecord"
+    path.write_bytes(data[:len(data) // 2] if kind == "truncated GZIP" else
+                     data[:20] + b"\xff" * 2000)  # undecodable deflate data
+    return str(path)
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("late bad record", "FILES: {path}: a record among #50-#99 is not a serialized "
+                        "tf.train.Example"),
+    ("late bad record, GZIP", "FILES: {path}: a record among #50-#99 is not a serialized "
+                              "tf.train.Example"),
+    ("truncated GZIP", "FILES: {path} is corrupt or truncated"),
+    ("undecodable GZIP", "FILES: {path}: unreadable GZIP data"),
+])
+def test_hostile_records_are_one_line_errors_naming_the_file(trained, tmp_path, capsys, kind,
+                                                             message):
+    path = hostile_file(tmp_path, kind)
+    code, _, err = run_predict(capsys, "--model-dir", trained[0], "--output-dir",
+                               str(tmp_path / "out"), "--batch-size", "50", path)
+    assert code == 1
+    assert err.startswith("error: ") and message.format(path=path) in err, err
     assert err.count("\n") == 1
 
 

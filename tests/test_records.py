@@ -2,10 +2,12 @@
 
 import io
 import struct
+import subprocess
+import sys
 
 import pytest
 
-from tests.conftest import example, write_records
+from tests.conftest import REPO, example, write_records
 from trainer import records
 
 
@@ -53,6 +55,29 @@ def test_damaged_first_record_is_reported(tmp_path, damage, message):
     data = damage(open(path, "rb").read())
     with pytest.raises(records.RecordFormatError, match=message):
         records.read_first_record(io.BytesIO(data), "")
+
+
+def test_undecodable_gzip_data_is_reported(tmp_path):
+    data = open(write_records(tmp_path / "f.gz", [b"x" * 100], "GZIP"), "rb").read()
+    with pytest.raises(records.RecordFormatError, match="unreadable GZIP data"):
+        records.read_first_record(io.BytesIO(data[:20] + b"\xff" * 200), "GZIP")
+
+
+def test_a_forged_huge_length_reads_only_what_the_file_holds(tmp_path):
+    length = struct.pack("<Q", 2**40)
+    path = tmp_path / "forged"
+    path.write_bytes(length + struct.pack("<I", records.masked_crc32c(length)) + b"x" * 100)
+    # In a child: TensorFlow's file reader asked for 2^40 bytes at once crashes the process.
+    done = subprocess.run([sys.executable, "-c", f"""
+from trainer import records, storage
+with storage.open_binary({str(path)!r}) as raw:
+    try:
+        records.read_first_record(raw, "")
+    except records.RecordFormatError as err:
+        print(err)
+"""], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("truncated first record")
 
 
 def test_serialize_example_holds_the_current_schema():

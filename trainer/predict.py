@@ -120,12 +120,26 @@ def predict_records(model, files: list[str], image_shape, num_classes: int, batc
                 images += list(batch_images.numpy()[:max(0, grid - len(images))])
                 if limit is not None and len(sources) >= limit:
                     break
-        except tf.errors.OpError as err:
-            raise data.explain_pipeline_error(err, single) or err from None
+        except (tf.errors.OpError, UnicodeDecodeError) as err:
+            raise _record_error(err, single, index, batch_size) from None
         if limit is not None and len(sources) >= limit:
             break
     return Predictions(sources, np.concatenate(classes), np.concatenate(confidence),
                        np.concatenate(labels), images)
+
+
+def _record_error(err: Exception, source, first: int, batch_size: int) -> TrainerError:
+    """One line naming the file (`source` holds one) for an error met reading its records
+    from record number `first` on."""
+    from trainer import data
+
+    path = source.files[0]
+    if isinstance(err, UnicodeDecodeError):
+        # A batch is parsed at once, and TensorFlow's error cannot say which record failed.
+        return TrainerError(f"FILES: {path}: a record among #{first}-#{first + batch_size - 1} "
+                            "is not a serialized tf.train.Example")
+    return data.explain_pipeline_error(err, source) or TrainerError(
+        f"FILES: {path}: cannot read its records ({short_reason(err)})")
 
 
 def _figure(width: float, height: float):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import gzip
 import io
 import struct
+import zlib
 
 IMAGE = "image"
 LEGACY_IMAGE = "image_raw"
@@ -23,6 +24,7 @@ SHAPE_KEYS = ("height", "width", "depth")
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _HEADER = 12  # uint64 length + masked crc32c of the length
+_CHUNK = 1 << 20
 
 
 def _crc32c_table() -> list[int]:
@@ -80,15 +82,29 @@ def read_first_record(raw: io.BufferedIOBase, compression: str) -> bytes | None:
         if not _valid_header(header):
             raise RecordFormatError("corrupt first record header (length checksum mismatch)")
         (length,) = struct.unpack("<Q", header[:8])
-        payload = stream.read(length)
+        payload = _read_up_to(stream, length)
         footer = stream.read(4)
-    except (OSError, EOFError) as err:  # gzip.BadGzipFile is an OSError
+    except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
         raise RecordFormatError(f"unreadable GZIP data ({err})") from None
     if len(payload) < length or len(footer) < 4:
         raise RecordFormatError(f"truncated first record (expected {length} bytes)")
     if struct.unpack("<I", footer)[0] != masked_crc32c(payload):
         raise RecordFormatError("corrupt first record (data checksum mismatch)")
     return payload
+
+
+def _read_up_to(stream, size: int) -> bytes:
+    """At most `size` bytes, read a chunk at a time: a forged length (up to 2^64) costs no more
+    memory than the file holds (TensorFlow's file reader crashes the process when asked for
+    2^40 bytes at once)."""
+    chunks = []
+    while size > 0:
+        chunk = stream.read(min(size, _CHUNK))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
 
 
 def serialize_example(image: bytes, label: int, height: int, width: int, depth: int) -> bytes:

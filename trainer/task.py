@@ -7,6 +7,7 @@ hand-made Config.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -17,12 +18,17 @@ import sys
 import tempfile
 import warnings
 from dataclasses import dataclass
-from typing import NoReturn, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, NoReturn, Sequence
 
 from trainer.cli import run_cli, usage_errors
 from trainer.config import Config, config_from_flags
 from trainer.logs import log_to_stdout
 from trainer.preemption import StopRequest
+
+if TYPE_CHECKING:  # these import TensorFlow
+    from trainer.checkpoints import Checkpoints
+    from trainer.export import Exporter
+    from trainer.report import Progress
 
 log = logging.getLogger("trainer")
 
@@ -72,10 +78,8 @@ def run(config: Config, stop: StopRequest | None = None) -> RunResult:
 
 def _train_and_evaluate(config: Config, strategy, stop) -> RunResult:
     import keras
-    import tensorflow as tf
 
-    from trainer import data, distribute, export, loop, report, storage
-    from trainer.checkpoints import Checkpoints
+    from trainer import data, loop, storage
 
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
@@ -95,24 +99,68 @@ def _train_and_evaluate(config: Config, strategy, stop) -> RunResult:
     skipped = data.SkippedImages() if config.skip_corrupt_images else None
 
     model, optimizer, local_model = _build_models(config, strategy, precision.policy)
-    loss_scale = None
-    if precision.loss_scaling:
-        from trainer.loss_scale import DynamicLossScale
-
-        with strategy.scope():
-            loss_scale = DynamicLossScale()
+    loss_scale = _loss_scale(strategy) if precision.loss_scaling else None
     steps = loop.StepFunctions(strategy, model, optimizer, config.batch_size,
                                jit_compile=config.jit_compile, loss_scale=loss_scale,
                                **_recipe_step_options(config, model))
     trainer, evaluation, test_evaluation = _build_runner(config, steps, local_model, plan,
                                                          skipped)
-    if config.recipe.ema_decay is not None:
-        from trainer import ema
-
-        evaluation = ema.AveragedEvaluation(evaluation, model, optimizer)
+    with _outputs(config, steps, local_model, class_names, skipped) as outputs:
+        controller = loop.Controller(
+            trainer=trainer, evaluation=evaluation, checkpoints=outputs.checkpoints,
+            schedule=config.schedule, train_actions=outputs.train_actions,
+            eval_actions=outputs.eval_actions, stop=stop,
+            loss_upper_bound=config.loss_upper_bound, loss_scale=loss_scale,
+            vote=(loop.vote_across_workers(strategy)
+                  if config.distribution_strategy == "multi_worker_mirrored" else None))
+        last = controller.run()
+        test = None
         if test_evaluation is not None:
-            test_evaluation = ema.AveragedEvaluation(test_evaluation, model, optimizer)
+            test = loop.evaluate(test_evaluation, controller.step, [
+                lambda result: _report_test(result, config.tensorboard_dir if chief else None)])
+        if chief and not config.export_best_only:
+            outputs.export(controller.step)
+    rates = outputs.progress.examples_per_sec[1:] or outputs.progress.examples_per_sec
+    return RunResult(controller.step, last.metrics, outputs.exporter.last_export,
+                     statistics.median(rates) if rates else None, _digest(model),
+                     tuple(controller.evaluations), outputs.exporter.seconds,
+                     test.metrics if test else None)
+
+
+def _loss_scale(strategy):
+    """fp16's dynamic loss scale, its variables placed by the strategy."""
+    from trainer.loss_scale import DynamicLossScale
+
     with strategy.scope():
+        return DynamicLossScale()
+
+
+@dataclass(frozen=True)
+class _Outputs:
+    """What a training run writes and reports, as the controller and the end of the run use it."""
+
+    checkpoints: Checkpoints
+    train_actions: list
+    eval_actions: list
+    export: Callable[[int], str | None]  # the SavedModel of a step (--ema-decay: averaged)
+    exporter: Exporter  # for last_export and seconds
+    progress: Progress  # for examples_per_sec
+
+
+@contextlib.contextmanager
+def _outputs(config: Config, steps, local_model, class_names, skipped) -> Iterator[_Outputs]:
+    """Checkpoints (every replica saves; only the chief's are kept), progress lines, and on the
+    chief summaries, hypertune reports, the skipped-images report and the export (at each new
+    best metric with --export-best-only). Closes the summaries and removes a replica's
+    throwaway checkpoints on leaving."""
+    import tensorflow as tf
+
+    from trainer import data, distribute, export, loop, report
+    from trainer.checkpoints import Checkpoints
+
+    chief = config.cluster.is_chief
+    model, optimizer, loss_scale = steps.model, steps.optimizer, steps.loss_scale
+    with steps.strategy.scope():
         best = loop.BestMetric(config.hypertune_metric, config.metric_higher_is_better)
     # Other replicas take part in saving (a collective) but write to a directory they remove.
     save_dir = config.checkpoint_dir if chief else tempfile.mkdtemp(prefix="trainer-replica-")
@@ -123,7 +171,6 @@ def _train_and_evaluate(config: Config, strategy, stop) -> RunResult:
         keep=config.keep_checkpoints, options=distribute.checkpoint_options(config),
         restart_from_scratch=config.restart_from_scratch,
         optional={"loss_scale": loss_scale.checkpointed} if loss_scale else None)
-
     progress = report.Progress(config.schedule.max_steps)
     summaries = report.Summaries(config.tensorboard_dir if chief else None,
                                  learning_rate=steps.learning_rate,
@@ -131,9 +178,9 @@ def _train_and_evaluate(config: Config, strategy, stop) -> RunResult:
     exporter = export.Exporter(model, local_model, export_dir=config.export_dir,
                                timestamped=config.export_timestamped,
                                image_shape=config.image_shape, class_names=class_names)
-    export = exporter.export
+    export_step = exporter.export
     if config.recipe.ema_decay is not None:
-        export = _with_averaged_weights(exporter.export, model, optimizer)
+        export_step = _with_averaged_weights(exporter.export, model, optimizer)
     eval_actions = [progress.on_evaluation, best]
     if chief:
         exporter.remove_leftovers()
@@ -143,31 +190,14 @@ def _train_and_evaluate(config: Config, strategy, stop) -> RunResult:
         if skipped is not None:
             eval_actions.append(data.SkipReport(skipped, config.tensorboard_dir).on_evaluation)
         if config.export_best_only:
-            best.on_improvement.append(lambda evaluation: export(evaluation.step))
-    controller = loop.Controller(
-        trainer=trainer, evaluation=evaluation, checkpoints=checkpoints,
-        schedule=config.schedule, train_actions=[progress.on_train, summaries.on_train],
-        eval_actions=eval_actions, stop=stop, loss_upper_bound=config.loss_upper_bound,
-        loss_scale=loss_scale,
-        vote=(loop.vote_across_workers(strategy)
-              if config.distribution_strategy == "multi_worker_mirrored" else None))
-    test = None
+            best.on_improvement.append(lambda evaluation: export_step(evaluation.step))
     try:
-        last = controller.run()
-        if test_evaluation is not None:
-            test = loop.evaluate(test_evaluation, controller.step, [
-                lambda result: _report_test(result, config.tensorboard_dir if chief else None)])
-        if chief and not config.export_best_only:
-            export(controller.step)
+        yield _Outputs(checkpoints, [progress.on_train, summaries.on_train], eval_actions,
+                       export_step, exporter, progress)
     finally:
         summaries.close()
         if not chief:
             shutil.rmtree(save_dir, ignore_errors=True)
-    rates = progress.examples_per_sec[1:] or progress.examples_per_sec
-    return RunResult(controller.step, last.metrics, exporter.last_export,
-                     statistics.median(rates) if rates else None, _digest(model),
-                     tuple(controller.evaluations), exporter.seconds,
-                     test.metrics if test else None)
 
 
 def _report_test(result, tensorboard_dir: str | None) -> None:
@@ -259,7 +289,7 @@ def _build_models(config: Config, strategy, policy: str):
 
 def _build_runner(config: Config, steps, local_model, plan, skipped):
     """The trainer and the evaluations (eval, test or None) that fit the strategy; each
-    explains its input's errors."""
+    explains its input's errors, and with --ema-decay the evaluations use the averaged weights."""
     from trainer import data, loop
 
     def dataset_fn(source, batch_size, training, num_batches=None):
@@ -277,10 +307,17 @@ def _build_runner(config: Config, steps, local_model, plan, skipped):
     def evaluation(source, num_batches):
         eval_fn = dataset_fn(source, config.eval_batch_size, False, num_batches)
         if parameter_server:
-            return loop.LocalCopyEvaluation(steps.model, local_model, eval_fn(), source.flag,
-                                            explain(source))
-        return loop.DistributedEvaluation(steps, strategy.distribute_datasets_from_function(
-            eval_fn), source.flag, explain(source))
+            evaluate = loop.LocalCopyEvaluation(steps.model, local_model, eval_fn(), source.flag,
+                                                explain(source))
+        else:
+            evaluate = loop.DistributedEvaluation(
+                steps, strategy.distribute_datasets_from_function(eval_fn), source.flag,
+                explain(source))
+        if config.recipe.ema_decay is not None:
+            from trainer import ema
+
+            return ema.AveragedEvaluation(evaluate, steps.model, steps.optimizer)
+        return evaluate
 
     train_fn = dataset_fn(plan.train, config.batch_size, True)
     trainer = (loop.CoordinatedTrainer(steps, train_fn, config.cluster.num_workers,
