@@ -211,7 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(g, "batch-size", type=integer, default=100,
           help="global batch size, split across all replicas")
     _flag(g, "eval-batch-size", type=integer, help="global; default: --batch-size")
-    _flag(g, "seed", type=integer, help="seed for weights, dropout and shuffling")
+    _flag(g, "seed", type=integer, help="seed for weights, dropout and shuffling (training records still "
+               "arrive in the order parallel reads finish, so runs differ slightly)")
     _flag(g, "mixed-precision", default="auto", choices=MIXED_PRECISION,
           help="compute precision (weights, checkpoints and the export stay float32). auto: "
                "bf16 on TPUs, GPUs of compute capability >= 8.0 and CPUs with AMX-BF16; fp16 "
