@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import FP32
+from tests.conftest import FP32, example, write_records
 from tests.image_data import NAMES, encode, make_image_set
 from tests.test_training import scalars
 from trainer import data, task
 from trainer.config import config_from_flags
-from trainer.data import images
+from trainer.data import bad_images, images
 from trainer.errors import TrainerError
 
 
@@ -112,6 +112,57 @@ def test_a_corrupt_image_fails_naming_it_or_is_skipped_and_counted(corrupt_set, 
     assert f"skipped a corrupt or unreadable image: {victim}" in caplog.text
     skipped = scalars(tmp_path / "b" / "logs" / "train", "skipped_images")
     assert skipped and skipped[-1][1] >= 1
+
+
+def explained_failure(source, training):
+    """The one-line error for the first failure of `source`'s fast (non-skipping) pipeline."""
+    dataset = data.make_dataset(source, batch_size=8, training=training, shuffle_buffer=16,
+                                num_batches=40, seed=1, augment=training)
+    with pytest.raises(tf.errors.OpError) as raised:
+        for _ in dataset:
+            pass
+    explained = data.explain_pipeline_error(raised.value, source)
+    assert explained is not None, raised.value
+    assert "\n" not in str(explained) and str(explained).endswith(
+        "; --skip-corrupt-images skips such images"), explained
+    return str(explained)
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_a_corrupt_image_is_named_in_a_folder_and_in_encoded_records(corrupt_set, tmp_path,
+                                                                     training):
+    root, victim = corrupt_set
+    folder = data.inspect_input((str(root),), "--eval-files", (28, 28, 1), None)
+    folder_error = explained_failure(folder, training)
+    assert folder_error.startswith(
+        f"--eval-files: {victim}: image {victim} is corrupt, truncated or not a JPEG/PNG/GIF/BMP "
+        "image (") and "JPEG" in folder_error, training
+
+    good = [example(**{"image/encoded": path.read_bytes(), "image/class/label": index % 10})
+            for index, path in enumerate(sorted(root.glob("*/*.png"))[:40])]
+    first = write_records(tmp_path / "a.tfrecord", good[:25])
+    second = write_records(tmp_path / "b.tfrecord", good[25:32] + [example(**{
+        "image/encoded": victim.read_bytes(), "image/class/label": 1})] + good[32:])
+    records = data.inspect_input((first, second), "--eval-files", (28, 28, 1), 10)
+    assert explained_failure(records, training).startswith(
+        f"--eval-files: {second} record 7: the image is corrupt, truncated or not a "
+        "JPEG/PNG/GIF/BMP image ("), training
+
+
+def test_a_missing_last_image_is_named_and_a_long_scan_says_how_far_it_got(image_set, tmp_path,
+                                                                          monkeypatch):
+    lines = [f"{path},{name}" for path, name in image_set.eval_files[:10]]
+    manifest = write_manifest(tmp_path / "eval.csv", lines + [f"{tmp_path}/gone.png,zero"])
+    source = data.inspect_input((str(manifest),), "--eval-files", (28, 28, 1), None)
+    assert explained_failure(source, training=False).startswith(
+        f"--eval-files: {tmp_path}/gone.png ({manifest} line 11): image {tmp_path}/gone.png "
+        "does not exist;")
+    monkeypatch.setattr(bad_images, "SCAN_SECONDS", 0.0)
+    monkeypatch.setattr(bad_images, "SCAN_BATCH", 4)
+    assert explained_failure(source, training=False).startswith(
+        f"--eval-files: an image could not be read or decoded ({tmp_path}/gone.png; No such file "
+        "or directory); the first 4 images (in evaluation order, checked for 0 s) decode, the "
+        "bad one is further on;")
 
 
 def test_encoded_records_from_the_converter_train_with_their_label_map(image_set, tmp_path):

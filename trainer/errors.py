@@ -14,7 +14,8 @@ class TrainerError(Exception):
 
 
 _NOISE = re.compile(r"\{\{function_node [^}]*\}\}|\[Op:\w+\]|\s+name:\s*$|\[\[\{\{node [^}]*\}\}\]\]")
-_FRAMING = re.compile(r"^(Graph execution error:|Detected at node|Stack trace|\s*File |\s*\[\[)")
+_FRAMING = re.compile(r"^(Graph execution error:|Detected at node|Stack trace|"
+                      r"<stack traces unavailable>|\s*File |\s*\[\[)")
 
 
 def short_reason(err: BaseException) -> str:

@@ -3,11 +3,11 @@
 `make_dataset` is the body of a `dataset_fn` for `strategy.distribute_datasets_from_function`:
 each input pipeline reads its shard of the source's units (records or image URIs), shuffled and
 repeated for training. Raw-pixel records parse a whole batch at once; encoded images are read
-and decoded one by one on the input threads, each inside its own small dataset so that an
-undecodable image becomes a flag instead of an error deep in TensorFlow: the run then stops with
-a one-line error naming the image (file and record, or URI and manifest line), or, with
-`skip_corrupt`, drops it and counts it. `explain_pipeline_error` turns the op errors of bad data
-into one-line messages.
+and decoded one by one in a parallel map. An undecodable image stops the run there, and
+`explain_pipeline_error` (which turns the op errors of bad data into one-line messages) then
+finds and names it (file and record, or URI and manifest line) with a scan of the source. With
+`skipped`, each image is decoded inside its own small dataset instead, so that a failure becomes
+a flag: the image is dropped and counted.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import warnings
 
 import tensorflow as tf
 
-from trainer.data import images, raw_records, tfrecords
+from trainer.data import bad_images, images, raw_records, tfrecords
 from trainer.data.image_files import ImageFiles
 from trainer.errors import TrainerError, short_reason
 
@@ -29,7 +29,6 @@ log = logging.getLogger(__name__)
 # intended here (runs stay reproducible), and noise in a job's log.
 warnings.filterwarnings("ignore", message="Seed .* from outer graph might be getting used")
 
-_BAD_IMAGE = "bad image in "  # the assertion message prefix naming an undecodable image
 _LOGGED_SKIPS = 10
 
 
@@ -118,45 +117,34 @@ def _decoded(units, source, training: bool, augment: bool, skipped: SkippedImage
             return images.train_image(data, shape, augment)
         return images.eval_image(data, shape)
 
+    if skipped is None:
+        # A bad image fails this map with an op error that names no image:
+        # explain_pipeline_error finds it then, so the common case pays nothing for it.
+        def decode(*unit):
+            data, label, _ = source.parse_one(*unit)
+            return preprocess(data), label
+
+        return units.map(decode, num_parallel_calls=tf.data.AUTOTUNE,
+                         deterministic=not training)
+
     def attempt(*unit):
         data, label, where = source.parse_one(*unit)
         # ignore_errors turns a read or decode failure into an empty dataset, and the fallback
-        # element then says so: the failure never escapes as an op error.
+        # element then says so: the failure never escapes as an op error. (Several times slower
+        # than a plain map: only for skipping.)
         decoded = tf.data.Dataset.from_tensors(data).map(
             lambda d: (preprocess(d), True)).ignore_errors()
         fallback = tf.data.Dataset.from_tensors((tf.zeros(shape), False))
         return decoded.concatenate(fallback).take(1).map(
             lambda image, ok: (image, label, where, ok))
 
-    dataset = units.interleave(attempt, cycle_length=tf.data.AUTOTUNE, block_length=1,
-                               num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
-    if skipped is None:
-        def checked(image, label, where, ok):
-            check = raw_records.assert_that(ok, f"{_BAD_IMAGE}{source.flag}", where)
-            with tf.control_dependencies([check]):
-                return tf.identity(image), label
-        return dataset.map(checked)
-
     def keep(image, label, where, ok):
         return tf.cond(ok, lambda: tf.constant(True), lambda: tf.ensure_shape(
             tf.py_function(skipped.note, [where], tf.bool), []))
 
+    dataset = units.interleave(attempt, cycle_length=tf.data.AUTOTUNE, block_length=1,
+                               num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
     return dataset.filter(keep).map(lambda image, label, where, ok: (image, label))
-
-
-def _image_problem(where: str, source) -> str:
-    """Why the image at `where` failed (a cold path: reads that one image again)."""
-    if not isinstance(source, ImageFiles):
-        return f"{where}: the image is corrupt, truncated or not a JPEG/PNG/GIF/BMP image"
-    uri = where.split(" (", 1)[0]
-    if not tf.io.gfile.exists(uri):
-        return f"{where}: image {uri} does not exist"
-    try:
-        images.decode(tf.io.read_file(uri), source.image_shape[2])
-    except tf.errors.OpError as err:
-        return (f"{where}: image {uri} is corrupt, truncated or not a JPEG/PNG/GIF/BMP image "
-                f"({short_reason(err)})")
-    return f"{where}: image {uri} could not be read or decoded"
 
 
 def explain_pipeline_error(err: Exception, source) -> TrainerError | None:
@@ -170,14 +158,13 @@ def explain_pipeline_error(err: Exception, source) -> TrainerError | None:
         where = f"{culprit[0]} is corrupt or truncated ({culprit[1]})" if culprit else \
             f"a file is corrupt or truncated ({short_reason(err)})"
         return TrainerError(f"{flag}: {where}")
+    if not source.parses_batches and bad_images.is_image_error(err):
+        return bad_images.explain(err, source)
     if not isinstance(err, tf.errors.InvalidArgumentError):
         return None
     message = err.message or ""
     found = re.search(r"assertion failed: \[\[\[(.*?)\]\]\](.*)", message, re.S)
     if found:
         text, seen = found.group(1), " ".join(found.group(2).split("\n")[0].split())
-        if text.startswith(_BAD_IMAGE):
-            return TrainerError(f"{flag}: {_image_problem(seen.strip('[] '), source)}; "
-                                "--skip-corrupt-images skips such images")
         return TrainerError(f"{text} {seen}".strip())
     return raw_records.explain_parse_error(message, flag)
