@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -161,14 +162,19 @@ def _budget(flags: tuple[str, ...], steps: int | None) -> tuple[str, ...]:
 
 def fine_tuning_rows(args) -> list[Measured]:
     data_root = os.path.join(args.job_root, "fine-tuning-data")
-    folders = {split: os.path.join(data_root, split)
-               for split in ("pretrain", "pretrain-eval", "train", "eval")}
-    if not os.path.isdir(folders["eval"]):
-        write_digit_folders(args.train_files, folders["pretrain"], SOURCE_DIGITS)
-        write_digit_folders(args.eval_files, folders["pretrain-eval"], SOURCE_DIGITS)
-        write_digit_folders(args.train_files, folders["train"], TARGET_DIGITS,
+    splits = ("pretrain", "pretrain-eval", "train", "eval")
+    folders = {split: os.path.join(data_root, split) for split in splits}
+    if not os.path.isdir(data_root):
+        # Written aside and renamed, so an interrupted run never leaves a partial set to reuse.
+        partial = f"{data_root}.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        write_digit_folders(args.train_files, os.path.join(partial, "pretrain"), SOURCE_DIGITS)
+        write_digit_folders(args.eval_files, os.path.join(partial, "pretrain-eval"),
+                            SOURCE_DIGITS)
+        write_digit_folders(args.train_files, os.path.join(partial, "train"), TARGET_DIGITS,
                             TARGET_TRAIN_PER_CLASS)
-        write_digit_folders(args.eval_files, folders["eval"], TARGET_DIGITS)
+        write_digit_folders(args.eval_files, os.path.join(partial, "eval"), TARGET_DIGITS)
+        os.replace(partial, data_root)
     size = ("--image-height", str(FINE_TUNING_SIZE), "--image-width", str(FINE_TUNING_SIZE),
             "--image-channels", "1")
     pretrain_job = os.path.join(args.job_root, "mobilenet-pretrain")
