@@ -10,15 +10,15 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["trainer", "trainer.*"]),
-    package_data={"trainer": ["sample/*.tfrecord.gz"]},
+    packages=find_packages(include=["trainer", "trainer.*", "hptuning", "hptuning.*"]),
+    package_data={"trainer": ["sample/*.tfrecord.gz"], "hptuning": ["*.yaml"]},
     # 2.17 is the newest Vertex prebuilt training image; the package must install on it without
     # replacing its TensorFlow. TF 2.21 no longer pulls in TensorBoard, which tf.summary needs.
     install_requires=["tensorflow>=2.17", "tensorboard", "cloudml-hypertune"],
     extras_require={
         "data": ["tqdm"],
         "cloud": ["google-cloud-storage", "google-cloud-aiplatform", "pyyaml", "tqdm"],
-        "tuning": ["optuna", "matplotlib", "pyyaml", "google-cloud-aiplatform"],
+        "tune": ["optuna", "matplotlib", "pyyaml", "google-cloud-aiplatform"],
         "serve": ["starlette>=0.37", "uvicorn>=0.29"],
         "predict": ["matplotlib"],
         # setuptools and wheel: the sdist test installs with --no-build-isolation, offline.
@@ -26,5 +26,5 @@ setup(
                  "google-cloud-aiplatform", "starlette>=0.37", "uvicorn>=0.29",
                  "gcp-storage-emulator", "cryptography"],
     },
-    entry_points={"console_scripts": ["vertex-trainer=trainer.task:cli"]},
+    entry_points={"console_scripts": ["vertex-trainer=trainer.commands:cli"]},
 )

@@ -19,7 +19,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     split = argv.index("--") if "--" in argv else len(argv)
     parser = OneLineParser(
-        prog="python -m hptuning", allow_abbrev=False,
+        prog="vertex-trainer tune", allow_abbrev=False,
         usage="%(prog)s CONFIG [--output-dir DIR] [--set NAME=VALUE ...] [--seed N] "
               "[-- TRAINER_FLAGS ...]",
         description="Run a tuning study on this machine, trial by trial as Vertex AI runs it.")

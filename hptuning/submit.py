@@ -26,7 +26,7 @@ from google.cloud.aiplatform_v1.types import HyperparameterTuningJob
 from google.protobuf import json_format
 
 from hptuning import cli, spec
-from scripts.prebuilt import past_end_warning
+from trainer.cloud.prebuilt import past_end_warning
 from trainer.cli import OneLineParser, run_cli, usage_errors
 from trainer.errors import TrainerError
 
@@ -121,7 +121,7 @@ def _init_sdk(project: str | None, region: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = OneLineParser(
-        prog="python -m hptuning.submit", allow_abbrev=False,
+        prog="vertex-trainer tune-submit", allow_abbrev=False,
         description="Create a Vertex AI hyperparameter-tuning job from a tuning config.")
     cli.add_common(parser)
     parser.add_argument("--project", help="Google Cloud project (also fills ${PROJECT}); "

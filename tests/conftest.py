@@ -41,8 +41,8 @@ def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> None:
 
 def write_dataset(directory: Path, count: int, shards: int, prefix: str, seed: int = 0,
                   compression: str = "", schema: str = "current") -> str:
-    """Writes shards with scripts/prepare_mnist.py's writer; returns their glob."""
-    from scripts.prepare_mnist import write_shards
+    """Writes shards with trainer/tools/prepare_mnist.py's writer; returns their glob."""
+    from trainer.tools.prepare_mnist import write_shards
 
     images, labels = synthetic_images(count, seed)
     write_shards(images, labels, str(directory), prefix, shards, compression, schema,

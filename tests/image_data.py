@@ -28,7 +28,7 @@ def digits(count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     if found is None:
         images, labels = synthetic_images(count, seed)
         return images[..., 0], labels
-    from scripts.prepare_mnist import read_idx
+    from trainer.tools.prepare_mnist import read_idx
 
     images = read_idx(str(found / "t10k-images-idx3-ubyte.gz"))
     labels = read_idx(str(found / "t10k-labels-idx1-ubyte.gz"))

@@ -10,7 +10,7 @@ import pytest
 from google.cloud.aiplatform_v1 import types
 from google.protobuf import json_format
 
-from scripts import deploy_model
+from trainer.cloud import deploy as deploy_model
 from tests.conftest import REPO
 from tests.exports import DIGITS, export_model, images, png
 from tests.serving import request, server_thread
@@ -142,7 +142,7 @@ def test_bad_deployments_are_one_line_errors(capsys, files, argv, message):
 
 
 def test_deploying_needs_a_project_and_the_script_runs_standalone(files):
-    done = subprocess.run([sys.executable, "scripts/deploy_model.py", "--artifact-uri",
+    done = subprocess.run([sys.executable, "-m", "trainer.cloud.deploy", "--artifact-uri",
                            "gs://b/m"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert done.stderr.strip() == "error: --project is required to deploy (or use --dry-run)"

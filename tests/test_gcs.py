@@ -40,7 +40,7 @@ def gcs_dataset(gcs, tmp_path_factory):
         images, labels = synthetic_images(count, seed)
         write_idx(idx / f"{prefix}-images-idx3-ubyte.gz", images[..., 0])
         write_idx(idx / f"{prefix}-labels-idx1-ubyte.gz", labels)
-    command = ["scripts/prepare_mnist.py", "--idx-dir", str(idx), "--output-dir",
+    command = ["-m", "trainer.tools.prepare_mnist", "--idx-dir", str(idx), "--output-dir",
                "gs://bkt/data", "--train-shards", "3", "--eval-shards", "1"]
     first = run(gcs, *command)
     assert first.returncode == 0, first.stderr[-2000:]
@@ -53,7 +53,7 @@ def test_prepared_shards_are_listed_and_verified_on_gcs(gcs, gcs_dataset):
     assert sorted(gcs.list("bkt", "data/")) == [
         "data/eval-00000-of-00001.tfrecord.gz", "data/train-00000-of-00003.tfrecord.gz",
         "data/train-00001-of-00003.tfrecord.gz", "data/train-00002-of-00003.tfrecord.gz"]
-    result = run(gcs, "scripts/verify_dataset.py", gcs_dataset[0])
+    result = run(gcs, "-m", "trainer.tools.verify_dataset", gcs_dataset[0])
     assert result.returncode == 0, result.stderr[-2000:]
     assert "gs://bkt/data/train-00002-of-00003.tfrecord.gz" in result.stdout
     assert re.search(r"total: 3 shard\(s\), 1,200 records", result.stdout)

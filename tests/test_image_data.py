@@ -166,7 +166,7 @@ def test_a_missing_last_image_is_named_and_a_long_scan_says_how_far_it_got(image
 
 
 def test_encoded_records_from_the_converter_train_with_their_label_map(image_set, tmp_path):
-    from scripts.prepare_images import main as prepare
+    from trainer.tools.prepare_images import main as prepare
 
     out = tmp_path / "records"
     assert prepare(["--input", str(image_set.jsonl), "--output-dir", str(out),

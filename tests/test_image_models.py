@@ -23,7 +23,7 @@ NEW_MODELS = ["resnet20", "mobilenet_v3_small", "efficientnet_v2_b0", "resnet50"
 @pytest.fixture(scope="session")
 def rgb_dataset(tmp_path_factory):
     """(train glob, eval glob) of 32x32 RGB raw-pixel records, 4 classes."""
-    from scripts.prepare_mnist import write_shards
+    from trainer.tools.prepare_mnist import write_shards
 
     directory = tmp_path_factory.mktemp("rgb")
     for prefix, count, seed in (("train", 128, 1), ("eval", 32, 2)):
@@ -64,7 +64,7 @@ def test_each_model_trains_and_exports_with_the_three_signatures(rgb_dataset, tm
 
 @pytest.mark.parametrize("name", ["resnet20", "mobilenet_v3_small"])
 def test_chief_and_worker_train_a_new_model_in_sync(rgb_dataset, tmp_path, name):
-    command = [sys.executable, "scripts/local_cluster.py", "--workers", "1", "--timeout", "240",
+    command = [sys.executable, "-m", "trainer.tools.local_cluster", "--workers", "1", "--timeout", "240",
                "--", *flags(rgb_dataset, tmp_path / "job", name, "--max-steps", "4",
                             "--eval-every-steps", "4", "--lr-schedule", "cosine",
                             "--warmup-steps", "1", "--ema-decay", "0.9")]

@@ -2,7 +2,7 @@
 
 Needs a Docker daemon: one already running is used as it is; otherwise the tests start
 `dockerd --bridge=none --iptables=false` themselves (root) and stop it by its PID at the end.
-The base is built from Debian's mirror by scripts/base_image.py (no Docker Hub) and kept under a
+The base is built from Debian's mirror by trainer/containers/base_image.py (no Docker Hub) and kept under a
 content tag, so only the first run pays for it. Set VT_TEST_GPU_IMAGE=1 to also build the GPU
 image (several GB of CUDA wheels).
 """
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from scripts.base_image import BuildError, ensure_base_image, run_step
-from scripts.local_cluster import free_ports
+from trainer.containers.base_image import BuildError, ensure_base_image, run_step
+from trainer.tools.local_cluster import free_ports
 from tests.conftest import REPO
 from tests.exports import current_example, images, png, scaled
 from tests.serving import request
@@ -247,7 +247,7 @@ def test_serving_image_answers_every_signature_from_the_mounted_export(serving_i
 def test_local_cluster_of_containers_trains_in_sync(training_image, tmp_path):
     job_dir = writable_job_dir(tmp_path / "job")
     result = subprocess.run(
-        [sys.executable, "scripts/local_cluster.py", "--image", training_image, "--workers", "1",
+        [sys.executable, "-m", "trainer.tools.local_cluster", "--image", training_image, "--workers", "1",
          "--volume", f"{job_dir}:/job", "--timeout", "300", "--", "--job-dir", "/job",
          "--model", "dnn", "--batch-size", "50", "--max-steps", "20", "--eval-every-steps", "20",
          "--eval-steps", "2", "--log-every-steps", "10"],

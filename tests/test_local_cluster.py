@@ -9,7 +9,7 @@ import sys
 import time
 
 
-from scripts import local_cluster
+from trainer.tools import local_cluster
 from tests.conftest import FP32, REPO
 from trainer.cluster import resolve_cluster
 
@@ -37,7 +37,7 @@ def test_cluster_environments_are_what_vertex_sets():
 def launch(dataset, tmp_path, cluster_flags, *trainer_flags, timeout=150):
     train_files, eval_files = dataset
     env = {**os.environ, "CLOUD_ML_HP_METRIC_FILE": str(tmp_path / "hp" / "output.metrics")}
-    command = [sys.executable, "scripts/local_cluster.py", *cluster_flags, "--timeout",
+    command = [sys.executable, "-m", "trainer.tools.local_cluster", *cluster_flags, "--timeout",
                str(timeout), "--", "--train-files", train_files, "--eval-files", eval_files,
                "--job-dir", str(tmp_path / "job"), "--model", "dnn", "--batch-size", "50",
                "--log-every-steps", "10", *FP32, *trainer_flags]

@@ -15,7 +15,7 @@ import sys
 import pytest
 import tensorflow as tf
 
-from scripts import local_cluster
+from trainer.tools import local_cluster
 from tests.conftest import REPO
 from tests.test_training import scalars, train
 from trainer import distribute, loss_scale

@@ -1,4 +1,4 @@
-"""scripts/prepare_images.py: folders and CIFAR batches -> encoded-image TFRecords."""
+"""trainer/tools/prepare_images.py: folders and CIFAR batches -> encoded-image TFRecords."""
 
 import pickle
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from scripts.prepare_images import main as prepare
+from trainer.tools.prepare_images import main as prepare
 from tests.image_data import NAMES, make_image_set
 from trainer.data import encoded_records
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scripts import prepare_mnist
+from trainer.tools import prepare_mnist
 from tests.conftest import write_idx
 from trainer.errors import TrainerError
 

@@ -1,4 +1,4 @@
-"""scripts/reproduce_tutorials.py: its rows are valid commands, and the fine-tuning study's own
+"""trainer/tools/reproduce_tutorials.py: its rows are valid commands, and the fine-tuning study's own
 steps (digit folders from records, a backbone weights file from a run's checkpoint) are right.
 The study's training itself is tests/test_image_models.py's fine-tuning test."""
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from scripts import reproduce_tutorials as reproduce
+from trainer.tools import reproduce_tutorials as reproduce
 from tests.conftest import synthetic_images
 from trainer import models
 from trainer.config import config_from_flags

@@ -7,7 +7,7 @@ from tests.conftest import REPO
 
 
 def test_benchmark_prints_rates_and_latencies_for_1_and_32_instances():
-    done = subprocess.run([sys.executable, "scripts/benchmark_serving.py", "--signature",
+    done = subprocess.run([sys.executable, "-m", "trainer.benchmarks.serving", "--signature",
                            "encoded_image", "--requests", "3", "--seconds", "30"], cwd=REPO,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

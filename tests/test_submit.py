@@ -12,7 +12,7 @@ import yaml
 from google.cloud.aiplatform_v1.types import CustomJob
 from google.protobuf import json_format
 
-from scripts import submit_job
+from trainer.cloud import submit as submit_job
 from tests.conftest import REPO
 
 

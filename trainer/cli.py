@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import sys
-from typing import Callable, Iterator
+from typing import Callable, Iterator, NoReturn
 
 from trainer.errors import TrainerError
 
@@ -57,3 +58,14 @@ def _fail(message: str, code: int) -> int:
     sys.stdout.flush()
     print(f"error: {message}", file=sys.stderr, flush=True)
     return code
+
+
+def exit_with(code: int) -> NoReturn:
+    """Exits with a command's code. After a failure with TensorFlow loaded, its teardown is
+    skipped: it may still log (e.g. about a checkpoint that did not fit), and the one-line error
+    must stay the last line."""
+    if code and "tensorflow" in sys.modules:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)

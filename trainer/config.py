@@ -163,7 +163,7 @@ def _bool(text: str) -> bool:
 
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(
-        prog="python -m trainer.task", allow_abbrev=False,
+        prog="vertex-trainer train", allow_abbrev=False,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Train and evaluate an image classifier on TFRecords, image manifests or "
                     "image folders, report metrics for hyperparameter tuning and export a "

@@ -218,7 +218,7 @@ def _positive(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="python -m trainer.predict", allow_abbrev=False,
+    p = OneLineParser(prog="vertex-trainer predict", allow_abbrev=False,
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                        description=__doc__.split("\n\n")[0])
     p.add_argument("files", nargs="+", metavar="FILES",

@@ -475,7 +475,7 @@ def _port(text: str) -> int:
 
 
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
-    p = OneLineParser(prog="python -m trainer.serve", allow_abbrev=False,
+    p = OneLineParser(prog="vertex-trainer serve", allow_abbrev=False,
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                        description=__doc__.split("\n\n")[0])
     p.add_argument("--model-dir", default=environ.get("AIP_STORAGE_URI"),

@@ -14,13 +14,12 @@ import logging
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterator, NoReturn, Sequence
 
-from trainer.cli import run_cli, usage_errors
+from trainer.cli import exit_with, run_cli, usage_errors
 from trainer.config import Config, config_from_flags
 from trainer.logs import log_to_stdout
 from trainer.preemption import StopRequest
@@ -385,15 +384,8 @@ def _main(argv: Sequence[str] | None) -> None:
 
 
 def cli() -> NoReturn:
-    """`python -m trainer.task` and the `vertex-trainer` command."""
-    code = main()
-    if code and "tensorflow" in sys.modules:
-        # TensorFlow's teardown may still log (e.g. about a checkpoint that did not fit); the
-        # one-line error must stay the last line, so leave without running it.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    sys.exit(code)
+    """`python -m trainer.task`, as Vertex runs it."""
+    exit_with(main())
 
 
 if __name__ == "__main__":

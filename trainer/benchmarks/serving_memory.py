@@ -23,17 +23,14 @@ import base64
 import collections
 import json
 import math
-import os
 import struct
 import sys
 import tempfile
 import time
 import zlib
 
-if not __package__:  # run as `python scripts/x.py`: use this checkout's `trainer`
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from scripts.benchmark_serving import (benchmark_parser, run_benchmark, running_server, send,
+from trainer.benchmarks.serving import (benchmark_parser, run_benchmark, running_server, send,
                                        tutorial_model)
 
 KINDS = ("bomb", "images", "examples", "floats")

@@ -13,13 +13,15 @@ needs root (debootstrap) and a running Docker daemon.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from trainer.cli import OneLineParser, run_cli
+from trainer.errors import TrainerError
 
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
@@ -103,13 +105,15 @@ def ensure_base_image(log=print) -> str:
 
 
 def main(argv=None) -> int:
-    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args(argv)
-    try:
-        print(ensure_base_image(log=lambda line: print(line, file=sys.stderr)))
-    except (BuildError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0
+    def body():
+        OneLineParser(prog="python -m trainer.containers.base_image",
+                      description=__doc__.split("\n\n")[0]).parse_args(argv)
+        try:
+            print(ensure_base_image(log=lambda line: print(line, file=sys.stderr)))
+        except (BuildError, OSError) as err:
+            raise TrainerError(str(err)) from None
+
+    return run_cli(body)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,48 @@
+"""The `vertex-trainer` command: each subcommand's --help answers without TensorFlow, and an
+unknown command is one line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from trainer.commands import COMMANDS
+
+_PROBE = """
+import atexit, sys
+atexit.register(lambda: print("TENSORFLOW" if "tensorflow" in sys.modules else "NO-TF",
+                              file=sys.stderr))
+from trainer.commands import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _run(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", _PROBE, *argv], capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_each_command_answers_help_without_tensorflow(name):
+    done = _run(name, "--help")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"vertex-trainer {name}" in done.stdout
+    assert done.stderr.strip().splitlines()[-1] == "NO-TF", done.stderr[-2000:]
+
+
+def test_no_command_is_train_and_help_lists_the_commands():
+    listing = _run("--help")
+    assert listing.returncode == 0
+    assert all(name in listing.stdout for name in COMMANDS)
+    flags_first = _run("--max-steps", "0")
+    assert flags_first.returncode == 2
+    assert flags_first.stderr.strip().splitlines()[-2] == \
+        "error: --max-steps must be positive, got 0"
+
+
+def test_an_unknown_command_is_one_line_with_the_choices():
+    done = _run("trian")
+    assert done.returncode == 2
+    assert "error: unknown command 'trian'; expected one of train, predict" in done.stderr

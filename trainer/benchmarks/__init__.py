@@ -1,0 +1,1 @@
+"""Benchmarks: training speed and memory, the prediction server."""

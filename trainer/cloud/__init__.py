@@ -1,0 +1,1 @@
+"""Vertex AI requests: custom jobs, model upload and deployment, prebuilt images and their end dates."""

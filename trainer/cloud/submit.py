@@ -1,0 +1,373 @@
+"""Submit the trainer to Vertex AI as a custom job, or print that request offline (--dry-run).
+
+    python scripts/submit_job.py --project P --region us-central1 --build cloud \
+        --workers 2 --accelerator-type NVIDIA_TESLA_T4 --base-output-dir gs://B/runs/1 \
+        -- --train-files 'gs://B/mnist/train-*' --eval-files 'gs://B/mnist/eval-*'
+
+Runs our training image: --container-image-uri, else the one cloudbuild.yaml pushes to the
+project's Artifact Registry (trainer, or trainer-gpu with --accelerator-type); --build local|cloud
+builds and pushes it first (docker, or Cloud Build). The legacy path, our sdist on a Vertex
+prebuilt image, needs an explicit --executor-image-uri and warns once that image is past its
+end of availability. Worker pools follow Vertex: 0 chief, 1 workers, 2 parameter servers or
+Reduction Server (--reduction-servers), 3 evaluator. The request is checked with the aiplatform
+SDK's own CustomJob type before anything is sent; the dry-run prints exactly what would be sent,
+and the equivalent `gcloud ai custom-jobs create`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+
+from trainer.cloud.prebuilt import TRAINING_CPU as PREBUILT_CPU_IMAGE
+from trainer.cloud.prebuilt import end_of_availability, past_end_warning
+from trainer.cli import OneLineParser, run_cli, usage_errors
+from trainer.cluster import REDUCTION_SERVER_ENV
+from trainer.errors import TrainerError
+
+REPO = Path(__file__).resolve().parents[2]  # the checkout, for the sdist and image builds
+# Where cloudbuild.yaml pushes our images (its _IMAGE / _GPU_IMAGE substitutions).
+OUR_IMAGE = "us-docker.pkg.dev/{project}/vertex-trainer/trainer"
+OUR_GPU_IMAGE = "us-docker.pkg.dev/{project}/vertex-trainer/trainer-gpu"
+REDUCTION_SERVER_IMAGE = "us-docker.pkg.dev/vertex-ai-restricted/training/reductionserver:latest"
+DEFAULT_MACHINE = "n1-standard-4"
+GPU_TENSORFLOW = "TENSORFLOW=tensorflow[and-cuda]==2.21.0"
+_TENSORBOARD = re.compile(r"^projects/[^/]+/locations/[^/]+/tensorboards/\d+$")
+_TERMINAL = {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED",
+             "JOB_STATE_EXPIRED"}
+_DURATION = re.compile(r"^(\d+)([smhd])$")
+
+
+def parse_duration(text: str) -> str:
+    """'90m' -> '5400s' (protobuf Duration JSON)."""
+    found = _DURATION.match(text.strip())
+    if not found or int(found[1]) == 0:
+        raise TrainerError(f"--timeout must be like 30m, 2h or 1d, got {text!r}")
+    return f"{int(found[1]) * {'s': 1, 'm': 60, 'h': 3600, 'd': 86400}[found[2]]}s"
+
+
+def default_image(project: str | None, gpu: bool) -> str:
+    if not project:
+        raise TrainerError("--project is needed to name our image in its Artifact Registry "
+                           "(or give --container-image-uri)")
+    return (OUR_GPU_IMAGE if gpu else OUR_IMAGE).format(project=project) + ":latest"
+
+
+def _pool(machine_type: str, replicas: int, code: dict, accelerator: tuple | None = None) -> dict:
+    machine = {"machineType": machine_type}
+    if accelerator:
+        machine["acceleratorType"], machine["acceleratorCount"] = accelerator
+    # replicaCount is an int64: its canonical JSON form is a string.
+    return {"machineSpec": machine, "replicaCount": str(replicas), **code}
+
+
+def build_request(args: argparse.Namespace, trainer_args: list[str],
+                  package_uri: str | None) -> dict:
+    """The CustomJob request (REST/JSON shape) for the parsed flags; pure, no network."""
+    if args.tpu_type and (args.workers or args.ps or args.accelerator_type):
+        raise TrainerError("--tpu-type runs one TPU VM: it cannot be combined with --workers, "
+                           "--ps or --accelerator-type")
+    if args.ps and not args.workers:
+        raise TrainerError("--ps needs --workers: parameter servers serve workers")
+    if bool(args.accelerator_type) != bool(args.accelerator_count):
+        raise TrainerError("--accelerator-type and --accelerator-count go together")
+    if args.base_output_dir and not args.base_output_dir.startswith("gs://"):
+        raise TrainerError(f"--base-output-dir must be a gs:// path, got {args.base_output_dir!r}")
+    if args.reduction_servers and (args.ps or not args.workers or not args.accelerator_type):
+        raise TrainerError("--reduction-servers needs GPU workers (--workers and "
+                           "--accelerator-type) and no --ps: both use worker pool 2")
+    if args.tensorboard and not _TENSORBOARD.match(args.tensorboard):
+        raise TrainerError("--tensorboard must be projects/P/locations/L/tensorboards/ID, got "
+                           f"{args.tensorboard!r}")
+    if args.tensorboard and not args.base_output_dir:
+        raise TrainerError("--tensorboard needs --base-output-dir: Vertex streams the logs from "
+                           "AIP_TENSORBOARD_LOG_DIR, which lies under it")
+    if args.tensorboard and not args.service_account:
+        raise TrainerError("--tensorboard needs --service-account: Vertex streams the logs to "
+                           "TensorBoard as that account (it needs roles/aiplatform.user and "
+                           "write access to --base-output-dir)")
+
+    args_out = list(trainer_args)
+    if args.tpu_type:
+        args_out.append("--distribution-strategy=tpu")
+    # An empty list is omitted, as protobuf's canonical JSON omits it.
+    trainer = {"args": args_out} if args_out else {}
+    if args.reduction_servers:
+        # Pool 2 alone does not say "Reduction Server" (parameter servers look the same).
+        trainer["env"] = [{"name": REDUCTION_SERVER_ENV, "value": "true"}]
+    if package_uri:
+        code = {"pythonPackageSpec": {"executorImageUri": args.executor_image_uri,
+                                      "packageUris": [package_uri],
+                                      "pythonModule": "trainer.task", **trainer}}
+    else:
+        code = {"containerSpec": {"imageUri": args.container_image_uri, **trainer}}
+    gpu = (args.accelerator_type, args.accelerator_count) if args.accelerator_type else None
+    if args.tpu_type:
+        pools = {0: _pool("cloud-tpu", 1, code, (args.tpu_type, args.tpu_count))}
+    else:
+        pools = {0: _pool(args.machine_type, 1, code, gpu)}
+    if args.workers:
+        pools[1] = _pool(args.worker_machine_type or args.machine_type, args.workers, code, gpu)
+    if args.ps:
+        pools[2] = _pool(args.ps_machine_type, args.ps, code)
+    if args.reduction_servers:
+        pools[2] = _pool(args.reduction_server_machine_type, args.reduction_servers,
+                         {"containerSpec": {"imageUri": REDUCTION_SERVER_IMAGE}})
+    if args.evaluator:
+        pools[3] = _pool(args.evaluator_machine_type or args.machine_type, 1, code)
+
+    # A pool's position is its role; `{}` skips one.
+    spec: dict = {"workerPoolSpecs": [pools.get(i, {}) for i in range(max(pools) + 1)]}
+    scheduling = {}
+    if args.timeout:
+        scheduling["timeout"] = parse_duration(args.timeout)
+    if args.restart_job_on_worker_restart:
+        scheduling["restartJobOnWorkerRestart"] = True
+    if args.spot:
+        scheduling["strategy"] = "SPOT"
+    if scheduling:
+        spec["scheduling"] = scheduling
+    if args.service_account:
+        spec["serviceAccount"] = args.service_account
+    if args.base_output_dir:
+        spec["baseOutputDirectory"] = {"outputUriPrefix": args.base_output_dir}
+    if args.tensorboard:
+        spec["tensorboard"] = args.tensorboard
+    return {"displayName": args.display_name, "jobSpec": spec}
+
+
+def validate_request(request: dict) -> dict:
+    """Parses the request with the SDK's CustomJob type; unknown or mistyped fields fail."""
+    from google.cloud.aiplatform_v1.types import CustomJob
+    from google.protobuf import json_format
+
+    try:
+        job = CustomJob.from_json(json.dumps(request))
+    except (json_format.ParseError, ValueError) as err:
+        raise TrainerError(f"the CustomJob request is invalid: {err}") from None
+    return json_format.MessageToDict(CustomJob.pb(job))
+
+
+def gcloud_command(request: dict, region: str, config_path: str = "custom_job.yaml") -> str:
+    """A copy-pasteable shell snippet doing the same through gcloud's --config (CustomJobSpec)."""
+    import yaml
+
+    spec = yaml.safe_dump(request["jobSpec"], sort_keys=False).rstrip()
+    return (f"cat > {config_path} <<'EOF'\n{spec}\nEOF\n"
+            f"gcloud ai custom-jobs create --region={region} "
+            f"--display-name={request['displayName']} --config={config_path}")
+
+
+def build_and_upload_sdist(staging_bucket: str, upload: bool) -> str:
+    """Builds the sdist from setup.py; uploads it unless this is a dry run; returns its gs:// URI."""
+    with tempfile.TemporaryDirectory() as out:
+        subprocess.run([sys.executable, "setup.py", "-q", "sdist", "--dist-dir", out], cwd=REPO,
+                       check=True, capture_output=True)
+        (sdist,) = Path(out).glob("*.tar.gz")
+        folder = f"{staging_bucket.rstrip('/')}/packages"
+        if upload:
+            from trainer.tools.gcs_upload import upload as upload_files
+
+            upload_files([str(sdist)], folder, progress=False)
+            print(f"uploaded {sdist.name} to {folder}/", flush=True)
+    return f"{folder}/{sdist.name}"
+
+
+def source_tag() -> str:
+    """The image tag for --build: this checkout's short commit, or a timestamp outside git."""
+    found = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
+                           capture_output=True, text=True)
+    return found.stdout.strip() if found.returncode == 0 else time.strftime("dev-%Y%m%d-%H%M%S")
+
+
+def build_commands(mode: str, project: str, tag: str, gpu: bool) -> list[list[str]]:
+    """Commands that build and push our training image tagged `tag` (see cloudbuild.yaml)."""
+    if mode == "cloud":
+        return [["gcloud", "builds", "submit", f"--project={project}", "--config=cloudbuild.yaml",
+                 f"--substitutions=SHORT_SHA={tag}", "."]]
+    image = default_image(project, gpu).rsplit(":", 1)[0] + f":{tag}"
+    gpu_args = ["--build-arg", GPU_TENSORFLOW, "--build-arg",
+                "NCCL_PLUGIN=google-reduction-server"] if gpu else []
+    return [["docker", "build", *gpu_args, "-t", image, "."], ["docker", "push", image]]
+
+
+def run_build(commands: list[list[str]]) -> None:
+    for command in commands:
+        print("+ " + " ".join(command), flush=True)
+        code = subprocess.run(command, cwd=REPO).returncode
+        if code:
+            raise TrainerError(f"--build: `{' '.join(command[:3])}` failed with exit code {code}")
+
+
+def choose_code(args: argparse.Namespace, today: date) -> list[str]:
+    """Settles what the job runs (sets args.container_image_uri unless it is the legacy package
+    path); returns the commands --build runs first."""
+    package = args.staging_bucket or args.package_uri
+    if args.staging_bucket and args.package_uri:
+        raise TrainerError("give --staging-bucket or --package-uri, not both")
+    if package and not args.executor_image_uri:
+        raise TrainerError("--staging-bucket/--package-uri run our sdist on a Vertex prebuilt "
+                           "image (legacy): name it with --executor-image-uri, e.g. "
+                           f"{PREBUILT_CPU_IMAGE} (available until "
+                           f"{end_of_availability(PREBUILT_CPU_IMAGE)})")
+    if args.executor_image_uri and not package:
+        raise TrainerError("--executor-image-uri runs our sdist: give --staging-bucket or "
+                           "--package-uri with it")
+    if package and (args.container_image_uri or args.build):
+        raise TrainerError("give our image (--container-image-uri or --build) or the legacy "
+                           "package (--executor-image-uri with a package), not both")
+    if args.container_image_uri and args.build:
+        raise TrainerError("--build names its own image (tagged with this commit); drop "
+                           "--container-image-uri")
+    if args.tpu_type and not args.container_image_uri:
+        raise TrainerError("--tpu-type needs --container-image-uri: a TPU image carries libtpu, "
+                           "which our CPU/GPU images do not (and Vertex's TPU images stop at "
+                           "TF 2.15)")
+    for flag, value in (("--staging-bucket", args.staging_bucket),
+                        ("--package-uri", args.package_uri)):
+        if value and not value.startswith("gs://"):
+            raise TrainerError(f"{flag} must be a gs:// path, got {value!r}")
+    if package:
+        warning = past_end_warning(
+            args.executor_image_uri, today,
+            "run our image instead (--build cloud, or --container-image-uri)")
+        if warning:
+            print(warning, file=sys.stderr)
+        return []
+    gpu = bool(args.accelerator_type)
+    if not args.build:
+        args.container_image_uri = args.container_image_uri or default_image(args.project, gpu)
+        return []
+    tag = source_tag()
+    commands = build_commands(args.build, args.project or "", tag, gpu)
+    args.container_image_uri = default_image(args.project, gpu).rsplit(":", 1)[0] + f":{tag}"
+    return commands
+
+
+def submit(request: dict, project: str, region: str, poll_secs: float, follow: bool) -> int:
+    """Creates the job and (with `follow`) its state until it ends; 0 if it succeeded."""
+    from google.cloud import aiplatform_v1
+
+    client = aiplatform_v1.JobServiceClient(
+        client_options={"api_endpoint": f"{region}-aiplatform.googleapis.com"})
+    job = client.create_custom_job(parent=f"projects/{project}/locations/{region}",
+                                   custom_job=request)
+    job_id = job.name.rsplit("/", 1)[1]
+    print(f"created {job.name}\n  console: https://console.cloud.google.com/vertex-ai/locations/"
+          f"{region}/training/{job_id}/cpu?project={project}\n  logs: gcloud ai custom-jobs "
+          f"stream-logs {job_id} --region={region}", flush=True)
+    if not follow:
+        return 0
+    state = None
+    try:
+        while True:
+            job = client.get_custom_job(name=job.name)
+            if job.state.name != state:
+                state = job.state.name
+                print(f"{time.strftime('%H:%M:%S')} {state}", flush=True)
+            if state in _TERMINAL:
+                if job.error.message:
+                    print(f"error: {job.error.message}", file=sys.stderr)
+                return 0 if state == "JOB_STATE_SUCCEEDED" else 1
+            time.sleep(poll_secs)
+    except KeyboardInterrupt:
+        print("stopped following; the job keeps running", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(prog="vertex-trainer submit", allow_abbrev=False,
+                      usage="%(prog)s [options] -- TRAINER_FLAGS...",
+                      description=__doc__.split("\n\n")[0])
+    p.add_argument("--project", help="required unless --dry-run")
+    p.add_argument("--region", default="us-central1")
+    p.add_argument("--display-name", default="vertex-trainer")
+    code = p.add_argument_group("code: our image (default), or the legacy package path")
+    code.add_argument("--container-image-uri",
+                      help="our training image; default: what cloudbuild.yaml pushes, "
+                           + OUR_IMAGE + ":latest (GPU: trainer-gpu)")
+    code.add_argument("--build", choices=("local", "cloud"),
+                      help="build and push our image first (tagged with this commit): with "
+                           "docker here, or with Cloud Build (cloudbuild.yaml)")
+    code.add_argument("--executor-image-uri",
+                      help=f"legacy: a Vertex prebuilt image to run our sdist on, e.g. "
+                           f"{PREBUILT_CPU_IMAGE} (end of availability "
+                           f"{end_of_availability(PREBUILT_CPU_IMAGE)})")
+    code.add_argument("--staging-bucket",
+                      help="legacy: gs://bucket to upload the sdist built from setup.py")
+    code.add_argument("--package-uri",
+                      help="legacy: an already uploaded gs://.../vertex-trainer-*.tar.gz")
+    cluster = p.add_argument_group("cluster")
+    cluster.add_argument("--machine-type", default=DEFAULT_MACHINE, help="the chief's")
+    cluster.add_argument("--workers", type=int, default=0, help="worker pool 1 replicas")
+    cluster.add_argument("--worker-machine-type")
+    cluster.add_argument("--ps", type=int, default=0, help="parameter servers (pool 2)")
+    cluster.add_argument("--ps-machine-type", default=DEFAULT_MACHINE)
+    cluster.add_argument("--reduction-servers", type=int, default=0,
+                         help="Reduction Server replicas (pool 2) for GPU workers' all-reduce")
+    cluster.add_argument("--reduction-server-machine-type", default="n1-highcpu-16")
+    cluster.add_argument("--evaluator", action="store_true", help="one evaluator (pool 3)")
+    cluster.add_argument("--evaluator-machine-type")
+    cluster.add_argument("--accelerator-type", help="e.g. NVIDIA_TESLA_T4, for chief and workers")
+    cluster.add_argument("--accelerator-count", type=int)
+    cluster.add_argument("--tpu-type", help="e.g. TPU_V3: one cloud-tpu VM (needs a container)")
+    cluster.add_argument("--tpu-count", type=int, default=8)
+    run = p.add_argument_group("scheduling and outputs")
+    run.add_argument("--base-output-dir", help="gs:// root; Vertex sets AIP_MODEL_DIR etc. under it")
+    run.add_argument("--timeout", help="e.g. 2h")
+    run.add_argument("--spot", action="store_true", help="Spot VMs (preemptible, cheaper)")
+    run.add_argument("--restart-job-on-worker-restart", action="store_true")
+    run.add_argument("--service-account")
+    run.add_argument("--tensorboard", metavar="projects/P/locations/L/tensorboards/ID",
+                     help="stream AIP_TENSORBOARD_LOG_DIR to this Vertex TensorBoard (needs "
+                          "--service-account and --base-output-dir)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the request JSON and the gcloud equivalent; send nothing")
+    p.add_argument("--poll-secs", type=float, default=30, help="how often to check the job")
+    p.add_argument("--no-follow", action="store_true",
+                   help="return once the job is created instead of following it to its end")
+    return p
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    split = argv.index("--") if "--" in argv else len(argv)
+    trainer_args = argv[split + 1:]
+
+    def body():
+        with usage_errors():
+            args = build_parser().parse_args(argv[:split])
+            for name in ("workers", "ps", "reduction_servers"):
+                if getattr(args, name) < 0:
+                    raise TrainerError(f"--{name.replace('_', '-')} must be >= 0")
+            if not (args.dry_run or args.project):
+                raise TrainerError("--project is required to submit (or use --dry-run)")
+            builds = choose_code(args, date.today())
+        package_uri = args.package_uri
+        if args.staging_bucket:
+            package_uri = build_and_upload_sdist(args.staging_bucket, upload=not args.dry_run)
+        with usage_errors():
+            request = build_request(args, trainer_args, package_uri)
+            validate_request(request)
+        if args.dry_run:
+            print(json.dumps(request, indent=2))
+            print("\n# the same through gcloud:\n" + gcloud_command(request, args.region))
+            if builds:
+                print("\n# --build first runs:\n" + "\n".join(" ".join(c) for c in builds))
+            return 0
+        run_build(builds)
+        return submit(request, args.project, args.region, args.poll_secs, not args.no_follow)
+
+    return run_cli(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Container images: the Python base built from Debian's mirror."""
