@@ -11,7 +11,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["trainer", "trainer.*", "hptuning", "hptuning.*"]),
-    package_data={"trainer": ["sample/*.tfrecord.gz"], "hptuning": ["*.yaml"]},
+    package_data={"trainer": ["sample/*.tfrecord.gz", "containers/*.Dockerfile"],
+                  "hptuning": ["*.yaml"]},
     # 2.17 is the newest Vertex prebuilt training image; the package must install on it without
     # replacing its TensorFlow. TF 2.21 no longer pulls in TensorBoard, which tf.summary needs.
     install_requires=["tensorflow>=2.17", "tensorboard", "cloudml-hypertune"],

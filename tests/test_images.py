@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from trainer.containers.base_image import BuildError, ensure_base_image, run_step
+from trainer.containers.images import build_command, build_context
 from trainer.tools.local_cluster import free_ports
 from tests.conftest import REPO
 from tests.exports import current_example, images, png, scaled
@@ -82,12 +83,16 @@ def docker(tmp_path_factory):
             daemon.wait()
 
 
-def build(step: str, image: str, dockerfile: str, base: str, *build_args: str) -> str:
-    """`docker build` of this checkout; a failure fails the test naming the step and the log."""
-    args = [arg for value in (f"BASE_IMAGE={base}", *build_args) for arg in ("--build-arg", value)]
+@pytest.fixture(scope="session")
+def context(tmp_path_factory) -> Path:
+    """The build context every image is built from: this checkout's wheel and the Dockerfiles."""
+    return build_context(tmp_path_factory.mktemp("context"))
+
+
+def build(step: str, kind: str, image: str, context: Path, base: str, **build_args: str) -> str:
+    """`docker build` of one of our images; a failure fails the test naming the step and log."""
     try:
-        run_step(step, ["docker", "build", "--network", "host", "-f", dockerfile, *args,
-                        "-t", image, "."], cwd=REPO)
+        run_step(step, build_command(kind, image, context, {"BASE_IMAGE": base, **build_args}))
     except BuildError as err:
         pytest.fail(str(err), pytrace=False)
     return image
@@ -119,15 +124,13 @@ def base_image(docker):
 
 
 @pytest.fixture(scope="session")
-def training_image(base_image):
-    return build("build of the training image (Dockerfile)", TRAINING_IMAGE, "Dockerfile",
-                 base_image)
+def training_image(base_image, context):
+    return build("build of the training image", "training", TRAINING_IMAGE, context, base_image)
 
 
 @pytest.fixture(scope="session")
-def serving_image(base_image):
-    return build("build of the serving image (serving.Dockerfile)", SERVING_IMAGE,
-                 "serving.Dockerfile", base_image)
+def serving_image(base_image, context):
+    return build("build of the serving image", "serving", SERVING_IMAGE, context, base_image)
 
 
 def writable_job_dir(path: Path) -> Path:
@@ -264,9 +267,9 @@ def test_local_cluster_of_containers_trains_in_sync(training_image, tmp_path):
 
 @pytest.mark.skipif(os.environ.get("VT_TEST_GPU_IMAGE") != "1",
                     reason="set VT_TEST_GPU_IMAGE=1 to build the GPU image (GBs of CUDA wheels)")
-def test_gpu_image_imports_tensorflow_and_finds_its_cuda_libraries(base_image):
-    image = build("build of the GPU training image (Dockerfile, tensorflow[and-cuda])",
-                  GPU_IMAGE, "Dockerfile", base_image, "TENSORFLOW=tensorflow[and-cuda]==2.21.0")
+def test_gpu_image_imports_tensorflow_and_finds_its_cuda_libraries(base_image, context):
+    image = build("build of the GPU training image (tensorflow[and-cuda])", "training", GPU_IMAGE,
+                  context, base_image, TENSORFLOW="tensorflow[and-cuda]==2.21.0")
     report = docker_run(
         "run of the GPU training image", "--network", "none", "--entrypoint", "python", image,
         "-c", "import glob, os, tensorflow as tf; info = tf.sysconfig.get_build_info(); "

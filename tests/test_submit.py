@@ -5,6 +5,7 @@ import re
 import subprocess
 import sys
 import tarfile
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -150,9 +151,12 @@ def test_build_pushes_our_image_tagged_with_the_commit_then_runs_it(capsys, monk
     request = json.loads(out.split("\n# the same through gcloud:\n")[0])
     assert pools(request)[0]["containerSpec"]["imageUri"] == (
         "us-docker.pkg.dev/p/vertex-trainer/trainer:abc1234")
+    context = f"{tempfile.gettempdir()}/vertex-trainer-context-abc1234"
     assert out.rstrip().endswith(
-        "# --build first runs:\ndocker build -t us-docker.pkg.dev/p/vertex-trainer/trainer:"
-        "abc1234 .\ndocker push us-docker.pkg.dev/p/vertex-trainer/trainer:abc1234")
+        f"# --build first runs:\n{sys.executable} -m trainer.containers.images {context}\n"
+        f"docker build --network host -f {context}/training.Dockerfile -t "
+        "us-docker.pkg.dev/p/vertex-trainer/trainer:abc1234 "
+        f"{context}\ndocker push us-docker.pkg.dev/p/vertex-trainer/trainer:abc1234")
     assert submit_job.main(["--dry-run", "--project", "p", "--build", "cloud"]) == 0
     assert out and "gcloud builds submit --project=p --config=cloudbuild.yaml " \
         "--substitutions=SHORT_SHA=abc1234 ." in capsys.readouterr().out
@@ -213,32 +217,34 @@ def test_cloudbuild_structure():
     assert set(config["images"]) <= built
     assert by_id["push-image"]["args"][-1] == "${_IMAGE}" and "--all-tags" in by_id["push-image"]["args"]
     assert {"test", "build-image"} <= set(by_id["push-image"]["waitFor"])
-    # Both images (and the GPU variant) are built and pushed, each after the tests pass.
-    for kind, dockerfile in (("SERVING_", "serving.Dockerfile"), ("GPU_", "Dockerfile")):
+    # Both images are built from the context and pushed, each after the tests pass.
+    for kind, dockerfile in (("", "training.Dockerfile"), ("SERVING_", "serving.Dockerfile")):
         build = by_id[f"build-{kind.lower().replace('_', '-')}image"]["args"]
-        assert f"${{_{kind}IMAGE}}:${{SHORT_SHA}}" in build and build[-1] == "."
-        assert ("-f" in build and build[build.index("-f") + 1] == dockerfile) == (
-            dockerfile != "Dockerfile")
+        assert f"${{_{kind}IMAGE}}:${{SHORT_SHA}}" in build and build[-1] == "context"
+        assert build[build.index("-f") + 1] == f"context/{dockerfile}"
         push = by_id[f"push-{kind.lower().replace('_', '-')}image"]
         assert push["args"][-1] == f"${{_{kind}IMAGE}}" and "test" in push["waitFor"]
+    gpu = by_id["gpu-image"]
+    assert '"${_BUILD_GPU}" != "true"' in gpu["args"][-1] and "test" in gpu["waitFor"]
     assert by_id["build-serving-image"]["waitFor"] == ["build-image"]  # reuses its TF layer
-    assert by_id["test"]["waitFor"] == by_id["build-image"]["waitFor"] == ["-"]  # in parallel
+    assert by_id["test"]["waitFor"] == by_id["context"]["waitFor"] == ["-"]  # in parallel
     submit = " ".join(by_id["submit-job"]["args"])
     assert "--container-image-uri=${_IMAGE}:${SHORT_SHA}" in submit
     assert by_id["submit-job"]["waitFor"] == ["push-image"]
 
 
 def test_dockerfile_is_pinned_unprivileged_and_runs_the_trainer():
-    lines = [l.strip() for l in (REPO / "Dockerfile").read_text().splitlines()
+    dockerfile = REPO / "trainer" / "containers" / "training.Dockerfile"
+    lines = [l.strip() for l in dockerfile.read_text().splitlines()
              if l.strip() and not l.startswith("#")]
     base = next(l for l in lines if l.startswith("ARG BASE_IMAGE=")).split("=", 1)[1]
     assert re.search(r":\d+\.\d+\.\d+", base) and "latest" not in base
-    assert "tensorflow==" in next(l for l in lines if l.startswith("ARG TENSORFLOW="))
+    assert "tensorflow" in next(l for l in lines if l.startswith("ARG TENSORFLOW="))
     user = [l for l in lines if l.startswith("USER ")][-1]
     assert user.split()[1] not in ("root", "0")
     assert lines[-1] == 'ENTRYPOINT ["python", "-m", "trainer.task"]'
     copied = [l.split()[1:-1] for l in lines if l.startswith("COPY ")]
-    assert sorted(sum(copied, [])) == ["README.md", "setup.py", "trainer"]
+    assert sum(copied, []) == ["vertex_trainer-*.whl"]  # the package, from its wheel only
 
 
 @pytest.fixture(scope="module")

@@ -31,6 +31,7 @@ from trainer.cloud.prebuilt import TRAINING_CPU as PREBUILT_CPU_IMAGE
 from trainer.cloud.prebuilt import end_of_availability, past_end_warning
 from trainer.cli import OneLineParser, run_cli, usage_errors
 from trainer.cluster import REDUCTION_SERVER_ENV
+from trainer.containers import images
 from trainer.errors import TrainerError
 
 REPO = Path(__file__).resolve().parents[2]  # the checkout, for the sdist and image builds
@@ -39,7 +40,7 @@ OUR_IMAGE = "us-docker.pkg.dev/{project}/vertex-trainer/trainer"
 OUR_GPU_IMAGE = "us-docker.pkg.dev/{project}/vertex-trainer/trainer-gpu"
 REDUCTION_SERVER_IMAGE = "us-docker.pkg.dev/vertex-ai-restricted/training/reductionserver:latest"
 DEFAULT_MACHINE = "n1-standard-4"
-GPU_TENSORFLOW = "TENSORFLOW=tensorflow[and-cuda]==2.21.0"
+GPU_TENSORFLOW = "tensorflow[and-cuda]==2.21.0"
 _TENSORBOARD = re.compile(r"^projects/[^/]+/locations/[^/]+/tensorboards/\d+$")
 _TERMINAL = {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED",
              "JOB_STATE_EXPIRED"}
@@ -194,9 +195,12 @@ def build_commands(mode: str, project: str, tag: str, gpu: bool) -> list[list[st
         return [["gcloud", "builds", "submit", f"--project={project}", "--config=cloudbuild.yaml",
                  f"--substitutions=SHORT_SHA={tag}", "."]]
     image = default_image(project, gpu).rsplit(":", 1)[0] + f":{tag}"
-    gpu_args = ["--build-arg", GPU_TENSORFLOW, "--build-arg",
-                "NCCL_PLUGIN=google-reduction-server"] if gpu else []
-    return [["docker", "build", *gpu_args, "-t", image, "."], ["docker", "push", image]]
+    context = Path(tempfile.gettempdir()) / f"vertex-trainer-context-{tag}"
+    build_args = {"TENSORFLOW": GPU_TENSORFLOW, "NCCL_PLUGIN": "google-reduction-server"} \
+        if gpu else {}
+    return [[sys.executable, "-m", "trainer.containers.images", str(context)],
+            images.build_command("training", image, context, build_args),
+            ["docker", "push", image]]
 
 
 def run_build(commands: list[list[str]]) -> None:

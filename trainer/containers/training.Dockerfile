@@ -1,7 +1,9 @@
 # The training image: `python -m trainer.task` with nothing but the trainer and its runtime deps.
-#   docker build -t IMAGE .                       (base python:3.11-slim from Docker Hub)
-#   docker build --network host --build-arg BASE_IMAGE=$(python scripts/base_image.py) -t IMAGE .
-#                                                 (base built from Debian's mirror, no Docker Hub)
+# Its build context holds this file and the vertex-trainer wheel (trainer/containers/images.py
+# makes it, from a checkout or from the installed package):
+#   docker build -f CONTEXT/training.Dockerfile -t IMAGE CONTEXT
+#   (--network host --build-arg BASE_IMAGE=$(python -m trainer.containers.base_image) without
+#   Docker Hub: a base built from Debian's mirror)
 # GPU: --build-arg TENSORFLOW='tensorflow[and-cuda]==2.21.0' (CUDA, cuDNN and NCCL come as
 # wheels from the package index); add --build-arg NCCL_PLUGIN=google-reduction-server for jobs
 # with Reduction Server (scripts/submit_job.py --reduction-servers).
@@ -31,11 +33,9 @@ RUN if [ -n "${NCCL_PLUGIN}" ]; then \
       && apt-get clean && rm -rf /var/lib/apt/lists/*; \
     fi
 
-WORKDIR /opt/vertex-trainer
-COPY setup.py README.md ./
-COPY trainer ./trainer
-RUN python -m pip install . \
-    && rm -rf /opt/vertex-trainer \
+COPY vertex_trainer-*.whl /tmp/wheels/
+RUN python -m pip install /tmp/wheels/vertex_trainer-*.whl \
+    && rm -rf /tmp/wheels \
     && useradd --create-home --uid 1000 trainer
 
 USER trainer

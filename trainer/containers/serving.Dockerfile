@@ -1,6 +1,6 @@
 # The prediction image: `python -m trainer.serve` on Vertex AI's custom-container contract
 # (AIP_HTTP_PORT, AIP_HEALTH_ROUTE, AIP_PREDICT_ROUTE, the model from AIP_STORAGE_URI).
-#   docker build -f serving.Dockerfile -t IMAGE .   (no Docker Hub: see the Dockerfile's header)
+#   docker build -f CONTEXT/serving.Dockerfile -t IMAGE CONTEXT   (see training.Dockerfile)
 #   docker run -p 8080:8080 -e AIP_STORAGE_URI=gs://B/model IMAGE     (or -v + --model-dir)
 ARG BASE_IMAGE=python:3.11.11-slim-bookworm
 FROM ${BASE_IMAGE}
@@ -17,11 +17,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN python -m pip install "${TENSORFLOW}"
 
 ENV AIP_HTTP_PORT=8080
-WORKDIR /opt/vertex-trainer
-COPY setup.py README.md ./
-COPY trainer ./trainer
-RUN python -m pip install ".[serve]" \
-    && rm -rf /opt/vertex-trainer \
+COPY vertex_trainer-*.whl /tmp/wheels/
+RUN python -m pip install "$(echo /tmp/wheels/vertex_trainer-*.whl)[serve]" \
+    && rm -rf /tmp/wheels \
     && useradd --create-home --uid 1000 serve
 
 USER serve
