@@ -7,6 +7,7 @@ import pytest
 
 from trainer.tools import prepare_mnist
 from tests.conftest import write_idx
+from tests import test_gcs
 from trainer.errors import TrainerError
 
 MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
@@ -98,3 +99,71 @@ def test_the_bundled_sample_is_exactly_what_the_converter_makes(tmp_path):
     assert [p.name for p in bundled] == sorted(p.name for p in tmp_path.iterdir())
     for path in bundled:
         assert path.read_bytes() == (tmp_path / path.name).read_bytes(), path.name
+
+
+gcs = test_gcs.gcs  # the GCS emulator fixture, with bucket "bkt"
+
+
+def fail_at(monkeypatch, call):
+    """Makes the converter fail while writing its `call`-th record."""
+    calls = []
+    original = prepare_mnist._serialize
+
+    def serialize(*args):
+        calls.append(1)
+        if len(calls) == call:
+            raise TrainerError("injected failure")
+        return original(*args)
+
+    monkeypatch.setattr(prepare_mnist, "_serialize", serialize)
+
+
+def test_a_failure_in_the_eval_split_leaves_no_train_shard(idx_dir, tmp_path, monkeypatch,
+                                                           capsys):
+    fail_at(monkeypatch, 35)  # 30 train records are written by then
+    out = tmp_path / "out"
+    assert prepare_mnist.main(["--idx-dir", str(idx_dir), "--output-dir", str(out),
+                               "--train-shards", "3", "--eval-shards", "2"]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "error: injected failure"
+    assert sorted(p.name for p in out.iterdir()) == []
+
+
+def test_a_rerun_in_another_compression_leaves_only_the_new_shards(idx_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["--idx-dir", str(idx_dir), "--output-dir", str(out), "--eval-shards", "1"]
+    assert prepare_mnist.main([*args, "--train-shards", "3"]) == 0
+    assert prepare_mnist.main([*args, "--train-shards", "2", "--compression", "none"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "eval-00000-of-00001.tfrecord", "train-00000-of-00002.tfrecord",
+        "train-00001-of-00002.tfrecord"]
+    assert len(read_back(str(out / "train-*"), "")[1]) == 30
+    assert "removed 4 shard(s) of an earlier conversion" in capsys.readouterr().out
+
+
+def test_more_shards_than_records_writes_no_empty_shard(idx_dir, tmp_path):
+    out = tmp_path / "out"
+    assert prepare_mnist.main(["--idx-dir", str(idx_dir), "--output-dir", str(out),
+                               "--train-limit", "3", "--train-shards", "8", "--eval-shards",
+                               "1"]) == 0
+    assert sorted(p.name for p in out.glob("train-*")) == [
+        f"train-0000{i}-of-00003.tfrecord.gz" for i in range(3)]
+
+
+def test_gs_output_uploads_only_a_complete_set_and_replaces_an_earlier_one(
+        idx_dir, gcs, monkeypatch, capsys):
+    for name, value in gcs.env.items():
+        monkeypatch.setenv(name, value)
+    args = ["--idx-dir", str(idx_dir), "--output-dir", "gs://bkt/mnist", "--eval-shards", "1"]
+    with monkeypatch.context() as patch:
+        fail_at(patch, 35)
+        assert prepare_mnist.main([*args, "--train-shards", "3"]) == 1
+    assert gcs.list("bkt", "mnist/") == []
+    assert prepare_mnist.main([*args, "--train-shards", "3"]) == 0
+    assert prepare_mnist.main([*args, "--train-shards", "2"]) == 0
+    assert sorted(gcs.list("bkt", "mnist/")) == [
+        "mnist/eval-00000-of-00001.tfrecord.gz", "mnist/train-00000-of-00002.tfrecord.gz",
+        "mnist/train-00001-of-00002.tfrecord.gz"]
+    printed = capsys.readouterr().out
+    assert "eval: 12 records of 28x28x1 in 1 shard(s) under gs://bkt/mnist (1 already there)" \
+        in printed
+    assert "removed 3 shard(s) of an earlier conversion" in printed

@@ -5,38 +5,47 @@
     python scripts/prepare_images.py --input export.jsonl --output-dir data/x --max-size 512
     python scripts/prepare_images.py --cifar cifar-10-batches-py --output-dir data/cifar10
 
---input is an image folder (ROOT/CLASS/image.jpg), a `PATH,LABEL` CSV or a Vertex
-image-classification JSONL (trainer/data/manifests.py); --cifar the CIFAR-10/100 "python version"
-folder (pickled batches of `data` and `labels`/`fine_labels`). Splits come from each item's
+--input is an image folder, a `PATH,LABEL` CSV or a Vertex image-classification JSONL
+(trainer/data/manifests.py); --cifar the CIFAR-10/100 "python version" folder (pickled batches of
+`data` and `labels`/`fine_labels`, read by trainer/tools/cifar_batches.py, which runs no code from
+them). A folder is either ROOT/CLASS/image or split folders ROOT/SPLIT/CLASS/image, SPLIT one of
+train, validation (or val, eval) and test. Splits come from those folders or from each item's
 ml_use (training -> train, validation -> eval, test -> test); items without one go to eval with
 probability --eval-fraction, decided by a hash of their path, so a rerun makes the same split.
 Each split's shards (`train-00000-of-00004.tfrecord`, ...) hold records of
 `image/encoded`, `image/format`, `image/class/label`, `image/class/text`, `image/height`,
 `image/width`, in a fixed order; labels.txt (line i names class i, sorted) goes beside them.
---max-size shrinks larger images on write (aspect kept, re-encoded as JPEG). A gs://
---output-dir gets the shards uploaded in parallel, skipping those already there unchanged.
+--max-size shrinks larger images on write (aspect kept, re-encoded as JPEG). Everything is
+written into a staging folder first and reaches --output-dir only when complete
+(trainer/tools/dataset_output.py); a gs:// --output-dir gets the files uploaded in parallel,
+skipping those already there unchanged.
 """
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import hashlib
 import os
-import pickle
 import sys
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import numpy as np
-
-
-from trainer.cli import OneLineParser, run_cli
+from trainer import storage
+from trainer.cli import OneLineParser, UsageError, run_cli
 from trainer.data import labels as label_maps
 from trainer.data import manifests
 from trainer.errors import TrainerError, short_reason
+from trainer.tools import cifar_batches, dataset_output
 
-_SPLITS = {"training": "train", "validation": "eval", "test": "test"}
+SPLITS = ("train", "eval", "test")
+_SPLIT_OF_USE = {"training": "train", "validation": "eval", "test": "test"}
+# A split folder's name -> the ml_use its images get.
+_SPLIT_FOLDERS = {"train": "training", "validation": "validation", "val": "validation",
+                  "eval": "validation", "test": "test"}
 _READ_THREADS = 16
+_READ_AHEAD = 4 * _READ_THREADS
+DEFAULT_EVAL_FRACTION = 0.1
 
 
 @dataclass(frozen=True)
@@ -51,45 +60,74 @@ class Example:
 
 def _split_of(item: manifests.Item, eval_fraction: float) -> str:
     if item.ml_use:
-        return _SPLITS[item.ml_use]
+        return _SPLIT_OF_USE[item.ml_use]
     bucket = int.from_bytes(hashlib.sha256(item.uri.encode()).digest()[:8], "big") / 2.0 ** 64
     return "eval" if bucket < eval_fraction else "train"
 
 
-def list_images(source: str, eval_fraction: float) -> list[Example]:
-    """The images of a folder or manifest, each with its split."""
+def split_folders(root: str) -> dict[str, str]:
+    """{split folder: ml_use} when ROOT holds split folders (ROOT/SPLIT/CLASS/image); {} when it
+    is a folder of class folders. A folder named like a split that holds images itself is a
+    class, as it always was."""
+    import tensorflow as tf
+
+    from trainer.data.image_files import IMAGE_SUFFIXES
+
+    root = root.rstrip("/")
+
+    def subfolders(path: str) -> list[str]:
+        try:
+            entries = tf.io.gfile.listdir(path)
+        except tf.errors.OpError as err:
+            raise TrainerError(f"--input: cannot list {path} ({short_reason(err)})") from None
+        if any(e.lower().endswith(IMAGE_SUFFIXES) for e in entries):
+            return []
+        return sorted(e.rstrip("/") for e in entries if tf.io.gfile.isdir(storage.join(path, e)))
+
+    folders = subfolders(root)
+    named = [f for f in folders if f.lower() in _SPLIT_FOLDERS]
+    if not named or not all(subfolders(storage.join(root, f)) for f in named):
+        return {}
+    others = [f for f in folders if f not in named]
+    if others:
+        raise TrainerError(f"--input: {root} mixes split folders ({', '.join(named)}) with other "
+                           f"folders ({', '.join(others)}); expected ROOT/SPLIT/CLASS/image (SPLIT "
+                           f"one of {', '.join(_SPLIT_FOLDERS)}) or ROOT/CLASS/image")
+    uses = {f: _SPLIT_FOLDERS[f.lower()] for f in named}
+    for use in set(uses.values()):
+        same = [f for f in named if uses[f] == use]
+        if len(same) > 1:
+            raise TrainerError(f"--input: {root} has {' and '.join(same)}, two folders for the "
+                               f"{_SPLIT_OF_USE[use]} split; expected one")
+    return dict(sorted(uses.items(), key=lambda kv: SPLITS.index(_SPLIT_OF_USE[kv[1]])))
+
+
+def describe_split_folders(root: str, folders: dict[str, str]) -> str:
+    return f"split folders of {root.rstrip('/')}: " + ", ".join(
+        f"{folder} -> {_SPLIT_OF_USE[use]}" for folder, use in folders.items())
+
+
+def list_images(source: str, eval_fraction: float | None,
+                folders: dict[str, str] | None = None) -> list[Example]:
+    """The images of a folder (its split `folders`, if any) or manifest, each with its split.
+    `eval_fraction` None means the default; given, some image must lack a split."""
     from trainer.data import image_files
 
-    if image_files.is_folder(source):
+    if folders:
+        items = []
+        for folder, use in folders.items():
+            items += [dataclasses.replace(item, ml_use=use) for item in
+                      image_files.folder_items(storage.join(source.rstrip("/"), folder),
+                                               "--input")]
+    elif image_files.is_folder(source):
         items = image_files.folder_items(source, "--input")
     else:
         items = manifests.parse(image_files.read_text(source, "--input"), source, "--input")
-    return [Example(item.uri, item.label, _split_of(item, eval_fraction)) for item in items]
-
-
-def _cifar_batches(folder: str) -> tuple[list[tuple[str, str]], str, str]:
-    """([(batch file, split)], label key, names key) for CIFAR-10 or CIFAR-100."""
-    if os.path.exists(os.path.join(folder, "data_batch_1")):
-        train = [(f"data_batch_{i}", "train") for i in range(1, 6)]
-        return [(os.path.join(folder, n), s) for n, s in train + [("test_batch", "eval")]], \
-            "labels", os.path.join(folder, "batches.meta")
-    if os.path.exists(os.path.join(folder, "train")):
-        return [(os.path.join(folder, "train"), "train"), (os.path.join(folder, "test"), "eval")], \
-            "fine_labels", os.path.join(folder, "meta")
-    raise TrainerError(f"--cifar: {folder} holds neither CIFAR-10 (data_batch_1..5, test_batch) "
-                       "nor CIFAR-100 (train, test) python batches")
-
-
-def _unpickle(path: str) -> dict:
-    try:
-        with open(path, "rb") as f:
-            return pickle.load(f, encoding="bytes")
-    except (OSError, pickle.UnpicklingError, EOFError) as err:
-        raise TrainerError(f"--cifar: cannot read {path} ({err})") from None
-
-
-def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    if eval_fraction is not None and all(item.ml_use for item in items):
+        raise UsageError(f"--eval-fraction: every image of {source} has its split already "
+                         "(split folders or ml_use); the fraction splits only images without one")
+    fraction = DEFAULT_EVAL_FRACTION if eval_fraction is None else eval_fraction
+    return [Example(item.uri, item.label, _split_of(item, fraction)) for item in items]
 
 
 def cifar_examples(folder: str) -> list[Example]:
@@ -97,21 +135,24 @@ def cifar_examples(folder: str) -> list[Example]:
     the test batch)."""
     import tensorflow as tf
 
-    batches, label_key, meta_path = _cifar_batches(folder)
-    meta = {_text(k): v for k, v in _unpickle(meta_path).items()}
-    names_key = "fine_label_names" if label_key == "fine_labels" else "label_names"
-    names = [_text(n) for n in meta.get(names_key, [])]
-    examples = []
-    for path, split in batches:
-        batch = {_text(k): v for k, v in _unpickle(path).items()}
-        if "data" not in batch or label_key not in batch:
-            raise TrainerError(f"--cifar: {path} lacks 'data' or {label_key!r}")
-        pixels = np.asarray(batch["data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-        for index, (image, label) in enumerate(zip(pixels, batch[label_key])):
-            name = names[label] if label < len(names) else str(label)
-            examples.append(Example(f"{path}#{index}", name, split,
-                                    tf.io.encode_png(image).numpy()))
-    return examples
+    names, batches = cifar_batches.read(folder)
+    return [Example(f"{batch.path}#{index}", names[label], batch.split,
+                    tf.io.encode_png(image).numpy())
+            for batch in batches
+            for index, (image, label) in enumerate(zip(batch.pixels, batch.labels))]
+
+
+def count_table(examples: list[Example], class_names: list[str]) -> list[str]:
+    """Images per class (rows) and split (columns), with a total row."""
+    counts = collections.Counter((e.label, e.split) for e in examples)
+    splits = [s for s in SPLITS if any(e.split == s for e in examples)]
+    rows = [["class", *splits]]
+    rows += [[name, *(f"{counts[name, s]:,}" for s in splits)] for name in class_names]
+    rows.append(["all", *(f"{sum(counts[n, s] for n in class_names):,}" for s in splits)])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join([row[0].ljust(widths[0])] + [v.rjust(w) for v, w in zip(row[1:],
+                                                                             widths[1:])]).rstrip()
+            for row in rows]
 
 
 def _format(data: bytes) -> str:
@@ -177,66 +218,53 @@ def _read(example: Example) -> bytes:
         raise TrainerError(f"{example.uri}: cannot read ({short_reason(err)})") from None
 
 
+def _read_ahead(pool: ThreadPoolExecutor, examples: list[Example]):
+    """The bytes of each example in order, read on the pool at most _READ_AHEAD ahead of the
+    writer (pool.map would read every file into memory before the first is written)."""
+    pending = collections.deque()
+    for example in examples:
+        pending.append(pool.submit(_read, example))
+        if len(pending) >= _READ_AHEAD:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
 def write_split(examples: list[Example], class_names: list[str], output_dir: str, split: str,
                 num_shards: int, max_size: int | None, progress: bool = True) -> list[str]:
     """Writes one split's shards in a fixed order (sorted by path hash, so classes mix);
-    returns their paths. Each shard is written under a temporary name, then renamed."""
-    import tensorflow as tf
-    from tqdm import tqdm
-
+    returns their paths."""
     index = {name: i for i, name in enumerate(class_names)}
     ordered = sorted(examples, key=lambda e: hashlib.sha256(e.uri.encode()).digest())
-    num_shards = max(1, min(num_shards, len(ordered)))
-    bounds = np.linspace(0, len(ordered), num_shards + 1).astype(int)
-    tf.io.gfile.makedirs(output_dir)
-    paths = []
-    with ThreadPoolExecutor(_READ_THREADS) as pool, \
-            tqdm(total=len(ordered), desc=split, unit="img", disable=not progress,
-                 file=sys.stderr) as bar:
-        for shard in range(num_shards):
-            path = os.path.join(output_dir, f"{split}-{shard:05d}-of-{num_shards:05d}.tfrecord")
-            chunk = ordered[bounds[shard]:bounds[shard + 1]]
-            with tf.io.TFRecordWriter(f"{path}.partial") as writer:
-                for example, data in zip(chunk, pool.map(_read, chunk)):
-                    stored, fmt, height, width = encode(data, example.uri, max_size)
-                    writer.write(serialize(stored, fmt, height, width, index[example.label],
-                                           example.label))
-                    bar.update(1)
-            tf.io.gfile.rename(f"{path}.partial", path, overwrite=True)
-            paths.append(path)
-    return paths
+
+    def records():
+        with ThreadPoolExecutor(_READ_THREADS) as pool:
+            for example, data in zip(ordered, _read_ahead(pool, ordered)):
+                stored, fmt, height, width = encode(data, example.uri, max_size)
+                yield serialize(stored, fmt, height, width, index[example.label], example.label)
+
+    return dataset_output.write_shards(records(), len(ordered), output_dir, split, num_shards,
+                                       progress=progress, unit="images")
 
 
-def convert(examples: list[Example], output_dir: str, shards: dict[str, int],
-            max_size: int | None, progress: bool = True) -> list[str]:
-    """Writes every split and labels.txt; returns lines describing what was written."""
-    class_names = label_maps.build(e.label for e in examples)
-    if len(class_names) < 2:
-        raise TrainerError(f"the input has {len(class_names)} class(es); expected at least 2")
-    remote = output_dir.startswith("gs://")
-    lines = []
-    with tempfile.TemporaryDirectory() as staging:
-        local_dir = staging if remote else output_dir
-        os.makedirs(local_dir, exist_ok=True)
-        labels_path = os.path.join(local_dir, label_maps.FILE_NAME)
-        with open(labels_path, "w", encoding="utf-8") as f:
+def convert(examples: list[Example], class_names: list[str], output_dir: str,
+            shards: dict[str, int], max_size: int | None, progress: bool = True) -> list[str]:
+    """Writes every split and labels.txt, staged, then moves or uploads them into `output_dir`;
+    returns lines describing what was written."""
+    with dataset_output.staging(output_dir) as staged:
+        with open(os.path.join(staged, label_maps.FILE_NAME), "w", encoding="utf-8") as f:
             f.write(label_maps.text_of(class_names))
-        paths = [labels_path]
-        for split in ("train", "eval", "test"):
-            chosen = [e for e in examples if e.split == split]
-            if not chosen:
-                continue
-            paths += write_split(chosen, class_names, local_dir, split, shards[split], max_size,
-                                 progress)
-            lines.append(f"{split}: {len(chosen):,} images of {len(class_names)} classes")
-        if remote:
-            from trainer.tools.gcs_upload import upload
-
-            _, skipped = upload(paths, output_dir, progress=progress)
-            if skipped:
-                lines.append(f"({skipped} file(s) already there unchanged)")
-    lines.append(f"written under {output_dir} with {label_maps.FILE_NAME}")
-    return lines
+        written = {split: write_split([e for e in examples if e.split == split], class_names,
+                                      staged, split, shards[split], max_size, progress)
+                   for split in SPLITS if any(e.split == split for e in examples)}
+        names = [os.path.basename(p) for paths in written.values() for p in paths]
+        published = dataset_output.publish(staged, names + [label_maps.FILE_NAME], output_dir,
+                                           progress)
+    counts = ", ".join(f"{len(paths)} {split}" for split, paths in written.items())
+    lines = [f"written under {output_dir}: {counts} shard(s) and {label_maps.FILE_NAME}"]
+    if published.unchanged:
+        lines.append(f"({len(published.unchanged)} file(s) already there unchanged)")
+    return lines + published.lines()
 
 
 def main(argv=None) -> int:
@@ -244,30 +272,49 @@ def main(argv=None) -> int:
 
 
 def _prepare(argv) -> None:
-    p = OneLineParser(prog="vertex-trainer prepare", description=__doc__.split("\n")[0], allow_abbrev=False)
+    p = OneLineParser(prog="vertex-trainer prepare", description=__doc__.split("\n")[0],
+                      allow_abbrev=False)
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--input", help="image folder ROOT/CLASS/x.jpg, CSV or Vertex JSONL "
-                                        "(local or gs://)")
+    source.add_argument("--input", help="image folder ROOT/CLASS/x.jpg or ROOT/SPLIT/CLASS/x.jpg "
+                                        "(SPLIT: train, validation, val, eval, test), CSV or "
+                                        "Vertex JSONL (local or gs://)")
     source.add_argument("--cifar", help="folder of the CIFAR-10/100 python-version batches")
     p.add_argument("--output-dir", required=True, help="a local folder or gs://bucket/path")
     p.add_argument("--train-shards", type=int, default=8)
     p.add_argument("--eval-shards", type=int, default=2)
     p.add_argument("--test-shards", type=int, default=2)
-    p.add_argument("--eval-fraction", type=float, default=0.1,
-                   help="share of items without ml_use that go to eval")
+    p.add_argument("--eval-fraction", type=float,
+                   help="share of the images without a split (no split folder, no ml_use) that "
+                        f"go to eval (default {DEFAULT_EVAL_FRACTION})")
     p.add_argument("--max-size", type=int, help="shrink images whose longer side exceeds this")
     args = p.parse_args(argv)
     for name in ("train_shards", "eval_shards", "test_shards", "max_size"):
         value = getattr(args, name)
         if value is not None and value < 1:
             p.error(f"--{name.replace('_', '-')} must be positive, got {value}")
-    if not 0.0 <= args.eval_fraction < 1.0:
+    if args.eval_fraction is not None and not 0.0 <= args.eval_fraction < 1.0:
         p.error(f"--eval-fraction must be in [0, 1), got {args.eval_fraction}")
+    if args.cifar and args.eval_fraction is not None:
+        p.error("--eval-fraction does not apply to --cifar (its test batch is the eval split)")
+    dataset_output.check(args.output_dir)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    examples = (cifar_examples(args.cifar) if args.cifar
-                else list_images(args.input, args.eval_fraction))
+    if args.cifar:
+        examples = cifar_examples(args.cifar)
+    else:
+        from trainer.data import image_files
+
+        folders = split_folders(args.input) if image_files.is_folder(args.input) else {}
+        if folders:
+            print(describe_split_folders(args.input, folders))
+        examples = list_images(args.input, args.eval_fraction, folders)
+    class_names = label_maps.build(e.label for e in examples)
+    if len(class_names) < 2:
+        raise TrainerError(f"the input has {len(class_names)} class(es); expected at least 2")
+    print("images per split and class:")
+    for line in count_table(examples, class_names):
+        print(line)
     shards = {"train": args.train_shards, "eval": args.eval_shards, "test": args.test_shards}
-    for line in convert(examples, args.output_dir, shards, args.max_size):
+    for line in convert(examples, class_names, args.output_dir, shards, args.max_size):
         print(line)
 
 

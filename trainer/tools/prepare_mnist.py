@@ -3,11 +3,12 @@
     python scripts/prepare_mnist.py --idx-dir ../shared/data/mnist --output-dir data/mnist
 
 writes train-0000i-of-0000N.tfrecord[.gz] from train-*-ubyte(.gz) and eval-... from
-t10k-*-ubyte(.gz). A gs:// --output-dir gets the shards uploaded in parallel; shards already there
-with the same checksum are skipped, so an interrupted run can simply be repeated. Records use the trainer's schema (records.py): image = raw uint8 bytes,
+t10k-*-ubyte(.gz). Records use the trainer's schema (records.py): image = raw uint8 bytes,
 label = int64, height/width/depth; `--schema classic` writes the old tutorials' float32
-`image_raw` instead. Each shard is written under a temporary name and renamed when complete, so an
-interrupted run never leaves a shard that looks finished.
+`image_raw` instead. Both splits are read and written in full into a staging folder before any
+file reaches --output-dir (trainer/tools/dataset_output.py): a run that fails part-way leaves no
+shard there. A gs:// --output-dir then gets the shards uploaded in parallel; shards already there
+with the same checksum are skipped, so an interrupted upload can simply be repeated.
 """
 
 from __future__ import annotations
@@ -16,14 +17,13 @@ import gzip
 import os
 import struct
 import sys
-import tempfile
 
 import numpy as np
-
 
 from trainer.cli import OneLineParser, run_cli
 from trainer.errors import TrainerError
 from trainer.records import LABEL, LEGACY_IMAGE, serialize_example
+from trainer.tools import dataset_output
 
 _SPLITS = {"train": "train", "eval": "t10k"}
 _IDX_TYPES = {0x08: np.uint8}
@@ -87,27 +87,11 @@ def _serialize(image: np.ndarray, label: int, schema: str) -> bytes:
 def write_shards(images: np.ndarray, labels: np.ndarray, output_dir: str, prefix: str,
                  num_shards: int, compression: str = "GZIP", schema: str = "current",
                  progress: bool = True) -> list[str]:
-    """Writes contiguous shards; returns their paths."""
-    import tensorflow as tf
-    from tqdm import tqdm
-
-    tf.io.gfile.makedirs(output_dir)
+    """Writes contiguous shards straight into `output_dir`; returns their paths."""
     suffix = ".tfrecord.gz" if compression == "GZIP" else ".tfrecord"
-    options = tf.io.TFRecordOptions(compression_type=compression)
-    bounds = np.linspace(0, len(images), num_shards + 1).astype(int)
-    paths = []
-    with tqdm(total=len(images), desc=prefix, unit="rec", disable=not progress,
-              file=sys.stderr) as bar:
-        for shard in range(num_shards):
-            path = os.path.join(output_dir, f"{prefix}-{shard:05d}-of-{num_shards:05d}{suffix}")
-            partial = f"{path}.partial"
-            with tf.io.TFRecordWriter(partial, options) as writer:
-                for i in range(bounds[shard], bounds[shard + 1]):
-                    writer.write(_serialize(images[i], int(labels[i]), schema))
-                    bar.update(1)
-            tf.io.gfile.rename(partial, path, overwrite=True)
-            paths.append(path)
-    return paths
+    records = (_serialize(images[i], int(labels[i]), schema) for i in range(len(images)))
+    return dataset_output.write_shards(records, len(images), output_dir, prefix, num_shards,
+                                       suffix, compression, progress)
 
 
 def main(argv=None) -> int:
@@ -130,25 +114,28 @@ def _prepare(argv) -> None:
         value = getattr(args, name)
         if value is not None and value < 1:
             p.error(f"--{name.replace('_', '-')} must be positive, got {value}")
+    dataset_output.check(args.output_dir)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     compression = "GZIP" if args.compression == "gzip" else ""
-    remote = args.output_dir.startswith("gs://")
-    with tempfile.TemporaryDirectory() as staging:
-        for split, shards, limit in (("train", args.train_shards, args.train_limit),
-                                     ("eval", args.eval_shards, args.eval_limit)):
-            images, labels = load_split(args.idx_dir, split)
-            images, labels = images[:limit], labels[:limit]
-            paths = write_shards(images, labels, staging if remote else args.output_dir,
-                                 split, shards, compression, args.schema)
-            skipped = 0
-            if remote:
-                from trainer.tools.gcs_upload import upload
+    splits = {}
+    for split, limit in (("train", args.train_limit), ("eval", args.eval_limit)):
+        images, labels = load_split(args.idx_dir, split)
+        splits[split] = images[:limit], labels[:limit]
+    shards = {"train": args.train_shards, "eval": args.eval_shards}
+    with dataset_output.staging(args.output_dir) as staged:
+        written = {split: write_shards(images, labels, staged, split, shards[split], compression,
+                                       args.schema)
+                   for split, (images, labels) in splits.items()}
+        names = [os.path.basename(p) for paths in written.values() for p in paths]
+        published = dataset_output.publish(staged, names, args.output_dir)
+    for split, (images, _) in splits.items():
+        unchanged = len(set(map(os.path.basename, written[split])) & set(published.unchanged))
+        note = f" ({unchanged} already there)" if unchanged else ""
+        print(f"{split}: {len(images):,} records of {'x'.join(map(str, images.shape[1:]))} in "
+              f"{len(written[split])} shard(s) under {args.output_dir}{note}")
+    for line in published.lines():
+        print(line)
 
-                _, skipped = upload(paths, args.output_dir)
-            note = f" ({skipped} already there)" if skipped else ""
-            print(f"{split}: {len(images):,} records of "
-                  f"{'x'.join(map(str, images.shape[1:]))} in {len(paths)} shard(s) under "
-                  f"{args.output_dir}{note}")
 
 if __name__ == "__main__":
     sys.exit(main())
