@@ -113,9 +113,15 @@ def load(path: str | Path, values: Mapping[str, str], extra_args: Sequence[str] 
 
 def _read_yaml(source: str) -> dict:
     try:
-        text = Path(source).read_text(encoding="utf-8")
+        data = Path(source).read_bytes()
     except OSError as err:
         raise TrainerError(f"{source}: cannot read the config ({err.strerror})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise TrainerError(f"{source}: not UTF-8 at byte {err.start} (line {line}); save the "
+                           "config as UTF-8") from None
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as err:

@@ -313,6 +313,20 @@ def test_missing_file_and_bad_set(tmp_path, capsys):
     assert capsys.readouterr().err == "error: --set 'BUCKET': expected NAME=VALUE\n"
 
 
+@pytest.mark.parametrize("data, where", [
+    ("studySpec: {}\n# Lernrate f\u00fcr die Studie\n".encode("latin-1"), "byte 26 (line 2)"),
+    (b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR", "byte 0 (line 1)"),
+    ("studySpec: {}\n".encode("utf-16"), "byte 0 (line 1)"),
+])
+def test_a_config_that_is_not_utf8_is_one_line_naming_the_byte(data, where, tmp_path, capsys):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(data)
+    assert tuner_cli.main([str(path), "--output-dir", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {path}: not UTF-8 at {where}; save the config as UTF-8\n")
+    assert not (tmp_path / "out").exists()
+
+
 def test_the_command_line_error_has_no_traceback_and_no_tensorflow(tmp_path):
     document = smoke_config()
     params(document)[0]["doubleValueSpec"] = {"minValue": 0.5, "maxValue": 0.1}
