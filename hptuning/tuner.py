@@ -101,14 +101,16 @@ def trial_command(spec: TuningSpec, params: dict, trainer=TRAINER) -> list[str]:
 
 
 def run_study(spec: TuningSpec, output_dir: str | Path, seed: int | None = None,
-              trainer=TRAINER, out: TextIO = sys.stdout) -> int:
-    """Runs (or resumes) the study; returns the exit code: 0 done, 1 the study failed,
-    130 stopped by SIGINT/SIGTERM. Raises TrainerError for a directory it cannot use."""
+              trainer=TRAINER, out: TextIO = sys.stdout,
+              parallel_reason: str = "parallelTrialCount") -> int:
+    """Runs (or resumes) the study, spec.parallel trials at a time (`parallel_reason` says why,
+    in the log); returns the exit code: 0 done, 1 the study failed, 130 stopped by
+    SIGINT/SIGTERM. Raises TrainerError for a directory it cannot use."""
     output_dir = Path(output_dir).resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
     with _exclusive(output_dir):
         study = _open_study(spec, output_dir)
-        return _StudyRun(spec, study, output_dir, seed, trainer, out).run()
+        return _StudyRun(spec, study, output_dir, seed, trainer, out, parallel_reason).run()
 
 
 @contextlib.contextmanager
@@ -153,9 +155,10 @@ def _die_with_parent() -> None:
 
 class _StudyRun:
     def __init__(self, spec: TuningSpec, study: optuna.Study, output_dir: Path,
-                 seed: int | None, trainer, out: TextIO):
+                 seed: int | None, trainer, out: TextIO, parallel_reason: str):
         self.spec, self.study, self.output_dir, self.trainer, self.out = (
             spec, study, output_dir, trainer, out)
+        self.parallel_reason = parallel_reason
         self.running: list[_Running] = []
         trials = study.get_trials(deepcopy=False)
         self.to_restart = []
@@ -249,7 +252,7 @@ class _StudyRun:
         goal = "maximize" if spec.maximize else "minimize"
         self._print(f"study {spec.source}: {_ALGORITHM_NAMES[spec.algorithm]}, {goal} "
                     f"{spec.metric} ({spec.selection} measurement), {self.limit} trials, "
-                    f"{spec.parallel} at a time, in {self.output_dir}")
+                    f"{spec.parallel} at a time ({self.parallel_reason}), in {self.output_dir}")
         for field, name in _NOT_LOCAL.items():
             if field in spec.job.study_spec:
                 self._print(f"note: studySpec.{name} applies on Vertex only")

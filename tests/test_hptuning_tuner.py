@@ -20,6 +20,7 @@ import yaml
 
 from hptuning import results, spec, tuner
 from tests.conftest import REPO
+from tests.test_hptuning_spec import SAMPLE
 from trainer.errors import TrainerError
 
 FAKE_TRAINER = r'''
@@ -90,7 +91,7 @@ def make_spec(tmp_path, **changes):
     document.update(changes)
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(document, sort_keys=False))
-    return spec.load(path, {"BUCKET": "b", "PROJECT": "p"})
+    return spec.load(path, {"BUCKET": "b", "PROJECT": "p"}, SAMPLE)
 
 
 def run(tmp_path, tuning, fake, seed=1, out=None):
@@ -292,7 +293,7 @@ def test_grid_search_stops_when_the_grid_is_done(tmp_path, fake):
         {"parameterId": "batch_size", "discreteValueSpec": {"values": [25, 50]}}]
     path = tmp_path / "grid.yaml"
     path.write_text(yaml.safe_dump(document))
-    tuning = spec.load(path, {"BUCKET": "b", "PROJECT": "p"})
+    tuning = spec.load(path, {"BUCKET": "b", "PROJECT": "p"}, SAMPLE)
     code, output = run(tmp_path, tuning, fake)
     assert code == 0, output
     points = {(t["parameters"]["learning_rate"], t["parameters"]["batch_size"])
