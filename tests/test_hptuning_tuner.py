@@ -18,7 +18,7 @@ import optuna
 import pytest
 import yaml
 
-from hptuning import results, spec, tuner
+from hptuning import measurements, results, spec, trials, tuner
 from tests.conftest import REPO
 from tests.test_hptuning_spec import SAMPLE
 from trainer.errors import TrainerError
@@ -119,7 +119,7 @@ def max_concurrency(tmp_path):
 
 
 def test_trial_environment_is_what_vertex_sets(tmp_path):
-    env = tuner.trial_environment({"PATH": "/bin", "TF_CONFIG": "{}"}, "7", tmp_path / "7")
+    env = trials.trial_environment({"PATH": "/bin", "TF_CONFIG": "{}"}, "7", tmp_path / "7")
     assert "TF_CONFIG" not in env and env["PATH"] == "/bin"
     assert env["CLOUD_ML_TRIAL_ID"] == "7"
     assert env["CLOUD_ML_HP_METRIC_FILE"] == str(tmp_path / "7" / "metrics" / "output.metrics")
@@ -321,7 +321,7 @@ def test_a_clearly_bad_trial_is_stopped_early_with_its_last_measurement(
     assert [e["event"] for e in events(tmp_path) if e["trial"] == "3"] == ["start", "sigterm"]
     trials = {t["trial_id"]: t for t in summary(tmp_path)["trials"]}
     assert [trials[i]["state"] for i in "123"] == ["SUCCEEDED", "SUCCEEDED", "STOPPED_EARLY"]
-    last = tuner.measurements.read(tmp_path / "out" / "trials" / "3" / "metrics", "loss")[-1]
+    last = measurements.read(tmp_path / "out" / "trials" / "3" / "metrics", "loss")[-1]
     assert (trials["3"]["value"], trials["3"]["step"]) == (last.value, last.step)
     assert trials["3"]["reason"].startswith(
         "median rule: " if stopping_spec.startswith("median") else "decay curve: ")
