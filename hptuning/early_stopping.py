@@ -28,6 +28,7 @@ class EarlyStopping:
                 continue
             reason = self.rule.reason(self.ledger.measurements(trial.trial_id),
                                       self.ledger.curves)
-            if reason:
+            # Measurements read just before the trial exited on its own: it ended, unstopped.
+            if reason and trial.process.poll() is None:
                 trial.stop_early(reason)
                 self.progress.row(trial.trial_id, "stopping", details=reason)
