@@ -12,8 +12,6 @@ from typing import Mapping, Sequence
 from trainer.errors import TrainerError
 
 _ASSIGNMENT = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=(.*)", re.DOTALL)
-
-
 SHIPPED = Path(__file__).resolve().parent  # the studies installed with the package
 
 
