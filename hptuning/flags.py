@@ -12,11 +12,17 @@ import difflib
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from trainer.cli import UsageError
 from trainer.config import METRICS, build_parser, config_from_flags, integer, number
 from trainer.errors import TrainerError
 
 # Picks the metric the trainer reports; tuning it would change what the study measures.
 _METRIC_FLAG = "hypertune_metric"
+# Flags (dests) that name files a trial reads or writes.
+PATH_FLAGS = ("train_files", "eval_files", "test_files", "label_map", "init_checkpoint",
+              "pretrained_weights", "job_dir")
+# Paths a Vertex trial can reach: Cloud Storage, directly or through its FUSE mount.
+CLOUD_PREFIXES = ("gs://", "/gcs/")
 
 
 @dataclass(frozen=True)
@@ -89,8 +95,36 @@ def rejection(args: Sequence[str]) -> str | None:
     """The trainer's own one-line complaint about these flags, if any (no TensorFlow, no I/O)."""
     try:
         config_from_flags(list(args), {})
+    except UsageError as err:
+        # The trainer's own --help lists its flags, not the tuner's.
+        return str(err).replace("(see --help)", "(see `vertex-trainer train --help`)")
     except TrainerError as err:
         return str(err)
+    return None
+
+
+def data_reason(args: Sequence[str]) -> str | None:
+    """Why trials with these (accepted) flags would have no data of the user's, or None. The
+    trainer falls back to its bundled MNIST sample; a study must ask for that explicitly."""
+    parsed = build_parser().parse_args(list(args))
+    if parsed.train_files or parsed.bundled_sample:
+        return None  # --train-files without --eval-files is the trainer's own error
+    return ("neither the config's trainer args nor those after -- give --train-files and "
+            "--eval-files; add them after -- (`-- --train-files PATTERNS --eval-files "
+            "PATTERNS`), or `-- --bundled-sample` to tune on the bundled MNIST sample")
+
+
+def local_path(args: Sequence[str]) -> tuple[str, str] | None:
+    """(flag, value) of the first path flag whose value a Vertex trial cannot reach (neither
+    gs:// nor /gcs/), or None."""
+    parsed = build_parser().parse_args(list(args))
+    for dest in PATH_FLAGS:
+        value = getattr(parsed, dest)
+        if not value or (dest == "pretrained_weights" and value == "imagenet"):
+            continue
+        if not all(part.strip().startswith(CLOUD_PREFIXES) for part in value.split(",")
+                   if part.strip()):
+            return f"--{dest.replace('_', '-')}", value
     return None
 
 

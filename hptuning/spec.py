@@ -8,7 +8,8 @@ the trainer from our training image (`containerSpec`; the image's entrypoint is
 (`pythonPackageSpec`); either spec's `args` are the trainer's flags. Then come the checks Vertex
 only discovers in the first trial, or never: every parameterId is a trainer flag of a fitting
 type whose values the trainer accepts, ranges and value lists are well formed, conditional
-parameters hang off values their parent can take, and the metric is the one the trainer reports.
+parameters hang off values their parent can take, the metric is the one the trainer reports,
+and the trials have data: `--train-files` and `--eval-files`, or `--bundled-sample` on purpose.
 
 `${NAME}` placeholders in any string are replaced from `--set NAME=VALUE` or the environment.
 Every problem is a TrainerError whose one-line message names the file and field.
@@ -87,6 +88,7 @@ class TuningSpec:
     max_failed: int  # 0: Vertex decides (see hptuning.tuner)
     trainer_args: tuple[str, ...]  # the args of args_field, then any extra args
     args_field: str  # one of ARGS_FIELDS, for messages
+    extra_args: tuple[str, ...] = ()  # given on the command line (after --), for messages
 
 
 def error(source: str, field: str, reason: str) -> TrainerError:
@@ -94,12 +96,14 @@ def error(source: str, field: str, reason: str) -> TrainerError:
 
 
 def load(path: str | Path, values: Mapping[str, str], extra_args: Sequence[str] = (),
-         placeholders_everywhere: bool = True) -> TuningSpec:
+         placeholders_everywhere: bool = True, max_trials: int | None = None,
+         parallel: int | None = None) -> TuningSpec:
     """Reads, substitutes, parses and validates a config.
 
-    `extra_args` follow the config's trainer args (the local tuner's args after `--`). With
+    `extra_args` (the args after `--`) follow the config's trainer args, in the job too. With
     `placeholders_everywhere` False only the trainer args must be free of unset placeholders:
-    the local tuner never uses the rest of trialJobSpec.
+    the local tuner never uses the rest of trialJobSpec. `max_trials` and `parallel` replace
+    maxTrialCount and parallelTrialCount.
     """
     source = str(path)
     document = _read_yaml(source)
@@ -108,14 +112,25 @@ def load(path: str | Path, values: Mapping[str, str], extra_args: Sequence[str] 
         if placeholders_everywhere or field.startswith(ARGS_FIELDS):
             raise error(source, field, f"${{{name}}} is not set; pass --set {name}=VALUE or "
                                        f"export {name}")
-    return validate(source, parse_job(source, document), extra_args)
+    job = parse_job(source, document)
+    if max_trials is not None:
+        job.max_trial_count = max_trials
+    if parallel is not None:
+        job.parallel_trial_count = parallel
+    return validate(source, job, extra_args)
 
 
 def _read_yaml(source: str) -> dict:
     try:
-        text = Path(source).read_text(encoding="utf-8")
+        data = Path(source).read_bytes()
     except OSError as err:
         raise TrainerError(f"{source}: cannot read the config ({err.strerror})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise TrainerError(f"{source}: not UTF-8 at byte {err.start} (line {line}); save the "
+                           "config as UTF-8") from None
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as err:
@@ -207,18 +222,29 @@ def validate(source: str, job: HyperparameterTuningJob,
     params = _params(source, study, algorithm)
     _check_trainer_accepts(source, params, trainer_args, metric.metric_id, extra_args,
                            args_field)
+    # Last: the config is sound, and what is missing is usually given after --.
+    reason = trainer_flags.data_reason(trainer_args)
+    if reason:
+        raise error(source, "", f"no training data: {reason}")
+    _args_of(job).extend(extra_args)  # the job runs what the local trials run
     selection = StudySpec.MeasurementSelectionType(study.measurement_selection_type).name
     return TuningSpec(
         source=source, job=job, metric=metric.metric_id, maximize=goal == "MAXIMIZE",
         selection="best" if selection == "BEST_MEASUREMENT" else "last",
         algorithm=algorithm, params=params, max_trials=job.max_trial_count,
         parallel=job.parallel_trial_count, max_failed=job.max_failed_trial_count,
-        trainer_args=tuple(trainer_args), args_field=args_field)
+        trainer_args=tuple(trainer_args), args_field=args_field, extra_args=tuple(extra_args))
 
 
 def code_spec(pool) -> str | None:
     """Which of CODE_SPECS a worker pool sets (the SDK's name), if any."""
     return next((name for name in CODE_SPECS if name in pool), None)
+
+
+def _args_of(job: HyperparameterTuningJob):
+    """The trainer args of the first worker pool (of the code spec it sets), to change."""
+    pool = job.trial_job_spec.worker_pool_specs[0]
+    return getattr(pool, code_spec(pool)).args
 
 
 def _trainer_args(source: str, job: HyperparameterTuningJob) -> tuple[str, list[str]]:

@@ -23,12 +23,13 @@ MIN_COMPLETED = 2
 class StoppingRule:
     kind: str  # "median" or "decay curve"
     maximize: bool
-    max_steps: int  # the trainer's --max-steps, where a decay curve is extended to
+    max_steps: int  # the trainer's --max-steps: where a decay curve is extended to, and the end
 
     def reason(self, running: list[Measurement],
                completed: list[list[Measurement]]) -> str | None:
-        """Why the running trial should stop now, or None."""
-        if not running:
+        """Why the running trial should stop now, or None. A trial measured at --max-steps has
+        finished training (it is exporting): stopping it would save nothing and cut its export."""
+        if not running or running[-1].step >= self.max_steps:
             return None
         if self.kind == "median":
             return self._median(running, completed)

@@ -1,9 +1,11 @@
-"""`python -m hptuning.submit CONFIG --project P [--region R] [--set NAME=VALUE ...] [--dry-run]`
+"""`vertex-trainer tune-submit CONFIG --project P [options] [--dry-run] [-- TRAINER_FLAGS]`
 
 Turns a tuning config into a Vertex AI HyperparameterTuningJob and creates it. The job is the
 config itself, parsed and validated with the SDK's protobuf type (hptuning.spec), with its
-placeholders filled in and --display-name added; --dry-run prints it as the JSON of the
-request body and stops, offline.
+placeholders filled in, the trainer flags after `--` appended to its trainer args (checked by
+the trainer's own parser; their paths must be on Cloud Storage), --max-trials and
+--parallel-trials in place of its counts, and --display-name added; --dry-run prints it as the
+JSON of the request body and stops, offline. (`python -m hptuning.submit` is the same command.)
 
 It goes through the SDK's generated client (`aiplatform.gapic.JobServiceClient`), as Vertex's
 own samples and `gcloud ai hp-tuning-jobs create --config` send it, rather than through the
@@ -25,7 +27,7 @@ from typing import Sequence
 from google.cloud.aiplatform_v1.types import HyperparameterTuningJob
 from google.protobuf import json_format
 
-from hptuning import cli, spec
+from hptuning import cli, flags, spec
 from trainer.cloud.prebuilt import past_end_warning
 from trainer.cli import OneLineParser, run_cli, usage_errors
 from trainer.errors import TrainerError
@@ -74,6 +76,15 @@ def request_job(tuning: spec.TuningSpec, display_name: str | None,
     if not prefix.startswith("gs://"):
         raise spec.error(source, "trialJobSpec.baseOutputDirectory.outputUriPrefix",
                          f"must be a gs:// URI, got {prefix!r}")
+    local = flags.local_path(tuning.trainer_args)
+    if local:
+        flag, value = local
+        given_after = any(flags.dest_of(arg) == flag[2:].replace("-", "_")
+                          for arg in tuning.extra_args)
+        raise spec.error(source, "the args after --" if given_after else tuning.args_field,
+                         f"{flag} {value!r} is a local path, which a Vertex trial cannot "
+                         "read; upload it (gcloud storage cp -r) and give its gs:// (or "
+                         "/gcs/) path")
     for image in sorted(prebuilt):
         warning = past_end_warning(image, today,
                                    "run our training image instead (containerSpec)")
@@ -120,10 +131,15 @@ def _init_sdk(project: str | None, region: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    own, trainer_args = cli.split_trainer_args(sys.argv[1:] if argv is None else argv)
     parser = OneLineParser(
         prog="vertex-trainer tune-submit", allow_abbrev=False,
-        description="Create a Vertex AI hyperparameter-tuning job from a tuning config.")
-    cli.add_common(parser)
+        usage="%(prog)s CONFIG --project P [options] [--dry-run] [-- TRAINER_FLAGS ...]",
+        description="Create a Vertex AI hyperparameter-tuning job from a tuning config.",
+        epilog="TRAINER_FLAGS (after --) are appended to the config's trainer args, e.g. "
+               "-- --train-files 'gs://B/data/train-*' --eval-files 'gs://B/data/eval-*'; "
+               "their paths must be gs:// (or /gcs/).")
+    cli.add_common(parser, parallel_default="the config's parallelTrialCount")
     parser.add_argument("--project", help="Google Cloud project (also fills ${PROJECT}); "
                                           "required unless --dry-run")
     parser.add_argument("--region", default=DEFAULT_REGION,
@@ -135,14 +151,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def body() -> int:
         with usage_errors():
-            args = parser.parse_args(argv)
+            args = parser.parse_args(own)
             if not args.project and not args.dry_run:
                 raise TrainerError("--project is required to submit (or use --dry-run)")
             _init_sdk(args.project, args.region)
             defaults = {"REGION": args.region,
                         **({"PROJECT": args.project} if args.project else {})}
-            job = request_job(spec.load(args.config, cli.placeholder_values(args.set, defaults)),
-                              args.display_name, datetime.date.today())
+            tuning = spec.load(args.config, cli.placeholder_values(args.set, defaults),
+                               extra_args=trainer_args, max_trials=args.max_trials,
+                               parallel=args.parallel_trials)
+            job = request_job(tuning, args.display_name, datetime.date.today())
         if args.dry_run:
             print(to_json(job))
             print(f"dry run: valid; would create it in projects/{args.project or 'PROJECT'}/"

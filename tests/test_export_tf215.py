@@ -1,9 +1,10 @@
 """Our TF 2.21 / Keras 3 exports load and predict identically under TensorFlow 2.15.
 
 TF 2.15 is the newest TensorFlow of Vertex's prebuilt prediction images (tf2-cpu.2-15). The
-test runs tests/tf215_predict.py in a cached TF 2.15 environment (tests/tf215_env.py; built with
-pip the first time, which needs PyPI) through both of 2.15's loaders: tf.saved_model.load, and
-the TF1 session loader TF Serving uses. It never skips: an environment that cannot be built
+test runs tests/tf215_predict.py in a cached TF 2.15 environment (trainer/benchmarks/tf215_env.py,
+which the benchmark's estimator baseline shares; built with pip the first time, which needs
+PyPI) through both of 2.15's loaders: tf.saved_model.load, and the TF1 session loader TF Serving
+uses. It never skips: an environment that cannot be built
 fails the test with pip's reason.
 """
 
@@ -14,10 +15,11 @@ import subprocess
 import numpy as np
 import pytest
 
-from tests import tf215_env, tf215_predict
+from tests import tf215_predict
 from tests.conftest import REPO
 from tests.exports import (DIGITS, classic_example, current_example, expected, export_model,
                            images, jpeg, png, scaled)
+from trainer.benchmarks import tf215_env
 
 MODELS = {  # name: (shape, class names or a class count)
     "cnn": ((28, 28, 1), DIGITS),

@@ -11,6 +11,7 @@ from hptuning import measurements, results, search, spec
 from hptuning.flags import flag_text
 from hptuning.measurements import Measurement
 from tests.conftest import REPO
+from tests.test_hptuning_spec import SAMPLE
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -20,7 +21,7 @@ def tuning_spec(tmp_path, parameters, algorithm="RANDOM_SEARCH", **study):
     document["studySpec"].update(parameters=parameters, algorithm=algorithm, **study)
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(document, sort_keys=False))
-    return spec.load(path, {"BUCKET": "b", "PROJECT": "p"})
+    return spec.load(path, {"BUCKET": "b", "PROJECT": "p"}, SAMPLE)
 
 
 def samples(tuning, count, seed=0, tell=None):
@@ -76,7 +77,8 @@ def test_discrete_values_are_sampled_as_listed_and_as_ints_for_int_flags(tmp_pat
 
 
 def test_conditional_parameters_appear_only_under_their_parent_values():
-    tuning = spec.load(REPO / "hptuning" / "models.yaml", {"BUCKET": "b", "PROJECT": "p"})
+    tuning = spec.load(REPO / "hptuning" / "models.yaml", {"BUCKET": "b", "PROJECT": "p"},
+                       SAMPLE)
     # TPE (the Bayesian algorithm) past its random start-up trials, so its conditional model is
     # exercised too; the "metric" favours cnn with a small learning rate.
     drawn = samples(tuning, 24, tell=lambda s: (s["model"] == "cnn") + s["learning_rate"])
@@ -190,7 +192,8 @@ def test_best_trial_for_each_goal():
 
 
 def test_results_tables_and_plot(tmp_path):
-    tuning = spec.load(REPO / "hptuning" / "models.yaml", {"BUCKET": "b", "PROJECT": "p"})
+    tuning = spec.load(REPO / "hptuning" / "models.yaml", {"BUCKET": "b", "PROJECT": "p"},
+                       SAMPLE)
     trials = [
         trial_result("1", 0.9, model="cnn", learning_rate=0.001, dropout=0.3, batch_size=50),
         trial_result("2", 0.8, model="dnn", learning_rate=0.05, batch_size=100),

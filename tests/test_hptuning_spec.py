@@ -1,6 +1,7 @@
 """Tuning configs: the shipped ones validate, and every kind of bad one is a one-line error."""
 
 import copy
+import os
 import subprocess
 import sys
 
@@ -8,10 +9,12 @@ import pytest
 import yaml
 
 import hptuning.__main__ as tuner_cli
-from hptuning import spec
+from hptuning import cli, spec
 from tests.conftest import REPO
 
 VALUES = {"BUCKET": "test-bucket", "PROJECT": "test-project"}
+# The shipped studies carry no data; these tests tune on the bundled sample, explicitly.
+SAMPLE = ("--bundled-sample",)
 
 
 def smoke_config() -> dict:
@@ -35,13 +38,14 @@ def write(tmp_path, document, name="config.yaml"):
     return path
 
 
-def load(tmp_path, document, **kwargs):
-    return spec.load(write(tmp_path, document), VALUES, **kwargs)
+def load(tmp_path, document, extra_args=SAMPLE, **kwargs):
+    return spec.load(write(tmp_path, document), VALUES, extra_args, **kwargs)
 
 
 @pytest.mark.parametrize("name", ["cnn", "models", "ci_smoke", "resnet"])
 def test_shipped_configs_validate(name):
-    tuning = spec.load(REPO / "hptuning" / f"{name}.yaml", VALUES)
+    data = () if name == "resnet" else SAMPLE  # resnet.yaml names its CIFAR-10 on gs://
+    tuning = spec.load(REPO / "hptuning" / f"{name}.yaml", VALUES, data)
     assert tuning.trainer_args and tuning.params
     pool = tuning.job.trial_job_spec.worker_pool_specs[0]
     # Our training image, where cloudbuild.yaml pushes it; its entrypoint runs the trainer.
@@ -56,8 +60,8 @@ def test_a_legacy_python_package_config_still_validates(tmp_path):
     document = smoke_config()
     as_legacy(document)
     tuning = load(tmp_path, document)
-    assert tuning.trainer_args == tuple(smoke_config()["trialJobSpec"]["workerPoolSpecs"][0][
-        "containerSpec"]["args"])
+    assert tuning.trainer_args == (*smoke_config()["trialJobSpec"]["workerPoolSpecs"][0][
+        "containerSpec"]["args"], *SAMPLE)
     assert tuning.args_field == "trialJobSpec.workerPoolSpecs[0].pythonPackageSpec.args"
     package = tuning.job.trial_job_spec.worker_pool_specs[0].python_package_spec
     assert package.package_uris == ["gs://test-bucket/vertex-trainer-0.1.0.tar.gz"]
@@ -70,19 +74,19 @@ def test_a_container_command_that_runs_the_trainer_is_accepted(tmp_path):
 
 
 def test_the_shipped_configs_cover_the_issue():
-    cnn = spec.load(REPO / "hptuning" / "cnn.yaml", VALUES)
+    cnn = spec.load(REPO / "hptuning" / "cnn.yaml", VALUES, SAMPLE)
     kinds = {p.id: (p.kind, p.scale) for p in cnn.params}
     assert cnn.algorithm == "bayesian"
     assert kinds["learning_rate"] == ("double", "log")
     assert kinds["batch_size"][0] == "discrete" and kinds["dropout"][0] == "double"
-    models = spec.load(REPO / "hptuning" / "models.yaml", VALUES)
+    models = spec.load(REPO / "hptuning" / "models.yaml", VALUES, SAMPLE)
     model = next(p for p in models.params if p.id == "model")
     assert model.kind == "categorical"
     assert {c.param.id for c in model.children} == {"learning_rate", "dropout"}
 
 
 def test_values_and_keys_of_the_models_space():
-    models = spec.load(REPO / "hptuning" / "models.yaml", VALUES)
+    models = spec.load(REPO / "hptuning" / "models.yaml", VALUES, SAMPLE)
     model, batch = models.params
     assert batch.values == (50, 100, 200) and all(type(v) is int for v in batch.values)
     keys = [c.param.key for c in model.children]
@@ -101,9 +105,11 @@ def test_selection_defaults_to_last_and_both_flag_spellings_work(tmp_path):
 
 
 def test_extra_args_follow_the_config_args(tmp_path):
-    tuning = load(tmp_path, smoke_config(), extra_args=["--max-steps=5"])
-    assert tuning.trainer_args[-1] == "--max-steps=5"
+    tuning = load(tmp_path, smoke_config(), extra_args=["--bundled-sample", "--max-steps=5"])
+    assert tuning.trainer_args[-2:] == ("--bundled-sample", "--max-steps=5")
     assert tuning.trainer_args[0] == "--model=dnn"
+    # The job carries them too: tune-submit sends what the local trials run.
+    assert tuple(container_args(tuning)) == tuning.trainer_args
 
 
 @pytest.mark.parametrize("extra", [["--learning-rate=0.1"], ["--batch_size", "10"]])
@@ -115,16 +121,16 @@ def test_a_tuned_flag_in_the_extra_args_is_an_error_not_silently_replaced(tmp_pa
 
 def test_placeholders_come_from_values_and_only_args_need_them_locally(tmp_path):
     path = write(tmp_path, smoke_config())
-    tuning = spec.load(path, {}, placeholders_everywhere=False)
+    tuning = spec.load(path, {}, SAMPLE, placeholders_everywhere=False)
     assert tuning.job.trial_job_spec.base_output_directory.output_uri_prefix == (
         "gs://${BUCKET}/hptuning/ci_smoke")
     with pytest.raises(spec.TrainerError,
                        match=r"containerSpec.imageUri: \$\{PROJECT\} is not set"):
-        spec.load(path, {})
+        spec.load(path, {}, SAMPLE)
     document = smoke_config()
     container(document)["args"] += [
         "--train-files=${DATA}/train-*", "--eval-files=${DATA}/eval-*"]
-    with pytest.raises(spec.TrainerError, match=r"args\[6\]: \$\{DATA\} is not set; pass --set "
+    with pytest.raises(spec.TrainerError, match=r"args\[5\]: \$\{DATA\} is not set; pass --set "
                                                 r"DATA=VALUE or export DATA"):
         spec.load(write(tmp_path, document), {}, placeholders_everywhere=False)
     tuning = spec.load(write(tmp_path, document), {"DATA": "/data"},
@@ -134,6 +140,10 @@ def test_placeholders_come_from_values_and_only_args_need_them_locally(tmp_path)
 
 def params(document):
     return document["studySpec"]["parameters"]
+
+
+def container_args(tuning):
+    return tuning.job.trial_job_spec.worker_pool_specs[0].container_spec.args
 
 
 def container(document):
@@ -313,6 +323,20 @@ def test_missing_file_and_bad_set(tmp_path, capsys):
     assert capsys.readouterr().err == "error: --set 'BUCKET': expected NAME=VALUE\n"
 
 
+@pytest.mark.parametrize("data, where", [
+    ("studySpec: {}\n# Lernrate f\u00fcr die Studie\n".encode("latin-1"), "byte 26 (line 2)"),
+    (b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR", "byte 0 (line 1)"),
+    ("studySpec: {}\n".encode("utf-16"), "byte 0 (line 1)"),
+])
+def test_a_config_that_is_not_utf8_is_one_line_naming_the_byte(data, where, tmp_path, capsys):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(data)
+    assert tuner_cli.main([str(path), "--output-dir", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {path}: not UTF-8 at {where}; save the config as UTF-8\n")
+    assert not (tmp_path / "out").exists()
+
+
 def test_the_command_line_error_has_no_traceback_and_no_tensorflow(tmp_path):
     document = smoke_config()
     params(document)[0]["doubleValueSpec"] = {"minValue": 0.5, "maxValue": 0.1}
@@ -323,6 +347,78 @@ def test_the_command_line_error_has_no_traceback_and_no_tensorflow(tmp_path):
     assert result.stderr == (f"error: {path}: studySpec.parameters[0].doubleValueSpec: "
                              "minValue 0.5 must be < maxValue 0.1\n")
     check = ("import sys; from hptuning import spec; "
-             "spec.load('hptuning/models.yaml', {'BUCKET': 'b', 'PROJECT': 'p'}); "
+             "spec.load('hptuning/models.yaml', {'BUCKET': 'b', 'PROJECT': 'p'}, "
+             "['--bundled-sample']); "
              "assert 'tensorflow' not in sys.modules")
     subprocess.run([sys.executable, "-c", check], cwd=REPO, check=True, timeout=60)
+
+
+# --- the command line: trial counts, trainer flags after --, data -----------------------------
+
+@pytest.mark.parametrize("argv, expected", [
+    ([], "error: {path}: no training data: neither the config's trainer args nor those after "
+         "-- give --train-files and --eval-files; add them after -- (`-- --train-files PATTERNS "
+         "--eval-files PATTERNS`), or `-- --bundled-sample` to tune on the bundled MNIST "
+         "sample\n"),
+    (["--", "--train-file", "data/x"],
+     "error: {path}: trialJobSpec.workerPoolSpecs[0].containerSpec.args (+ the args after --): "
+     "unrecognized arguments: --train-file data/x (see `vertex-trainer train --help`)\n"),
+    (["--", "--train-files", "data/x"],
+     "error: {path}: trialJobSpec.workerPoolSpecs[0].containerSpec.args (+ the args after --): "
+     "--eval-files is required (--train-files gives data, and no AIP_DATA_FORMAT is set); give "
+     "both --train-files and --eval-files\n"),
+    (["--max-trials", "0", "--", *SAMPLE],
+     "error: argument --max-trials: expected a positive whole number, got '0' (see --help)\n"),
+    (["--parallel-trials", "two", "--", *SAMPLE],
+     "error: argument --parallel-trials: expected a positive whole number, got 'two' (see "
+     "--help)\n"),
+])
+def test_bad_tune_command_lines_are_one_line(argv, expected, tmp_path, capsys):
+    path = write(tmp_path, smoke_config())
+    assert tuner_cli.main([str(path), "--output-dir", str(tmp_path / "out"), *argv]) == 2
+    assert capsys.readouterr().err == expected.format(path=path)
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_shipped_studies_never_fall_back_to_the_bundled_sample():
+    for config in (REPO / "hptuning").glob("*.yaml"):
+        args = container(yaml.safe_load(config.read_text()))["args"]
+        assert not any(arg.startswith(("--bundled-sample", "--bundled_sample"))
+                       for arg in args), config
+
+
+def test_max_trials_and_parallel_trials_replace_the_configs(tmp_path):
+    tuning = load(tmp_path, smoke_config(), max_trials=7, parallel=3)
+    assert (tuning.max_trials, tuning.parallel) == (7, 3)
+    assert (tuning.job.max_trial_count, tuning.job.parallel_trial_count) == (7, 3)
+    tuning = load(tmp_path, smoke_config())
+    assert (tuning.max_trials, tuning.parallel) == (4, 2)
+
+
+@pytest.mark.parametrize("configured, given, cores, expected", [
+    (4, None, 2, (2, "parallelTrialCount 4 capped at the 2 usable cores; --parallel-trials "
+                     "overrides")),
+    (2, None, 8, (2, "parallelTrialCount 2")),
+    (4, 3, 2, (3, "--parallel-trials 3")),
+])
+def test_local_parallelism_fits_the_machine_unless_told(configured, given, cores, expected):
+    assert tuner_cli.local_parallelism(configured, given, cores) == expected
+
+
+@pytest.mark.parametrize("cpu_max, cap", [("max 100000\n", None), ("150000 100000\n", 2),
+                                          ("50000 100000\n", 1), (None, None)])
+def test_usable_cores_honour_a_cgroup_quota(cpu_max, cap, tmp_path):
+    path = tmp_path / "cpu.max"
+    if cpu_max is not None:
+        path.write_text(cpu_max)
+    affinity = len(os.sched_getaffinity(0))
+    assert tuner_cli.usable_cores(str(path)) == (min(affinity, cap) if cap else affinity)
+
+
+def test_a_shipped_study_is_found_by_name_outside_a_checkout(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shipped = str(REPO / "hptuning" / "cnn.yaml")
+    assert cli.config_path("cnn") == cli.config_path("hptuning/cnn.yaml") == shipped
+    (tmp_path / "cnn.yaml").write_text("mine")
+    assert cli.config_path("cnn.yaml") == "cnn.yaml"  # a file of that name wins
+    assert cli.config_path("nope.yaml") == "nope.yaml"  # left for the one-line error

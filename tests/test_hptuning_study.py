@@ -1,8 +1,9 @@
 """The CI study: hptuning/ci_smoke.yaml with the real trainer on tiny data, killed and resumed.
 
-4 trials of the DNN, 2 at a time, 40 steps each. The tuner is killed (SIGKILL) once a trial has
-finished and the next has started, then run again with the same command: it must finish the
-study without rerunning finished trials, with every score read from the trial's hypertune file.
+3 trials of the DNN (`--max-trials 3`; the config says 4), 2 at a time, 40 steps each. The tuner
+is killed (SIGKILL) once a trial has finished and the next has started, then run again with the
+same command: it must finish the study without rerunning finished trials, with every score read
+from the trial's hypertune file.
 """
 
 import json
@@ -26,8 +27,8 @@ TIMEOUT = 240
 def tuner_command(dataset, output_dir):
     train_files, eval_files = dataset
     return [sys.executable, "-m", "hptuning", "hptuning/ci_smoke.yaml", "--output-dir",
-            str(output_dir), "--seed", "3", "--", "--train-files", train_files, "--eval-files",
-            eval_files]
+            str(output_dir), "--seed", "3", "--max-trials", "3", "--parallel-trials", "2",
+            "--", "--train-files", train_files, "--eval-files", eval_files]
 
 
 def events(lines, event):
@@ -96,11 +97,12 @@ def test_the_killed_study_resumes_to_max_trial_count(study):
     running_at_kill = set(events(first, "started")) - finished_before
     assert finished_before and running_at_kill
     assert "resuming:" in "".join(second)
+    assert ", 3 trials, 2 at a time (--parallel-trials 2), in " in first[0]
     # Finished trials are not repeated; the ones the kill interrupted restart under their ids.
     assert not finished_before & set(events(second, "started") + events(second, "restarted"))
     assert set(events(second, "restarted")) == running_at_kill
     summary = json.loads((output_dir / "results.json").read_text())
-    assert [t["trial_id"] for t in summary["trials"]] == ["1", "2", "3", "4"]
+    assert [t["trial_id"] for t in summary["trials"]] == ["1", "2", "3"]
     assert all(t["state"] == "SUCCEEDED" for t in summary["trials"])
     for trial_id in running_at_kill:
         log = (output_dir / "trials" / trial_id / "trial.log").read_text()
@@ -135,14 +137,14 @@ def test_the_best_trial_is_the_lowest_loss(study):
     assert (model_dir / "saved_model.pb").exists()
     rows = (output_dir / "results.csv").read_text().splitlines()
     assert rows[0].startswith("trial_id,state,loss,step,seconds,learning_rate,batch_size")
-    assert len(rows) == 5
+    assert len(rows) == 4
     assert (output_dir / "plot.png").read_bytes()[:4] == b"\x89PNG"
     assert (output_dir / "study.db").exists()
 
 
 def test_trials_have_vertex_output_dirs(study):
     output_dir = study[0]
-    for trial_id in "1234":
+    for trial_id in "123":
         trial_dir = output_dir / "trials" / trial_id
         assert (trial_dir / "checkpoints" / "checkpoint").exists()
         assert (trial_dir / "logs" / "train").is_dir() and (trial_dir / "logs" / "eval").is_dir()

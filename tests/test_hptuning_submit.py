@@ -11,12 +11,14 @@ from google.cloud.aiplatform_v1.types import HyperparameterTuningJob, StudySpec
 
 from hptuning import spec, submit
 from tests.conftest import REPO
-from tests.test_hptuning_spec import as_legacy, smoke_config, write
+from tests.test_hptuning_spec import SAMPLE, as_legacy, smoke_config, write
+
+DATA = ["--", "--train-files=gs://data/train-*", "--eval-files=gs://data/eval-*"]
 
 
-def dry_run(*args):
+def dry_run(*args, data=DATA):
     env = {k: v for k, v in os.environ.items() if k not in ("BUCKET", "PROJECT")}
-    return subprocess.run([sys.executable, "-m", "hptuning.submit", *args, "--dry-run"],
+    return subprocess.run([sys.executable, "-m", "hptuning.submit", *args, "--dry-run", *data],
                           cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
 
 
@@ -45,6 +47,7 @@ def test_dry_run_prints_a_job_the_sdk_parses_back():
     # --project names our training image, where cloudbuild.yaml pushes it.
     assert pool.container_spec.image_uri == "us-docker.pkg.dev/proj/vertex-trainer/trainer:latest"
     assert pool.container_spec.args[0] == "--hypertune-metric=accuracy"
+    assert pool.container_spec.args[-2:] == DATA[1:]  # the trainer flags after --
     assert job.trial_job_spec.base_output_directory.output_uri_prefix == (
         "gs://test-bucket/hptuning/models")
     # The REST shape: camelCase names and enum names, as the config itself.
@@ -79,7 +82,8 @@ def test_a_local_base_output_directory_is_refused(tmp_path, capsys):
         "outputUriPrefix: gs://${BUCKET}/hptuning/ci_smoke", "outputUriPrefix: /tmp/out")
     path = tmp_path / "local.yaml"
     path.write_text(config)
-    assert submit.main([str(path), "--set", "BUCKET=b", "--project", "p", "--dry-run"]) == 2
+    assert submit.main([str(path), "--set", "BUCKET=b", "--project", "p", "--dry-run",
+                        *DATA]) == 2
     assert capsys.readouterr().err == (
         f"error: {path}: trialJobSpec.baseOutputDirectory.outputUriPrefix: must be a gs:// "
         "URI, got '/tmp/out'\n")
@@ -105,7 +109,7 @@ def test_submit_creates_the_job_and_prints_its_name(monkeypatch, capsys):
 
     monkeypatch.setattr(aiplatform.gapic, "JobServiceClient", FakeJobServiceClient)
     code = submit.main(["hptuning/cnn.yaml", "--project", "proj", "--region", "europe-west4",
-                        "--set", "BUCKET=bkt"])
+                        "--set", "BUCKET=bkt", *DATA])
     out, err = capsys.readouterr()
     assert code == 0, err
     assert out == "projects/proj/locations/europe-west4/hyperparameterTuningJobs/123\n"
@@ -127,7 +131,8 @@ def test_a_refusal_is_a_one_line_error(monkeypatch, capsys):
             raise exceptions.PermissionDenied("aiplatform.hyperparameterTuningJobs.create denied")
 
     monkeypatch.setattr(aiplatform.gapic, "JobServiceClient", Refusing)
-    assert submit.main(["hptuning/cnn.yaml", "--project", "proj", "--set", "BUCKET=b"]) == 1
+    assert submit.main(["hptuning/cnn.yaml", "--project", "proj", "--set", "BUCKET=b",
+                        *DATA]) == 1
     assert capsys.readouterr().err == ("error: Vertex AI refused the job: "
                                        "aiplatform.hyperparameterTuningJobs.create denied\n")
 
@@ -136,7 +141,7 @@ def test_a_container_without_an_image_is_refused(tmp_path, capsys):
     document = smoke_config()
     del document["trialJobSpec"]["workerPoolSpecs"][0]["containerSpec"]["imageUri"]
     path = write(tmp_path, document)
-    assert submit.main([str(path), "--set", "BUCKET=b", "--dry-run"]) == 2
+    assert submit.main([str(path), "--set", "BUCKET=b", "--dry-run", *DATA]) == 2
     assert capsys.readouterr().err.startswith(
         f"error: {path}: trialJobSpec.workerPoolSpecs[0].containerSpec.imageUri: is required: "
         "our training image")
@@ -148,7 +153,7 @@ def test_a_legacy_package_job_is_sent_as_given_and_warns_past_the_image_end(tmp_
                                                                            today, warned):
     document = smoke_config()
     as_legacy(document)
-    tuning = spec.load(write(tmp_path, document), {"BUCKET": "b", "PROJECT": "p"})
+    tuning = spec.load(write(tmp_path, document), {"BUCKET": "b", "PROJECT": "p"}, SAMPLE)
     job = submit.request_job(tuning, "legacy", today)
     package = job.trial_job_spec.worker_pool_specs[0].python_package_spec
     assert package.package_uris == ["gs://b/vertex-trainer-0.1.0.tar.gz"]
@@ -157,3 +162,51 @@ def test_a_legacy_package_job_is_sent_as_given_and_warns_past_the_image_end(tmp_
     assert (err == "warning: us-docker.pkg.dev/vertex-ai/training/tf-cpu.2-17.py310:latest "
                    "reached its end of availability on 2026-07-11 and Vertex may refuse it; run "
                    "our training image instead (containerSpec)\n") if warned else err == ""
+
+
+def test_trial_counts_and_trainer_flags_from_the_command_line():
+    result = dry_run("hptuning/cnn.yaml", "--set", "BUCKET=b", "--project", "p", "--max-trials",
+                     "6", "--parallel-trials", "2",
+                     data=["--", "--train-files", "gs://b/train-*", "--eval-files",
+                           "/gcs/b/eval-*", "--max-steps=500"])
+    assert result.returncode == 0, result.stderr
+    job = HyperparameterTuningJob.from_json(result.stdout, ignore_unknown_fields=False)
+    assert (job.max_trial_count, job.parallel_trial_count) == (6, 2)
+    assert list(job.trial_job_spec.worker_pool_specs[0].container_spec.args)[-5:] == [
+        "--train-files", "gs://b/train-*", "--eval-files", "/gcs/b/eval-*", "--max-steps=500"]
+
+
+ARGS = "trialJobSpec.workerPoolSpecs[0].containerSpec.args"
+
+
+@pytest.mark.parametrize("data, message", [
+    ([], "no training data: neither the config's trainer args nor those after -- give "
+         "--train-files and --eval-files"),
+    (["--", "--train-files=gs://b/t", "--eval-file=gs://b/e"],
+     f"{ARGS} (+ the args after --): unrecognized arguments: --eval-file=gs://b/e (see "
+     "`vertex-trainer train --help`)"),
+    (["--", "--train-files", "data/train-*", "--eval-files", "gs://b/e"],
+     "the args after --: --train-files 'data/train-*' is a local path, which a Vertex trial "
+     "cannot read; upload it (gcloud storage cp -r) and give its gs:// (or /gcs/) path"),
+    (["--", "--train-files", "gs://b/t,/tmp/more-*", "--eval-files", "gs://b/e"],
+     "the args after --: --train-files 'gs://b/t,/tmp/more-*' is a local path"),
+    (["--", "--bundled-sample", "--label-map", "labels.txt"],
+     "the args after --: --label-map 'labels.txt' is a local path"),
+])
+def test_bad_trainer_flags_are_one_line_before_anything_is_sent(data, message):
+    result = dry_run("hptuning/cnn.yaml", "--set", "BUCKET=b", "--project", "p", data=data)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith(f"error: hptuning/cnn.yaml: {message}")
+    assert result.stderr.count("\n") == 1
+
+
+def test_a_local_path_in_the_configs_own_args_is_refused_naming_the_field(tmp_path, capsys):
+    document = smoke_config()
+    document["trialJobSpec"]["workerPoolSpecs"][0]["containerSpec"]["args"] += [
+        "--train-files=/data/train-*", "--eval-files=/data/eval-*"]
+    path = write(tmp_path, document)
+    assert submit.main([str(path), "--set", "BUCKET=b", "--project", "p", "--dry-run"]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {path}: {ARGS}: --train-files '/data/train-*' is a local path, which a Vertex "
+        "trial cannot read; upload it (gcloud storage cp -r) and give its gs:// (or /gcs/) "
+        "path\n")

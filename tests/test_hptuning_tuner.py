@@ -2,7 +2,8 @@
 
 The stand-in starts in milliseconds and reports `loss` = lr + 1, lr, lr + 0.5 at steps 10, 20,
 30 (best: lr at 20; last: lr + 0.5 at 30); FAKE_* variables make chosen trials fail, report
-nothing or hang. The real trainer runs the study in test_hptuning_study.py.
+nothing or hang, FAKE_EXPORT_SECONDS makes each linger after its last report (as the trainer
+exports). The real trainer runs the study in test_hptuning_study.py.
 """
 
 import fcntl
@@ -18,8 +19,10 @@ import optuna
 import pytest
 import yaml
 
-from hptuning import results, spec, tuner
+from hptuning import measurements, results, spec, stopping, trials, tuner
+from hptuning.measurements import Measurement
 from tests.conftest import REPO
+from tests.test_hptuning_spec import SAMPLE
 from trainer.errors import TrainerError
 
 FAKE_TRAINER = r'''
@@ -53,7 +56,7 @@ if chosen("FAKE_BAD"):  # a loss far above the others, reported until SIGTERM (t
         event("sigterm")
         sys.exit(0)
     signal.signal(signal.SIGTERM, checkpoint_and_exit)
-    reports = [(10 * i, 50.0 - i / 100) for i in range(1, 200)]
+    reports = [(10 + i // 10, 50.0 - i / 100) for i in range(1, 200)]  # steps 10 to 29
     for count in range(1, 200):
         report(count)
         time.sleep(0.2)
@@ -65,6 +68,7 @@ if chosen("FAKE_FAIL"):
     sys.exit(1)
 if not chosen("FAKE_SILENT"):
     report(3)
+time.sleep(float(os.environ.get("FAKE_EXPORT_SECONDS", "0")))  # after the last report
 event("end")
 '''
 
@@ -85,12 +89,14 @@ def make_spec(tmp_path, **changes):
                                                                     "LAST_MEASUREMENT")
     document["studySpec"]["metrics"][0]["goal"] = changes.pop("goal", "MINIMIZE")
     document["studySpec"].update(changes.pop("study", {}))
+    document["trialJobSpec"]["workerPoolSpecs"][0]["containerSpec"]["args"] += changes.pop(
+        "args", [])
     if "low" in changes:
         document["studySpec"]["parameters"][0]["doubleValueSpec"]["minValue"] = changes.pop("low")
     document.update(changes)
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(document, sort_keys=False))
-    return spec.load(path, {"BUCKET": "b", "PROJECT": "p"})
+    return spec.load(path, {"BUCKET": "b", "PROJECT": "p"}, SAMPLE)
 
 
 def run(tmp_path, tuning, fake, seed=1, out=None):
@@ -118,7 +124,7 @@ def max_concurrency(tmp_path):
 
 
 def test_trial_environment_is_what_vertex_sets(tmp_path):
-    env = tuner.trial_environment({"PATH": "/bin", "TF_CONFIG": "{}"}, "7", tmp_path / "7")
+    env = trials.trial_environment({"PATH": "/bin", "TF_CONFIG": "{}"}, "7", tmp_path / "7")
     assert "TF_CONFIG" not in env and env["PATH"] == "/bin"
     assert env["CLOUD_ML_TRIAL_ID"] == "7"
     assert env["CLOUD_ML_HP_METRIC_FILE"] == str(tmp_path / "7" / "metrics" / "output.metrics")
@@ -292,7 +298,7 @@ def test_grid_search_stops_when_the_grid_is_done(tmp_path, fake):
         {"parameterId": "batch_size", "discreteValueSpec": {"values": [25, 50]}}]
     path = tmp_path / "grid.yaml"
     path.write_text(yaml.safe_dump(document))
-    tuning = spec.load(path, {"BUCKET": "b", "PROJECT": "p"})
+    tuning = spec.load(path, {"BUCKET": "b", "PROJECT": "p"}, SAMPLE)
     code, output = run(tmp_path, tuning, fake)
     assert code == 0, output
     points = {(t["parameters"]["learning_rate"], t["parameters"]["batch_size"])
@@ -313,19 +319,53 @@ def test_results_of_a_study_are_rows_per_launched_trial(tmp_path, fake):
 def test_a_clearly_bad_trial_is_stopped_early_with_its_last_measurement(
         tmp_path, fake, monkeypatch, stopping_spec):
     monkeypatch.setenv("FAKE_BAD", "3")
-    tuning = make_spec(tmp_path, maxTrialCount=3, parallelTrialCount=1,
+    # The others report at --max-steps, so they are never stopped while they exit.
+    tuning = make_spec(tmp_path, maxTrialCount=3, parallelTrialCount=1, args=["--max-steps=30"],
                        study={stopping_spec: {"useElapsedDuration": False}})
     code, output = run(tmp_path, tuning, fake)
     assert code == 0, output
     assert [e["event"] for e in events(tmp_path) if e["trial"] == "3"] == ["start", "sigterm"]
     trials = {t["trial_id"]: t for t in summary(tmp_path)["trials"]}
     assert [trials[i]["state"] for i in "123"] == ["SUCCEEDED", "SUCCEEDED", "STOPPED_EARLY"]
-    last = tuner.measurements.read(tmp_path / "out" / "trials" / "3" / "metrics", "loss")[-1]
+    last = measurements.read(tmp_path / "out" / "trials" / "3" / "metrics", "loss")[-1]
     assert (trials["3"]["value"], trials["3"]["step"]) == (last.value, last.step)
     assert trials["3"]["reason"].startswith(
         "median rule: " if stopping_spec.startswith("median") else "decay curve: ")
     assert " stopped early " in output
     assert "\n3,STOPPED_EARLY," in (tmp_path / "out" / "results.csv").read_text()
+
+
+@pytest.mark.parametrize("stopping_spec", ["medianAutomatedStoppingSpec",
+                                           "decayCurveStoppingSpec"])
+def test_a_trial_that_trained_to_max_steps_is_never_stopped(tmp_path, fake, monkeypatch,
+                                                            stopping_spec):
+    # Every trial's curve ends rising (lr, then lr + 0.5), and at --max-steps: the decay rule
+    # would stop any trial worse than the best so far while it exports, had it steps to go.
+    monkeypatch.setenv("FAKE_EXPORT_SECONDS", "1")
+    tuning = make_spec(tmp_path, maxTrialCount=4, parallelTrialCount=1, args=["--max-steps=30"],
+                       study={stopping_spec: {}})
+    code, output = run(tmp_path, tuning, fake)
+    assert code == 0, output
+    assert " stopping " not in output
+    assert [t["state"] for t in summary(tmp_path)["trials"]] == ["SUCCEEDED"] * 4
+
+
+def test_stopping_rules():
+    rule = stopping.StoppingRule("decay curve", maximize=False, max_steps=100)
+    done = [[Measurement(50, 1.0), Measurement(100, 0.5)]]
+    rising = [Measurement(10, 0.8), Measurement(20, 0.9)]
+    assert rule.reason(rising, done).startswith("decay curve: extended to step 100 it reaches ")
+    assert rule.reason(rising[:1], done) is None  # a line needs two points
+    falling = [Measurement(10, 0.8), Measurement(20, 0.7)]
+    assert rule.reason(falling, done) is None  # 0.7 - 0.01 * 80 is below 0.5
+    finished = [Measurement(90, 0.8), Measurement(100, 0.9)]
+    assert rule.reason(finished, done) is None  # nothing left to save
+    median = stopping.StoppingRule("median", maximize=True, max_steps=100)
+    completed = [[Measurement(10, 0.5)], [Measurement(10, 0.7)], [Measurement(10, 0.9)]]
+    assert median.reason([Measurement(10, 0.6)], completed).startswith(
+        "median rule: best 0.6 by step 10 is worse than the median 0.7 of 3 completed trials")
+    assert median.reason([Measurement(10, 0.7)], completed) is None
+    assert median.reason([Measurement(10, 0.1)], completed[:1]) is None  # fewer than 2 done
 
 
 def test_a_stopping_spec_with_a_wrong_field_is_refused_naming_it(tmp_path):

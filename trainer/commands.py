@@ -33,7 +33,8 @@ COMMANDS = {
     "cluster": ("trainer.tools.local_cluster",
                 "rehearse a Vertex cluster (chief, workers, ps, evaluator) on this machine"),
     "reproduce": ("trainer.tools.reproduce_tutorials", "reproduce the tutorials' accuracy table"),
-    "benchmark": ("trainer.benchmarks.training", "measure training speed and memory"),
+    "benchmark": ("trainer.benchmarks.training", "measure training speed, accuracy and memory "
+                                                 "into BENCHMARKS.md"),
     "benchmark-serving": ("trainer.benchmarks.serving", "measure the prediction server"),
 }
 

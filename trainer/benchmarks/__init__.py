@@ -1,1 +1,3 @@
-"""Benchmarks: training speed and memory, the prediction server."""
+"""Benchmarks: `vertex-trainer benchmark` (training: speed, accuracy, memory; one module per
+section under sections/, sharing runner and markdown), and the prediction server's
+(`benchmark-serving`, serving_memory)."""

@@ -1,13 +1,15 @@
-"""The seed's engine, for scripts/benchmark.py only: the tutorials' `cnn` as a classic tf.estimator.
+"""The seed's engine, for the benchmark's estimator section only: the tutorials' `cnn` as a
+classic tf.estimator.
 
-Runs under TensorFlow 2.15 (the last with tf.estimator; tests/tf215_env.py builds it), never
-under the trainer's TensorFlow, and imports nothing from `trainer`. Same records (the `current`
-schema: raw uint8 `image`, int64 `label`), same model (conv32-conv64-dense1024-dropout 0.4,
-Adam 1e-3), same batch as `python -m trainer.task --model cnn`; the estimator's default
-RunConfig, as the seed ran it. Prints one JSON line: steady-state examples/s (steps after
---warmup-steps) and the process's peak RSS.
+Runs under TensorFlow 2.15 (the last with tf.estimator; trainer/benchmarks/tf215_env.py builds
+it) as a script, never under the trainer's TensorFlow, and imports nothing from `trainer` (the
+2.15 environment has no trainer; putting ours on its path would bring TF 2.21 with it). Same
+records (the `current` schema: raw uint8 `image`, int64 `label`), same model
+(conv32-conv64-dense1024-dropout 0.4, Adam 1e-3), same batch as `vertex-trainer train --model
+cnn`; the estimator's default RunConfig, as the seed ran it. Prints one JSON line: steady-state
+examples/s (steps after --warmup-steps) and the process's peak RSS.
 
-    <tf215 python> scripts/estimator_baseline.py --train-files '/tmp/mnist/train-*' --steps 400
+    <tf215 python> trainer/benchmarks/estimator_baseline.py --train-files '/tmp/mnist/train-*'
 """
 
 import argparse
@@ -69,8 +71,15 @@ class SteadyClock(tf.estimator.SessionRunHook):
             self.seconds = time.perf_counter() - self._start
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """As trainer/cli.py's: a bad flag is one line, exit 2."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message}\n")
+
+
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = _OneLineParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--train-files", required=True)
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--warmup-steps", type=int, default=100)

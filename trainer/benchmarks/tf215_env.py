@@ -1,8 +1,9 @@
-"""A cached TensorFlow 2.15 interpreter: the TF of Vertex's newest prebuilt prediction image.
+"""A cached TensorFlow 2.15 interpreter: the TF of Vertex's newest prebuilt prediction image,
+and the last with tf.estimator (the benchmark's baseline; the export tests load our exports in it).
 
 Built once with pip into `~/.cache/vertex-trainer/tf215-<key>/` (`$XDG_CACHE_HOME` is honoured),
 the key covering the requirement, this Python and the platform; later runs reuse it. A lock
-keeps concurrent test runs from building it twice, and a marker written last means a half-built
+keeps concurrent runs from building it twice, and a marker written last means a half-built
 environment is rebuilt. `$VERTEX_TRAINER_TF215_PYTHON` names an existing interpreter instead
 (say, inside the prediction image).
 """
@@ -52,7 +53,7 @@ def python() -> str:
     if sys.version_info[:2] not in ((3, 9), (3, 10), (3, 11)):
         raise EnvironmentBuildError(
             f"TensorFlow {VERSION} has wheels for Python 3.9-3.11, not "
-            f"{platform.python_version()}; run the tests under Python 3.11 or set {PYTHON_ENV}")
+            f"{platform.python_version()}; run under Python 3.11 or set {PYTHON_ENV}")
     key = hashlib.sha256(f"{REQUIREMENT}|{sys.version}|{platform.platform()}".encode())
     venv = _cache_root() / f"tf215-{key.hexdigest()[:12]}"
     interpreter = venv / "bin" / "python"
