@@ -305,7 +305,7 @@ def run_commands(plan: plans.Plan, data: Data, where: Layout, eval_fraction: flo
     builds = [(step, command) for step, command in plan.commands if step != "prepare"]
     if builds:
         print("== build the images", flush=True)
-        submit.run_build(builds)
+        submit.run_build(builds, quiet=True)
 
 
 def run_here(args: argparse.Namespace, plan: plans.Plan, data: Data, where: Layout,

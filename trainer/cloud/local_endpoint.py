@@ -69,7 +69,9 @@ def serve(container_spec: dict, image: str, artifact_dir: str, port: int, keep: 
         yield endpoint
         succeeded = True
     finally:
-        if not (keep and succeeded):
+        if keep and succeeded:
+            endpoint.container = None  # the SDK stops its container when collected
+        else:
             _remove(endpoint)
 
 
@@ -77,3 +79,4 @@ def _remove(endpoint) -> None:
     if endpoint.container is not None:
         with contextlib.suppress(Exception):
             endpoint.container.remove(force=True)
+        endpoint.container = None

@@ -252,13 +252,16 @@ def build_commands(mode: str, project: str | None, tag: str, kinds: dict[str, st
     return commands
 
 
-def run_build(commands: list[tuple[str, list[str]]]) -> None:
+def run_build(commands: list[tuple[str, list[str]]], quiet: bool = False) -> None:
+    """Runs each command; `quiet` keeps their output unless one fails (then its last lines)."""
     for step, command in commands:
         print("+ " + " ".join(command), flush=True)
-        code = subprocess.run(command).returncode
-        if code:
-            raise TrainerError(f"--build: {step} (`{' '.join(command[:3])}`) failed with exit "
-                               f"code {code}")
+        done = subprocess.run(command, capture_output=quiet, text=True)
+        if done.returncode:
+            if quiet:
+                print("\n".join((done.stdout + done.stderr).splitlines()[-30:]), file=sys.stderr)
+            raise TrainerError(f"{step} (`{' '.join(command[:3])}`) failed with exit code "
+                               f"{done.returncode}")
 
 
 def choose_code(args: argparse.Namespace, today: date) -> list[tuple[str, list[str]]]:
@@ -314,21 +317,24 @@ def job_prerequisites(args: argparse.Namespace, image_list: list[str], session=N
                                 tensorboard=args.tensorboard, session=session)
 
 
-# (create method, get method, request keyword, terminal states, console path) per request type
+# (client, create method, get method, request keyword, state prefix, console page) per type
 _SERVICES = {
     "CustomJob": ("JobServiceClient", "create_custom_job", "get_custom_job", "custom_job",
                   "JOB_STATE", "training"),
     "TrainingPipeline": ("PipelineServiceClient", "create_training_pipeline",
                          "get_training_pipeline", "training_pipeline", "PIPELINE_STATE",
                          "training"),
+    "BatchPredictionJob": ("JobServiceClient", "create_batch_prediction_job",
+                           "get_batch_prediction_job", "batch_prediction_job", "JOB_STATE",
+                           "batch-predictions"),
 }
 _TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED")
 
 
 def submit(request: plans.Request, project: str, region: str, poll_secs: float,
            follow: bool) -> int:
-    """Creates the job (or pipeline) and, with `follow`, reports its state until it ends; 0 if
-    it succeeded."""
+    """Creates the job (custom, batch prediction, or a pipeline) and, with `follow`, reports its
+    state until it ends; 0 if it succeeded."""
     from google.cloud import aiplatform_v1
 
     client_name, create, get, keyword, prefix, page = _SERVICES[request.type_name]
