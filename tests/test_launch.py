@@ -185,8 +185,6 @@ def test_the_local_plan_is_the_vertex_plan_on_this_machine(capsys, photos, tmp_p
                                     "gs://b/d.jsonl lives on Google Cloud"),
     (["{photos}/nope"], "error: DATA: {photos}/nope is neither a photo folder"),
     (["{photos}", "--bucket", "gs://b", "--stop"], "error: --stop is for --local runs"),
-    (["{photos}", "--local", "--no-container", "--base-image", "debian"],
-     "error: --base-image builds the training image, which --no-container does not use"),
     (["{photos}", "--bucket", "gs://b", "--training-image", "i"],
      "error: --training-image and --serving-image go together"),
     (["123", "--bucket", "gs://b", "--region", "europe-west4", "--dataset-typo"],
@@ -206,3 +204,45 @@ def test_launching_on_vertex_needs_a_project(capsys, photos):
     assert launch.main([str(photos.train_dir), "--bucket", "gs://b"]) == 2
     assert capsys.readouterr().err.strip() == (
         "error: --project is required to launch on Vertex (or use --local or --dry-run)")
+
+
+TINY_STUDY = """\
+studySpec:
+  metrics: [{metricId: loss, goal: MINIMIZE}]
+  parameters:
+  - parameterId: learning_rate
+    doubleValueSpec: {minValue: 0.001, maxValue: 0.3}
+    scaleType: UNIT_LOG_SCALE
+maxTrialCount: 2
+parallelTrialCount: 2
+trialJobSpec:
+  workerPoolSpecs:
+  - machineSpec: {machineType: n1-standard-4}
+    replicaCount: 1
+    containerSpec:
+      imageUri: us-docker.pkg.dev/p/vertex-trainer/trainer:latest
+      args: [--model=dnn, --hypertune-metric=loss, --max-steps=10, --eval-every-steps=10,
+             --log-every-steps=10, --mixed-precision=none]
+  baseOutputDirectory: {outputUriPrefix: gs://b/hptuning/tiny}
+"""
+
+
+def test_tune_runs_the_study_on_the_prepared_data_and_returns_the_best_trials_flags(
+        photos, tmp_path):
+    from trainer.cloud import checks
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY_STUDY)
+    args = launch.build_parser().parse_args([str(photos.train_dir), "--local", "--tune",
+                                             str(config), "--output-dir", str(tmp_path)])
+    data = launch.classify(args.data)
+    where = launch.layout(args, data, "run")
+    launch.prepare(data, where, args.eval_fraction)
+    flags = launch.tune(args, data, where, ["--batch-size", "20"])
+
+    results = json.loads((where.local_dir / "tune" / "results.json").read_text())
+    assert [t["state"] for t in results["trials"]] == ["SUCCEEDED", "SUCCEEDED"]
+    best = next(t for t in results["trials"] if t["trial_id"] == results["bestTrial"])
+    assert best["value"] == min(t["value"] for t in results["trials"])
+    assert flags == [f"--learning_rate={best['parameters']['learning_rate']}"]
+    assert checks.trainer_flags(flags).learning_rate == best["parameters"]["learning_rate"]

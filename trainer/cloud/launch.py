@@ -297,22 +297,29 @@ def predictions_line(response: dict, image: HeldBack) -> str:
     return line + (f", true class {image.label}" if image.label else "")
 
 
-def run_commands(plan: plans.Plan, data: Data, where: Layout, eval_fraction: float) -> None:
-    """The plan's commands: prepare in this process, the builds as commands."""
+def run_commands(plan: plans.Plan, data: Data, where: Layout, eval_fraction: float,
+                 build_hint: str = "") -> None:
+    """The plan's commands: prepare in this process, the builds as commands (a failed one's
+    error ends with `build_hint`)."""
     if any(step == "prepare" for step, _ in plan.commands):
         print(f"== prepare {data.where} -> {where.data_dir}", flush=True)
         prepare(data, where, eval_fraction)
     builds = [(step, command) for step, command in plan.commands if step != "prepare"]
     if builds:
         print("== build the images", flush=True)
-        submit.run_build(builds, quiet=True)
+        try:
+            submit.run_build(builds, quiet=True)
+        except TrainerError as err:
+            raise TrainerError(f"{err}{build_hint}") from None
 
 
 def run_here(args: argparse.Namespace, plan: plans.Plan, data: Data, where: Layout,
              image: HeldBack, port: int) -> None:
     from trainer.cloud import local_endpoint
 
-    run_commands(plan, data, where, args.eval_fraction)
+    run_commands(plan, data, where, args.eval_fraction, build_hint="" if args.base_image else (
+        "; where Docker Hub (the Dockerfiles' base image) cannot be reached, give "
+        "--base-image debian"))
     print("== train", flush=True)
     train_here(plan.get("train"), [f"{where.run_dir}:{where.run_dir}"],
                container=not args.no_container)
@@ -481,9 +488,6 @@ def check_args(args: argparse.Namespace, data: Data, trainer_args: list[str]) ->
         if data.remote:
             raise TrainerError(f"--local trains on this machine's files: DATA {data.where} "
                                "lives on Google Cloud (give a local folder or manifest)")
-        if args.no_container and args.base_image:
-            raise TrainerError("--base-image builds the training image, which --no-container "
-                               "does not use")
         return
     for flag in ("no_container", "base_image", "port", "stop"):
         if getattr(args, flag):
