@@ -33,7 +33,8 @@ def test_a_file_list_of_images_registers_the_export_and_calls_encoded_image(caps
     assert list(found) == ["uploadModel", "batchPredictionJob"]
     model = found["uploadModel"].model
     assert model.artifact_uri == "gs://b/runs/1/model"
-    assert model.container_spec.image_uri == "us-docker.pkg.dev/PROJECT/vertex-trainer/serving:latest"
+    assert model.container_spec.image_uri == \
+        "us-docker.pkg.dev/PROJECT/vertex-trainer/serving:latest"
     job = found["batchPredictionJob"]
     assert job.model == "projects/PROJECT/locations/us-central1/models/MODEL_ID"
     assert job.input_config.instances_format == "file-list"

@@ -13,6 +13,7 @@ from google.cloud.aiplatform_v1 import types
 
 from trainer.cloud import launch
 from tests.image_data import make_image_set
+from tests.test_gcs import gcs  # noqa: F401  (the emulator fixture, started per module)
 
 HEADER = re.compile(r"^# (\d+)\. (.+?)(?: \(aiplatform_v1\.(\w+)\)|: command)$", re.M)
 REQUEST_STEPS = ["train", "uploadModel", "createEndpoint", "deployModel", "rawPredict"]
@@ -246,3 +247,35 @@ def test_tune_runs_the_study_on_the_prepared_data_and_returns_the_best_trials_fl
     assert best["value"] == min(t["value"] for t in results["trials"])
     assert flags == [f"--learning_rate={best['parameters']['learning_rate']}"]
     assert checks.trainer_flags(flags).learning_rate == best["parameters"]["learning_rate"]
+
+
+def test_a_vertex_runs_smoke_image_is_a_held_out_item_of_its_data(
+        gcs, monkeypatch, tmp_path):  # noqa: F811
+    """Read on Cloud Storage (the emulator) once the job ran: a gs:// manifest's first test
+    item, or the test split Vertex exported from a managed dataset under the run."""
+    for name, value in gcs.env.items():
+        monkeypatch.setenv(name, value)
+    images = make_image_set(tmp_path / "images", train=4, evaluation=2, test=2)
+    items = [json.loads(line) for line in images.jsonl.read_text().splitlines()]
+    for item in items:
+        item["imageGcsUri"] = item["imageGcsUri"].replace(str(tmp_path), "gs://bkt/launch")
+    export = tmp_path / "export"
+    (export / "run" / "dataset-9-image-2026").mkdir(parents=True)
+    (export / "all.jsonl").write_text("\n".join(json.dumps(i) for i in items))
+    validation = [i for i in items if "validation" in json.dumps(i)]
+    (export / "run" / "dataset-9-image-2026" / "validation-00000-of-00001.jsonl").write_text(
+        "\n".join(json.dumps(i) for i in validation))
+    gcs.upload(tmp_path / "images", "bkt", "launch/images")
+    gcs.upload(export, "bkt", "launch")
+    where = launch.Layout(None, "gs://bkt/launch/run", tmp_path / "local")
+
+    def label_of(item):
+        return item["classificationAnnotation"]["displayName"]
+
+    for data, expected in ((launch.Data("manifest", "gs://bkt/launch/all.jsonl"),
+                            next(i for i in items if "\"test\"" in json.dumps(i))),
+                           (launch.Data("dataset", "9"), validation[0])):
+        held = launch.held_out_on_gcs(where, data)
+        local = expected["imageGcsUri"].replace("gs://bkt/launch", str(tmp_path))
+        assert open(held.path, "rb").read() == open(local, "rb").read()
+        assert held.label == label_of(expected)

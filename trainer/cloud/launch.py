@@ -346,9 +346,10 @@ def run_here(args: argparse.Namespace, plan: plans.Plan, data: Data, where: Layo
 
 # --- Vertex AI --------------------------------------------------------------------------------
 
-def _first_held_out_image(run_dir: str, data: Data) -> HeldBack:
+def held_out_on_gcs(where: Layout, data: Data) -> HeldBack:
     """After training: the first image of the test (else validation) split, from the gs://
-    manifest, or for a managed dataset from the JSONL Vertex exported under the run."""
+    manifest, or for a managed dataset from the JSONL Vertex exported under the run; downloaded
+    beside the run's local files."""
     from google.cloud import storage
 
     from trainer.data import manifests
@@ -356,21 +357,18 @@ def _first_held_out_image(run_dir: str, data: Data) -> HeldBack:
 
     client = storage.Client()
     if data.kind == "dataset":
-        bucket, prefix = split_gs(run_dir.rstrip("/") + "/")
+        bucket, prefix = split_gs(where.run_dir.rstrip("/") + "/")
         blobs = sorted(b.name for b in client.list_blobs(bucket, prefix=prefix)
                        if re.search(r"/(test|validation)-[^/]*$", b.name))
         if not blobs:
-            raise TrainerError(f"no exported test or validation split under {run_dir} to pick "
-                               "the smoke prediction's image from: give --predict-image")
+            raise TrainerError(f"no exported test or validation split under {where.run_dir} to "
+                               "pick the smoke prediction's image from: give --predict-image")
         text = client.bucket(bucket).blob(blobs[0]).download_as_text()
         source = f"gs://{bucket}/{blobs[0]}"
-    elif data.kind == "manifest":
+    else:
         bucket, name = split_gs(data.where)
         text = client.bucket(bucket).blob(name).download_as_text()
         source = data.where
-    else:
-        raise TrainerError(f"DATA {data.where} is a gs:// folder, which holds no held-out "
-                           "split: give --predict-image FILE for the smoke prediction")
     items = manifests.parse(text, source, "DATA")
     chosen = next((i for i in items if i.ml_use == "test"), None) or next(
         (i for i in items if i.ml_use == "validation"), None)
@@ -378,8 +376,7 @@ def _first_held_out_image(run_dir: str, data: Data) -> HeldBack:
         raise TrainerError(f"{source} labels no item test or validation (ml_use): give "
                            "--predict-image FILE for the smoke prediction")
     bucket, name = split_gs(chosen.uri)
-    local = Path(run_dir.replace("gs://", "/tmp/vertex-trainer-held-back/"))
-    local = local.with_suffix("") / Path(name).name
+    local = where.local_dir / "held-back" / Path(name).name
     local.parent.mkdir(parents=True, exist_ok=True)
     client.bucket(bucket).blob(name).download_to_filename(str(local))
     return HeldBack(str(local), chosen.label)
@@ -400,7 +397,7 @@ def run_on_vertex(args: argparse.Namespace, plan: plans.Plan, data: Data, where:
     if submit.submit(plan.get("train"), args.project, args.region, args.poll_secs, True):
         raise TrainerError("the training job did not succeed (its state above)")
     if image.path is None:
-        image = _first_held_out_image(where.run_dir, data)
+        image = held_out_on_gcs(where, data)
         request = plan.get("rawPredict")
         body = base64.b64encode(deploy.image_body([image.path])).decode()
         plan.requests[plan.requests.index(request)] = plans.Request(
@@ -450,7 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "its best trial's parameters")
     build = p.add_argument_group("images")
     build.add_argument("--build", choices=("cloud", "local"), default="cloud",
-                       help="Vertex: build and push our images with Cloud Build or with docker here")
+                       help="Vertex: build and push our images with Cloud Build or with docker "
+                            "here")
     build.add_argument("--training-image", help="run this training image instead of building one")
     build.add_argument("--serving-image", help="serve with this image (with --training-image)")
     build.add_argument("--base-image", metavar="IMAGE|debian",
@@ -501,6 +499,10 @@ def check_args(args: argparse.Namespace, data: Data, trainer_args: list[str]) ->
                            "machines); give --bucket gs://BUCKET/PREFIX")
     if not args.bucket.startswith("gs://"):
         raise TrainerError(f"--bucket must be gs://BUCKET[/PREFIX], got {args.bucket!r}")
+    if data.kind == "folder" and data.remote and not args.predict_image:
+        raise TrainerError(f"DATA {data.where} is a gs:// folder, which holds out no image for "
+                           "the smoke prediction: give --predict-image FILE (or a manifest "
+                           "whose items say their ml_use)")
     if args.tune:
         raise TrainerError("--tune runs its study on this machine: use it with --local (for a "
                            "Vertex study: vertex-trainer tune-submit, then launch with the best "
