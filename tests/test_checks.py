@@ -16,12 +16,12 @@ from trainer.errors import TrainerError
 
 
 @contextlib.contextmanager
-def api(answers: dict[str, tuple[int, dict]]):
-    """A local HTTP server answering GET PATH with answers[PATH] (status, JSON); yields its
-    base URL."""
+def api(answers: dict[str, tuple[int, dict]], otherwise=(404, {"error": {"code": 404}})):
+    """A local HTTP server answering GET PATH with answers[PATH] (status, JSON), any other path
+    with `otherwise`; yields its base URL."""
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
-            status, body = answers.get(self.path, (404, {"error": {"code": 404}}))
+            status, body = answers.get(self.path, otherwise)
             data = json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
@@ -48,6 +48,7 @@ class Rebased(requests.Session):
     def __init__(self, base: str):
         super().__init__()
         self.base = base
+        self.trust_env = False  # straight to it, whatever proxy the environment names
 
     def get(self, url, **kwargs):
         return super().get(self.base + "/" + url.split("/", 3)[3], **kwargs)

@@ -279,3 +279,99 @@ def test_a_vertex_runs_smoke_image_is_a_held_out_item_of_its_data(
         local = expected["imageGcsUri"].replace("gs://bkt/launch", str(tmp_path))
         assert open(held.path, "rb").read() == open(local, "rb").read()
         assert held.label == label_of(expected)
+
+
+class _Done:
+    def __init__(self, result):
+        self._result = result
+
+    def result(self, timeout):
+        return self._result
+
+
+def test_on_vertex_the_plan_runs_in_order_with_the_names_each_step_creates(
+        gcs, monkeypatch, tmp_path, capsys):  # noqa: F811
+    """The Vertex executor against stand-in aiplatform clients (nothing leaves this machine),
+    the data and the held-out image on the GCS emulator, the prerequisites' GETs answered by a
+    local server."""
+    from google.api import httpbody_pb2
+
+    from google.cloud import aiplatform_v1
+    from tests.test_checks import Rebased, api
+    from trainer.cloud import checks
+
+    for name, value in gcs.env.items():
+        monkeypatch.setenv(name, value)
+    images = make_image_set(tmp_path / "images", train=4, evaluation=2, test=2)
+    items = [json.loads(line) for line in images.jsonl.read_text().splitlines()]
+    for item in items:
+        item["imageGcsUri"] = item["imageGcsUri"].replace(str(tmp_path), "gs://bkt/vertex")
+    (tmp_path / "manifest").mkdir()
+    (tmp_path / "manifest" / "all.jsonl").write_text("\n".join(json.dumps(i) for i in items))
+    gcs.upload(tmp_path / "images", "bkt", "vertex/images")
+    gcs.upload(tmp_path / "manifest", "bkt", "vertex")
+    test_item = next(i for i in items if '"test"' in json.dumps(i))
+    (tmp_path / "key.json").write_text("{}")
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "key.json"))
+
+    location = "projects/p/locations/us-central1"
+    sent = []
+
+    class Client:
+        def __init__(self, client_options):
+            assert client_options == {"api_endpoint": "us-central1-aiplatform.googleapis.com"}
+
+        def create_custom_job(self, parent, custom_job):
+            sent.append(("job", custom_job))
+            return types.CustomJob(name=f"{location}/customJobs/5")
+
+        def get_custom_job(self, name):
+            return types.CustomJob(name=name, state=types.JobState.JOB_STATE_SUCCEEDED)
+
+        def upload_model(self, request):
+            sent.append(("upload", request))
+            return _Done(types.UploadModelResponse(model=f"{location}/models/42"))
+
+        def create_endpoint(self, request):
+            sent.append(("endpoint", request))
+            return _Done(types.Endpoint(name=f"{location}/endpoints/7"))
+
+        def deploy_model(self, request):
+            sent.append(("deploy", request))
+            return _Done(types.DeployModelResponse(deployed_model=types.DeployedModel(id="9")))
+
+        def raw_predict(self, request):
+            sent.append(("predict", request))
+            return httpbody_pb2.HttpBody(data=b'{"predictions": [{"labels": "three"}]}')
+
+    for name in ("JobServiceClient", "ModelServiceClient", "EndpointServiceClient",
+                 "PredictionServiceClient"):
+        monkeypatch.setattr(aiplatform_v1, name, Client)
+    with api({}, otherwise=(200, {"state": "ENABLED"})) as base:
+        monkeypatch.setattr(checks, "authorized_session", lambda: Rebased(base))
+        code = launch.main(["gs://bkt/vertex/all.jsonl", "--project", "p", "--bucket",
+                            "gs://bkt/vertex", "--training-image", "us-docker.pkg.dev/p/r/t:1",
+                            "--serving-image", "us-docker.pkg.dev/p/r/s:1", "--poll-secs", "0",
+                            "--output-dir", str(tmp_path / "out"), "--", "--max-steps", "5"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert [what for what, _ in sent] == ["job", "upload", "endpoint", "deploy", "predict"]
+    job = sent[0][1]
+    run_dir = job.job_spec.base_output_directory.output_uri_prefix
+    assert list(job.job_spec.worker_pool_specs[0].container_spec.args) == [
+        "--train-files", "gs://bkt/vertex/all.jsonl", "--eval-files",
+        "gs://bkt/vertex/all.jsonl", "--max-steps", "5"]
+    assert sent[1][1].model.artifact_uri == f"{run_dir}/model"
+    assert sent[1][1].model.container_spec.image_uri == "us-docker.pkg.dev/p/r/s:1"
+    assert sent[3][1].endpoint == f"{location}/endpoints/7"
+    assert sent[3][1].deployed_model.model == f"{location}/models/42"
+    smoke = json.loads(sent[4][1].http_body.data)
+    image = base64.b64decode(smoke["instances"][0]["image_bytes"]["b64"])
+    assert image == open(test_item["imageGcsUri"].replace("gs://bkt/vertex", str(tmp_path)),
+                         "rb").read()
+    lines = out.splitlines()
+    assert f"endpoint: {location}/endpoints/7" in lines
+    assert lines[-1].startswith(
+        "curl -X POST -H \"Authorization: Bearer $(gcloud auth print-access-token)\" -H "
+        "'Content-Type: application/json' https://us-central1-aiplatform.googleapis.com/v1/"
+        f"{location}/endpoints/7:rawPredict -d @{tmp_path / 'out' / 'runs'}")
