@@ -186,8 +186,7 @@ def main(argv=None) -> int:
                                         buckets=[args.output_dir, *args.input], session=session)
 
         if args.dry_run:
-            print(plans.render(plans.Plan(requests=requests, prerequisites=[
-                p.line() for p in prerequisites()])))
+            print(plans.render(plans.Plan(requests=requests, prerequisites=prerequisites())))
             return 0
         checks.verify(prerequisites(checks.authorized_session() if checks.adc_present()
                                     else None))

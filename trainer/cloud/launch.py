@@ -167,8 +167,10 @@ def smoke_body(image: HeldBack) -> bytes:
 
 
 def build_plan(args: argparse.Namespace, data: Data, trainer_args: list[str], where: Layout,
-               image: HeldBack, tag: str, base_image: str | None = None) -> plans.Plan:
-    """The whole chain, checked: commands first (prepare, build), then the Vertex requests."""
+               image: HeldBack, tag: str, base_image: str | None = None,
+               session=None) -> plans.Plan:
+    """The whole chain, checked: commands first (prepare, build), then the Vertex requests,
+    and a Vertex run's prerequisites (`session`: for their online checks, made only when run)."""
     plan = plans.Plan()
     image_names = images_for(args, tag)
     if where.data_dir:
@@ -216,10 +218,11 @@ def build_plan(args: argparse.Namespace, data: Data, trainer_args: list[str], wh
             "chosen once the training ran"))
     plans.check(plan)
     if not args.local:
-        buckets = [where.run_dir] + ([where.data_dir] if where.data_dir else [])
-        plan.prerequisites = [p.line() for p in checks.prerequisites(
-            args.project, images=list(image_names.values()) if args.build != "none" else [],
-            build=None if args.training_image else args.build, buckets=buckets)]
+        plan.prerequisites = checks.prerequisites(
+            args.project, images=list(image_names.values()),
+            build=None if args.training_image else args.build,
+            buckets=[where.run_dir] + ([where.data_dir] if where.data_dir else []),
+            session=session)
     return plan
 
 
@@ -329,8 +332,8 @@ def run_here(args: argparse.Namespace, plan: plans.Plan, data: Data, where: Layo
     body = base64.b64decode(plan.get("rawPredict").body["httpBody"]["data"])
     request_file = where.local_dir / "request.json"
     request_file.write_bytes(body)
-    with local_endpoint.serve(upload["containerSpec"], upload["containerSpec"]["imageUri"],
-                              upload["artifactUri"], port, keep=not args.stop) as endpoint:
+    with local_endpoint.serve(upload["containerSpec"], upload["artifactUri"],
+                              keep=not args.stop) as endpoint:
         response = endpoint.predict(request=body, headers={"Content-Type": "application/json"})
         if response.status_code != 200:
             raise TrainerError(f"the smoke prediction got HTTP {response.status_code}: "
@@ -384,14 +387,7 @@ def held_out_on_gcs(where: Layout, data: Data) -> HeldBack:
 
 def run_on_vertex(args: argparse.Namespace, plan: plans.Plan, data: Data, where: Layout,
                   image: HeldBack) -> None:
-    session = checks.authorized_session() if checks.adc_present() else None
-    buckets = [where.run_dir] + ([where.data_dir] if where.data_dir else [])
-    names = [] if args.training_image else [plan.get("train").body.get(
-        "jobSpec", plan.get("train").body.get("trainingTaskInputs"))["workerPoolSpecs"][0][
-        "containerSpec"]["imageUri"]]
-    checks.verify(checks.prerequisites(args.project, images=names,
-                                       build=None if args.training_image else args.build,
-                                       buckets=buckets, session=session))
+    checks.verify(plan.prerequisites)
     run_commands(plan, data, where, args.eval_fraction)
     print("== train", flush=True)
     if submit.submit(plan.get("train"), args.project, args.region, args.poll_secs, True):
@@ -424,9 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", metavar="DATA",
                    help="photo folder ROOT/CLASS/x.jpg, CSV/JSONL manifest (local or gs://), or "
                         "a Vertex managed image dataset (ID or resource name)")
-    mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--local", action="store_true",
-                      help="run the whole chain on this machine (docker)")
+    p.add_argument("--local", action="store_true",
+                   help="run the whole chain on this machine (docker)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the checked plan (commands, requests, prerequisites); run nothing")
     p.add_argument("--project", help="required on Vertex unless --dry-run")
@@ -528,12 +523,17 @@ def main(argv=None) -> int:
         where = layout(args, data, run_name)
         tag = submit.source_tag()
         base_image = args.base_image
-        if args.local and base_image == DEBIAN_BASE and not args.dry_run:
+        if base_image == DEBIAN_BASE and args.dry_run:
+            base_image = "$(python -m trainer.containers.base_image)"
+        elif base_image == DEBIAN_BASE:
             from trainer.containers.base_image import ensure_base_image
 
             base_image = ensure_base_image(log=lambda line: print(line, file=sys.stderr))
+        session = None
+        if not (args.local or args.dry_run) and checks.adc_present():
+            session = checks.authorized_session()
         with usage_errors():
-            plan = build_plan(args, data, trainer_args, where, image, tag, base_image)
+            plan = build_plan(args, data, trainer_args, where, image, tag, base_image, session)
         if args.dry_run:
             print(plans.render(plan))
             return 0
@@ -544,7 +544,7 @@ def main(argv=None) -> int:
             best = tune(args, data, where, trainer_args)
             with usage_errors():
                 plan = build_plan(args, data, [*trainer_args, *best], where, image, tag,
-                                  base_image)
+                                  base_image, session)
             plan.commands = [c for c in plan.commands if c[0] != "prepare"]
         if args.local:
             from trainer.tools.local_cluster import free_ports

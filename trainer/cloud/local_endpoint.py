@@ -6,7 +6,7 @@ files bind-mounted at AIP_STORAGE_URI), polls its health route and posts predict
 the ModelContainerSpec of the plan's UploadModelRequest. The SDK publishes the container's port
 (`docker run -p`), which needs Docker's bridge network; a daemon started with `--bridge=none`
 (CI machines, sandboxes) has none. `host_network` runs the container on the host network
-instead, where the container's port is the host's, so the plan's port is replaced by a free one.
+instead, where the container's port is the host's: the local plan names a free one.
 """
 
 from __future__ import annotations
@@ -40,17 +40,17 @@ def host_network() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def serve(container_spec: dict, image: str, artifact_dir: str, port: int, keep: bool = False,
+def serve(container_spec: dict, artifact_dir: str, keep: bool = False,
           timeout_secs: int = 180) -> Iterator:
-    """The uploadModel request's containerSpec (REST/JSON) served from `image` on 127.0.0.1:port
-    by the SDK's LocalEndpoint; yields the endpoint; the container is removed on exit, or with
-    `keep` (after a success) left serving."""
+    """The uploadModel request's containerSpec (REST/JSON; its port is the host's) served by
+    the SDK's LocalEndpoint on 127.0.0.1; yields the endpoint; the container is removed on
+    exit, or with `keep` (after a success) left serving."""
     from google.cloud import aiplatform
     from google.cloud.aiplatform.prediction import LocalModel
     from google.cloud.aiplatform_v1.types import ModelContainerSpec
 
-    spec = ModelContainerSpec.from_json(json.dumps(
-        {**container_spec, "imageUri": image, "ports": [{"containerPort": port}]}))
+    spec = ModelContainerSpec.from_json(json.dumps(container_spec))
+    port = spec.ports[0].container_port
     # The SDK asks its global config for a project (for GOOGLE_CLOUD_PROJECT in the container);
     # unset, that looks for credentials and probes the metadata server. Nothing here needs one.
     aiplatform.init(project="local")

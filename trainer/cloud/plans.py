@@ -58,7 +58,7 @@ class Plan:
 
     requests: list[Request] = field(default_factory=list)
     commands: list[tuple[str, list[str]]] = field(default_factory=list)  # (step, argv)
-    prerequisites: list[str] = field(default_factory=list)  # one line each, with its command
+    prerequisites: list = field(default_factory=list)  # trainer.cloud.checks.Prerequisite
 
     def get(self, step: str) -> Request | None:
         return next((r for r in self.requests if r.step == step), None)
@@ -84,7 +84,7 @@ def render(plan: Plan) -> str:
                      f"{json.dumps(request.body, indent=2)}")
     if plan.prerequisites:
         lines.append("# prerequisites (each with the command that creates it)\n"
-                     + "\n".join(f"- {line}" for line in plan.prerequisites))
+                     + "\n".join(f"- {p.line()}" for p in plan.prerequisites))
     return "\n\n".join(lines)
 
 
