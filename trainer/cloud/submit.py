@@ -225,9 +225,9 @@ def source_tag() -> str:
 
 def build_commands(mode: str, project: str | None, tag: str, kinds: dict[str, str],
                    gpu: bool = False) -> list[tuple[str, list[str]]]:
-    """(step, command) pairs that build and push our images `{kind: image:tag}`: with Cloud Build
-    (the checkout's cloudbuild.yaml, tests included; from an installed package a generated
-    config over the build context) or with docker here."""
+    """(step, command) pairs that build and push our images `{kind: image:tag}` (`gpu`: the
+    training image with CUDA): with Cloud Build (the checkout's cloudbuild.yaml, tests included;
+    from an installed package a generated config over the build context) or with docker here."""
     project = project or plans.PROJECT_PLACEHOLDER
     context = Path(tempfile.gettempdir()) / f"vertex-trainer-context-{tag}"
     build_args = {"TENSORFLOW": GPU_TENSORFLOW, "NCCL_PLUGIN": "google-reduction-server"} \
@@ -246,8 +246,8 @@ def build_commands(mode: str, project: str | None, tag: str, kinds: dict[str, st
                            f"--config={context / images.CLOUD_BUILD_FILE}", str(context)])]
     commands = [("build context", make_context)]
     for kind, image in kinds.items():
-        commands.append((f"build {kind} image",
-                         images.build_command(kind, image, context, build_args)))
+        commands.append((f"build {kind} image", images.build_command(
+            kind, image, context, build_args if kind == "training" else {})))
     commands += [(f"push {kind} image", ["docker", "push", image]) for kind, image in kinds.items()]
     return commands
 

@@ -125,25 +125,29 @@ CLOUD_DOCKER = "gcr.io/cloud-builders/docker"
 CLOUD_BUILD_FILE = "cloudbuild.generated.yaml"
 
 
-def cloud_build_config(images: dict[str, str], build_args: dict[str, str] | None = None) -> dict:
+def cloud_build_config(images: dict[str, str], training_args: dict[str, str] | None = None
+                       ) -> dict:
     """A minimal Cloud Build config over a context made by `build_context`: build each image
-    `{kind: name}` (training first: serving reuses its TensorFlow layer) and push it. Unlike the
-    checkout's cloudbuild.yaml it runs no tests: it is what an installed package can build."""
-    args = [arg for key, value in (build_args or {}).items()
-            for arg in ("--build-arg", f"{key}={value}")]
-    steps = [{"id": f"build-{kind}", "name": CLOUD_DOCKER,
-              "args": ["build", "-f", DOCKERFILES[kind], *args, "-t", image, "."]}
-             for kind, image in sorted(images.items(), key=lambda item: item[0] != "training")]
+    `{kind: name}` (training first: serving reuses its TensorFlow layer) and push it;
+    `training_args` are the training image's build arguments (GPU TensorFlow, NCCL plugin).
+    Unlike the checkout's cloudbuild.yaml it runs no tests: it is what an installed package
+    can build."""
+    steps = []
+    for kind, image in sorted(images.items(), key=lambda item: item[0] != "training"):
+        args = [arg for key, value in ((training_args or {}) if kind == "training" else {}).items()
+                for arg in ("--build-arg", f"{key}={value}")]
+        steps.append({"id": f"build-{kind}", "name": CLOUD_DOCKER,
+                      "args": ["build", "-f", DOCKERFILES[kind], *args, "-t", image, "."]})
     return {"steps": steps, "images": [images[kind] for kind in sorted(images)]}
 
 
 def write_cloud_build(context: Path, images: dict[str, str],
-                      build_args: dict[str, str] | None = None) -> Path:
+                      training_args: dict[str, str] | None = None) -> Path:
     """Writes `cloud_build_config` into the context (JSON, which is YAML too); returns it."""
     import json
 
     path = context / CLOUD_BUILD_FILE
-    path.write_text(json.dumps(cloud_build_config(images, build_args), indent=2) + "\n")
+    path.write_text(json.dumps(cloud_build_config(images, training_args), indent=2) + "\n")
     return path
 
 
@@ -172,7 +176,8 @@ def main(argv=None) -> int:
                        help=f"also write DIR/{CLOUD_BUILD_FILE} building and pushing this image "
                             f"(KIND: {', '.join(DOCKERFILES)}; repeatable)")
         p.add_argument("--build-arg", action="append", default=[], metavar="KEY=VALUE",
-                       help="a docker build argument of the Cloud Build steps (repeatable)")
+                       help="a docker build argument of the training image's Cloud Build step "
+                            "(repeatable)")
         with usage_errors():
             args = p.parse_args(argv)
             images = _pairs(args.cloud_build, "--cloud-build", tuple(DOCKERFILES))
