@@ -131,10 +131,10 @@ def held_back(data: Data, eval_fraction: float) -> HeldBack:
 
 
 def images_for(args: argparse.Namespace, tag: str) -> dict[str, str]:
-    if args.local:
-        return dict(LOCAL_IMAGES)
     if args.training_image:
         return {"training": args.training_image, "serving": args.serving_image}
+    if args.local:
+        return dict(LOCAL_IMAGES)
     gpu = bool(args.accelerator_type)
     training = submit.default_image(args.project, gpu).rsplit(":", 1)[0] + f":{tag}"
     serving = submit.OUR_SERVING_IMAGE.format(project=args.project or plans.PROJECT_PLACEHOLDER)
