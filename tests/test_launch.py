@@ -375,3 +375,16 @@ def test_on_vertex_the_plan_runs_in_order_with_the_names_each_step_creates(
         "curl -X POST -H \"Authorization: Bearer $(gcloud auth print-access-token)\" -H "
         "'Content-Type: application/json' https://us-central1-aiplatform.googleapis.com/v1/"
         f"{location}/endpoints/7:rawPredict -d @{tmp_path / 'out' / 'runs'}")
+
+
+def test_the_training_container_sees_the_run_the_working_directory_and_named_files(
+        monkeypatch, tmp_path):
+    work, elsewhere = tmp_path / "work", tmp_path / "weights"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert launch.mounts("/runs/r", [
+        "--label-map", "labels.txt", "--pretrained-weights", f"{elsewhere}/b.weights.h5",
+        "--init-checkpoint", "gs://b/ckpt"]) == sorted([
+            "/runs/r:/runs/r", f"{work}:{work}:ro", f"{elsewhere}:{elsewhere}:ro"])
+    assert launch.mounts("/runs/r", ["--pretrained-weights", "imagenet"]) == sorted([
+        "/runs/r:/runs/r", f"{work}:{work}:ro"])

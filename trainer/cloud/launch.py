@@ -264,25 +264,46 @@ def aip_environment(job_spec: dict) -> dict[str, str]:
             "AIP_TENSORBOARD_LOG_DIR": f"{base}/logs"}
 
 
-def train_here(request: plans.Request, mounts: list[str], container: bool) -> None:
+def mounts(run_dir: str, trainer_args: list[str]) -> list[str]:
+    """What the training container sees of this machine, at the same paths: the run (written),
+    the working directory (relative paths in the flags) and the folders of files the flags
+    name elsewhere (both read-only)."""
+    flags = checks.trainer_flags(trainer_args)
+    here = os.getcwd()
+    found = {f"{run_dir}:{run_dir}"}
+    if here != "/":  # docker mounts nothing over the container's root
+        found.add(f"{here}:{here}:ro")
+    for name in ("label_map", "pretrained_weights", "init_checkpoint"):
+        value = getattr(flags, name)
+        if value and value != "imagenet" and not checks.is_cloud_path(value):
+            folder = os.path.dirname(os.path.abspath(value))
+            if not (folder + "/").startswith(here + "/"):
+                found.add(f"{folder}:{folder}:ro")
+    return sorted(found)
+
+
+def train_here(request: plans.Request, container: bool) -> None:
     """The CustomJob's chief as Vertex runs it: its image, args and env, with the AIP_*
-    directories, in a container on the host network (or as a process)."""
+    directories, in a container on the host network, as this user (or as a process)."""
     spec = request.body["jobSpec"]
     pool = spec["workerPoolSpecs"][0]["containerSpec"]
+    args = pool.get("args", [])
     env = {**{e["name"]: e["value"] for e in pool.get("env", [])}, **aip_environment(spec)}
     for directory in env.values():
         if directory.startswith("/"):
             Path(directory).mkdir(parents=True, exist_ok=True)
     if not container:
-        command = [sys.executable, "-m", "trainer.task", *pool.get("args", [])]
+        command = [sys.executable, "-m", "trainer.task", *args]
         code = subprocess.run(command, env={**os.environ, **env}).returncode
     else:
         name = f"vertex-trainer-launch-{os.getpid()}"
-        volumes = [arg for mount in sorted(set(mounts)) for arg in ("--volume", mount)]
+        run_dir = spec["baseOutputDirectory"]["outputUriPrefix"]
+        volumes = [arg for mount in mounts(run_dir, args) for arg in ("--volume", mount)]
         command = ["docker", "run", "--rm", "--name", name, "--network", "host",
-                   "--user", f"{os.getuid()}:{os.getgid()}", "--env", "HOME=/tmp", *volumes,
+                   "--user", f"{os.getuid()}:{os.getgid()}", "--env", "HOME=/tmp",
+                   "--workdir", os.getcwd(), *volumes,
                    *[arg for key, value in env.items() for arg in ("--env", f"{key}={value}")],
-                   pool["imageUri"], *pool.get("args", [])]
+                   pool["imageUri"], *args]
         print("+ " + " ".join(command), flush=True)
         try:
             code = subprocess.run(command).returncode
@@ -324,8 +345,7 @@ def run_here(args: argparse.Namespace, plan: plans.Plan, data: Data, where: Layo
         "; where Docker Hub (the Dockerfiles' base image) cannot be reached, give "
         "--base-image debian"))
     print("== train", flush=True)
-    train_here(plan.get("train"), [f"{where.run_dir}:{where.run_dir}"],
-               container=not args.no_container)
+    train_here(plan.get("train"), container=not args.no_container)
     upload = plan.get("uploadModel").body["model"]
     print(f"== serve {upload['artifactUri']} with {upload['containerSpec']['imageUri']} on "
           f"127.0.0.1:{port}", flush=True)
