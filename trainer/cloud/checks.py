@@ -155,15 +155,22 @@ def prerequisites(project: str | None, *, images: Sequence[str] = (), build: str
 
 
 def adc_present() -> bool:
-    """Application-default credentials as google.auth finds them off Google Cloud: the file the
-    variable names, or gcloud's well-known file (on a Google Cloud VM the metadata server
-    answers instead; that is not probed)."""
+    """Application-default credentials as google.auth finds them: the file the variable names,
+    gcloud's well-known file, else (on Google Cloud: a VM, Cloud Build, Workbench) the metadata
+    server, which google.auth probes for a few seconds where there is none."""
     named = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
     if named:
         return Path(named).is_file()
     config = os.environ.get("CLOUDSDK_CONFIG")
-    path = Path(config, _ADC.name) if config else _ADC.expanduser()
-    return path.is_file() or bool(os.environ.get("GCE_METADATA_HOST"))
+    if (Path(config, _ADC.name) if config else _ADC.expanduser()).is_file():
+        return True
+    import google.auth
+
+    try:
+        google.auth.default()
+    except google.auth.exceptions.DefaultCredentialsError:
+        return False
+    return True
 
 
 def docker_can_push(host: str) -> bool:
