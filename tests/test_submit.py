@@ -259,6 +259,8 @@ def test_bad_submissions_are_one_line_errors(capsys, argv, message):
                "checkpoints and the export stay on the job's machines"),
     (["--tensorboard", "projects/p/locations/l/tensorboards/7", "--service-account", "s"], DATA,
      "error: --base-output-dir is missing"),
+    (["--dataset", "123"], ["--job-dir", "gs://b/job"],
+     "error: --dataset needs --base-output-dir: Vertex exports the dataset's splits under it"),
     # No data: the trainer would refuse the bundled sample inside the job.
     (OUT, ["--max-steps", "10"], "error: the job has no data: give --train-files"),
 ])

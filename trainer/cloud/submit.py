@@ -96,6 +96,9 @@ def check_job(args: argparse.Namespace, trainer_args: list[str]) -> None:
     """What a job would fail on or lose, found before anything is spent (trainer.cloud.checks)."""
     flags = checks.trainer_flags(trainer_args)
     checks.require_cloud_paths(flags)
+    if args.dataset and not args.base_output_dir:
+        raise TrainerError("--dataset needs --base-output-dir: Vertex exports the dataset's "
+                           "splits under it for the job")
     checks.require_output(args.base_output_dir, flags)
     checks.require_data(flags, managed_dataset=bool(args.dataset))
 
