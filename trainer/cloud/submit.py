@@ -323,13 +323,13 @@ def job_prerequisites(args: argparse.Namespace, image_list: list[str], session=N
 # (client, create method, get method, request keyword, state prefix, console page) per type
 _SERVICES = {
     "CustomJob": ("JobServiceClient", "create_custom_job", "get_custom_job", "custom_job",
-                  "JOB_STATE", "training"),
+                  "JOB_STATE", "training/{id}/cpu"),
     "TrainingPipeline": ("PipelineServiceClient", "create_training_pipeline",
                          "get_training_pipeline", "training_pipeline", "PIPELINE_STATE",
-                         "training"),
+                         "training/{id}"),
     "BatchPredictionJob": ("JobServiceClient", "create_batch_prediction_job",
                            "get_batch_prediction_job", "batch_prediction_job", "JOB_STATE",
-                           "batch-predictions"),
+                           "batch-predictions/{id}"),
 }
 _TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED")
 
@@ -347,7 +347,7 @@ def submit(request: plans.Request, project: str, region: str, poll_secs: float,
                                   **{keyword: request.message()})
     job_id = job.name.rsplit("/", 1)[1]
     print(f"created {job.name}\n  console: https://console.cloud.google.com/vertex-ai/locations/"
-          f"{region}/{page}/{job_id}/cpu?project={project}", flush=True)
+          f"{region}/{page.format(id=job_id)}?project={project}", flush=True)
     if request.type_name == "CustomJob":
         print(f"  logs: gcloud ai custom-jobs stream-logs {job_id} --region={region}", flush=True)
     if not follow:
@@ -445,7 +445,8 @@ def main(argv=None) -> int:
             builds = choose_code(args, date.today())
             # The request is checked once here with a placeholder for the sdist, so that a
             # legacy run fails before building and uploading it.
-            build_request(args, trainer_args, args.package_uri or "gs://b/p.tar.gz").message()
+            build_request(args, trainer_args, f"{args.staging_bucket}/packages/sdist.tar.gz"
+                          if args.staging_bucket else args.package_uri).message()
         image_list = [args.container_image_uri] if args.container_image_uri else []
         if args.dry_run:
             package_uri = args.package_uri
