@@ -25,8 +25,6 @@ PATH_FLAGS = ("train_files", "eval_files", "test_files", "label_map", "pretraine
               "init_checkpoint", "job_dir")
 # Where a Vertex job's container sees Cloud Storage (Cloud Storage FUSE).
 _CLOUD_PREFIXES = ("gs://", "/gcs/")
-REGISTRY_HOST = "us-docker.pkg.dev"
-REPOSITORY = "vertex-trainer"
 _ADC = Path("~/.config/gcloud/application_default_credentials.json")
 
 
