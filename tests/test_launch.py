@@ -186,6 +186,11 @@ def test_the_local_plan_is_the_vertex_plan_on_this_machine(capsys, photos, tmp_p
                                     "gs://b/d.jsonl lives on Google Cloud"),
     (["{photos}/nope"], "error: DATA: {photos}/nope is neither a photo folder"),
     (["{photos}", "--bucket", "gs://b", "--stop"], "error: --stop is for --local runs"),
+    (["gs://b/photos/", "--bucket", "gs://b"], "error: DATA gs://b/photos is a gs:// folder, "
+                                               "which holds out no image for the smoke "
+                                               "prediction: give --predict-image FILE"),
+    (["123", "--bucket", "gs://b", "--tune", "hptuning/cnn.yaml"],
+     "error: --tune runs its study on this machine: use it with --local"),
     (["{photos}", "--bucket", "gs://b", "--training-image", "i"],
      "error: --training-image and --serving-image go together"),
     (["123", "--bucket", "gs://b", "--region", "europe-west4", "--dataset-typo"],
