@@ -254,24 +254,34 @@ def test_tune_runs_the_study_on_the_prepared_data_and_returns_the_best_trials_fl
     assert checks.trainer_flags(flags).learning_rate == best["parameters"]["learning_rate"]
 
 
-def test_a_vertex_runs_smoke_image_is_a_held_out_item_of_its_data(
-        gcs, monkeypatch, tmp_path):  # noqa: F811
-    """Read on Cloud Storage (the emulator) once the job ran: a gs:// manifest's first test
-    item, or the test split Vertex exported from a managed dataset under the run."""
-    for name, value in gcs.env.items():
+def photos_on_gcs(emulator, monkeypatch, tmp_path, prefix: str) -> list[dict]:
+    """Digit photos under gs://bkt/PREFIX/images/ and their Vertex JSONL manifest (ml_use
+    training, validation, test) as gs://bkt/PREFIX/all.jsonl, clients pointed at the emulator;
+    returns the manifest's items."""
+    for name, value in emulator.env.items():
         monkeypatch.setenv(name, value)
     images = make_image_set(tmp_path / "images", train=4, evaluation=2, test=2)
     items = [json.loads(line) for line in images.jsonl.read_text().splitlines()]
     for item in items:
-        item["imageGcsUri"] = item["imageGcsUri"].replace(str(tmp_path), "gs://bkt/launch")
-    export = tmp_path / "export"
-    (export / "run" / "dataset-9-image-2026").mkdir(parents=True)
-    (export / "all.jsonl").write_text("\n".join(json.dumps(i) for i in items))
+        item["imageGcsUri"] = item["imageGcsUri"].replace(str(tmp_path), f"gs://bkt/{prefix}")
+    (tmp_path / "manifest").mkdir()
+    (tmp_path / "manifest" / "all.jsonl").write_text("\n".join(json.dumps(i) for i in items))
+    emulator.upload(tmp_path / "images", "bkt", f"{prefix}/images")
+    emulator.upload(tmp_path / "manifest", "bkt", prefix)
+    return items
+
+
+def test_a_vertex_runs_smoke_image_is_a_held_out_item_of_its_data(
+        gcs, monkeypatch, tmp_path):  # noqa: F811
+    """Read on Cloud Storage (the emulator) once the job ran: a gs:// manifest's first test
+    item, or the test split Vertex exported from a managed dataset under the run."""
+    items = photos_on_gcs(gcs, monkeypatch, tmp_path, "launch")
+    export = tmp_path / "export" / "run" / "dataset-9-image-2026"
+    export.mkdir(parents=True)
     validation = [i for i in items if "validation" in json.dumps(i)]
-    (export / "run" / "dataset-9-image-2026" / "validation-00000-of-00001.jsonl").write_text(
+    (export / "validation-00000-of-00001.jsonl").write_text(
         "\n".join(json.dumps(i) for i in validation))
-    gcs.upload(tmp_path / "images", "bkt", "launch/images")
-    gcs.upload(export, "bkt", "launch")
+    gcs.upload(tmp_path / "export", "bkt", "launch")
     where = launch.Layout(None, "gs://bkt/launch/run", tmp_path / "local")
 
     def label_of(item):
@@ -305,16 +315,7 @@ def test_on_vertex_the_plan_runs_in_order_with_the_names_each_step_creates(
     from tests.test_checks import Rebased, api
     from trainer.cloud import checks
 
-    for name, value in gcs.env.items():
-        monkeypatch.setenv(name, value)
-    images = make_image_set(tmp_path / "images", train=4, evaluation=2, test=2)
-    items = [json.loads(line) for line in images.jsonl.read_text().splitlines()]
-    for item in items:
-        item["imageGcsUri"] = item["imageGcsUri"].replace(str(tmp_path), "gs://bkt/vertex")
-    (tmp_path / "manifest").mkdir()
-    (tmp_path / "manifest" / "all.jsonl").write_text("\n".join(json.dumps(i) for i in items))
-    gcs.upload(tmp_path / "images", "bkt", "vertex/images")
-    gcs.upload(tmp_path / "manifest", "bkt", "vertex")
+    items = photos_on_gcs(gcs, monkeypatch, tmp_path, "vertex")
     test_item = next(i for i in items if '"test"' in json.dumps(i))
     (tmp_path / "key.json").write_text("{}")
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "key.json"))
