@@ -2,6 +2,24 @@
 
 from setuptools import find_packages, setup
 
+EXTRAS = {
+    "data": ["tqdm"],
+    # launch --local serves through the SDK's LocalModel ([prediction]: FastAPI, the docker SDK)
+    # and prepares photos (tqdm).
+    "cloud": ["google-cloud-storage", "google-cloud-aiplatform[prediction]", "docker", "pyyaml",
+              "tqdm"],
+    "tune": ["optuna", "matplotlib", "pyyaml", "google-cloud-aiplatform"],
+    "serve": ["starlette>=0.37", "uvicorn>=0.29"],
+    "predict": ["matplotlib"],
+    # setuptools and wheel: the sdist test installs with --no-build-isolation, offline.
+    "test": ["pytest", "setuptools", "wheel", "tqdm", "pyyaml", "optuna", "matplotlib",
+             "google-cloud-storage", "google-cloud-aiplatform", "starlette>=0.37", "uvicorn>=0.29",
+             "gcp-storage-emulator", "cryptography"],
+}
+# Everything a user runs: every command of `vertex-trainer`.
+EXTRAS["all"] = sorted({r for name in ("data", "cloud", "tune", "serve", "predict")
+                        for r in EXTRAS[name]})
+
 setup(
     name="vertex-trainer",
     version="0.1.0",
@@ -16,16 +34,6 @@ setup(
     # 2.17 is the newest Vertex prebuilt training image; the package must install on it without
     # replacing its TensorFlow. TF 2.21 no longer pulls in TensorBoard, which tf.summary needs.
     install_requires=["tensorflow>=2.17", "tensorboard", "cloudml-hypertune"],
-    extras_require={
-        "data": ["tqdm"],
-        "cloud": ["google-cloud-storage", "google-cloud-aiplatform", "pyyaml", "tqdm"],
-        "tune": ["optuna", "matplotlib", "pyyaml", "google-cloud-aiplatform"],
-        "serve": ["starlette>=0.37", "uvicorn>=0.29"],
-        "predict": ["matplotlib"],
-        # setuptools and wheel: the sdist test installs with --no-build-isolation, offline.
-        "test": ["pytest", "setuptools", "wheel", "tqdm", "pyyaml", "optuna", "matplotlib", "google-cloud-storage",
-                 "google-cloud-aiplatform", "starlette>=0.37", "uvicorn>=0.29",
-                 "gcp-storage-emulator", "cryptography"],
-    },
+    extras_require=EXTRAS,
     entry_points={"console_scripts": ["vertex-trainer=trainer.commands:cli"]},
 )

@@ -45,4 +45,4 @@ def test_no_command_is_train_and_help_lists_the_commands():
 def test_an_unknown_command_is_one_line_with_the_choices():
     done = _run("trian")
     assert done.returncode == 2
-    assert "error: unknown command 'trian'; expected one of train, predict" in done.stderr
+    assert "error: unknown command 'trian'; expected one of launch, train, predict" in done.stderr

@@ -1,6 +1,7 @@
 """Offline proofs for Vertex submission: request shapes, Cloud Build, the image, the sdist."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from google.cloud.aiplatform_v1.types import CustomJob
+from google.cloud.aiplatform_v1.types import CustomJob, CustomJobSpec, TrainingPipeline
 from google.protobuf import json_format
 
 from trainer.cloud import submit as submit_job
@@ -21,7 +22,7 @@ def dry_run(capsys, *argv):
     assert submit_job.main(["--dry-run", *argv]) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     request_text, gcloud = out.split("\n# the same through gcloud:\n")
-    return json.loads(request_text), gcloud
+    return json.loads(request_text), gcloud.split("\n\n# ")[0]
 
 
 def pools(request):
@@ -31,21 +32,25 @@ def pools(request):
 LEGACY = ["--executor-image-uri", submit_job.PREBUILT_CPU_IMAGE]
 GPU_WORKERS = ["--workers", "2", "--accelerator-type", "NVIDIA_TESLA_T4",
                "--accelerator-count", "2"]
+OUT = ["--base-output-dir", "gs://b/runs/1"]
+DATA = ["--train-files", "gs://b/d/train-*", "--eval-files", "gs://b/d/eval-*"]
 SHAPES = {
-    "single-host": ["--project", "p", "--timeout", "90m", "--base-output-dir", "gs://b/runs/1",
-                    "--", "--model", "cnn"],
-    "legacy-package": [*LEGACY, "--package-uri", "gs://b/vertex-trainer-0.1.0.tar.gz"],
+    "single-host": ["--project", "p", "--timeout", "90m", *OUT, "--", "--model", "cnn", *DATA],
+    "legacy-package": [*LEGACY, "--package-uri", "gs://b/vertex-trainer-0.1.0.tar.gz", *OUT,
+                       "--", *DATA],
     "multi-worker-gpu": ["--project", "p", *GPU_WORKERS, "--spot",
-                         "--restart-job-on-worker-restart", "--", "--max-steps=5"],
+                         "--restart-job-on-worker-restart", *OUT, "--", "--max-steps=5", *DATA],
     "parameter-server": ["--container-image-uri", "us-docker.pkg.dev/p/r/trainer:abc",
                          "--workers", "2", "--ps", "1", "--evaluator", "--service-account",
-                         "sa@p.iam.gserviceaccount.com"],
-    "reduction-server": ["--project", "p", *GPU_WORKERS, "--reduction-servers", "4"],
+                         "sa@p.iam.gserviceaccount.com", *OUT, "--", *DATA],
+    "reduction-server": ["--project", "p", *GPU_WORKERS, "--reduction-servers", "4", *OUT, "--",
+                         *DATA],
     "tensorboard": ["--project", "p", "--tensorboard", "projects/p/locations/l/tensorboards/7",
                     "--service-account", "sa@p.iam.gserviceaccount.com", "--base-output-dir",
-                    "gs://b/runs/2"],
+                    "gs://b/runs/2", "--", *DATA],
     "tpu": ["--container-image-uri", "us-docker.pkg.dev/p/r/trainer-tpu:abc", "--tpu-type",
-            "TPU_V3", "--", "--batch-size", "1024"],
+            "TPU_V3", *OUT, "--", *DATA, "--batch-size", "1024"],
+    "bundled-sample-no-project": [*OUT, "--", "--bundled-sample"],
 }
 
 
@@ -64,7 +69,7 @@ def test_shapes_put_each_role_in_its_pool(capsys):
     assert len(pools(single)) == 1
     code = pools(single)[0]["containerSpec"]
     assert code == {"imageUri": "us-docker.pkg.dev/p/vertex-trainer/trainer:latest",
-                    "args": ["--model", "cnn"]}
+                    "args": ["--model", "cnn", *DATA]}
     assert single["jobSpec"]["scheduling"] == {"timeout": "5400s"}
     assert single["jobSpec"]["baseOutputDirectory"] == {"outputUriPrefix": "gs://b/runs/1"}
 
@@ -121,12 +126,13 @@ def test_tensorboard_names_the_instance_in_the_job_spec(capsys):
 
 
 def test_an_evaluator_without_workers_or_ps_keeps_pool_3(capsys):
-    request, _ = dry_run(capsys, *LEGACY, "--package-uri", "gs://b/p.tar.gz", "--evaluator")
+    request, _ = dry_run(capsys, *LEGACY, "--package-uri", "gs://b/p.tar.gz", "--evaluator", *OUT,
+                         "--", *DATA)
     assert [bool(p) for p in pools(request)] == [True, False, False, True]
 
 
 def test_staging_bucket_builds_the_sdist_and_names_its_upload(capsys):
-    request, _ = dry_run(capsys, *LEGACY, "--staging-bucket", "gs://bucket")
+    request, _ = dry_run(capsys, *LEGACY, "--staging-bucket", "gs://bucket", *OUT, "--", *DATA)
     assert pools(request)[0]["pythonPackageSpec"]["packageUris"] == [
         "gs://bucket/packages/vertex-trainer-0.1.0.tar.gz"]
 
@@ -146,20 +152,60 @@ def test_a_prebuilt_image_past_its_end_of_availability_warns_once(capsys, monkey
 
 def test_build_pushes_our_image_tagged_with_the_commit_then_runs_it(capsys, monkeypatch):
     monkeypatch.setattr(submit_job, "source_tag", lambda: "abc1234")
-    assert submit_job.main(["--dry-run", "--project", "p", "--build", "local"]) == 0
+    assert submit_job.main(["--dry-run", "--project", "p", "--build", "local", *OUT, "--",
+                            *DATA]) == 0
     out = capsys.readouterr().out
     request = json.loads(out.split("\n# the same through gcloud:\n")[0])
     assert pools(request)[0]["containerSpec"]["imageUri"] == (
         "us-docker.pkg.dev/p/vertex-trainer/trainer:abc1234")
     context = f"{tempfile.gettempdir()}/vertex-trainer-context-abc1234"
-    assert out.rstrip().endswith(
-        f"# --build first runs:\n{sys.executable} -m trainer.containers.images {context}\n"
+    builds = out.split("\n# --build first runs:\n")[1].split("\n\n# ")[0]
+    assert builds == (
+        f"{sys.executable} -m trainer.containers.images {context}\n"
         f"docker build --network host -f {context}/training.Dockerfile -t "
         "us-docker.pkg.dev/p/vertex-trainer/trainer:abc1234 "
         f"{context}\ndocker push us-docker.pkg.dev/p/vertex-trainer/trainer:abc1234")
-    assert submit_job.main(["--dry-run", "--project", "p", "--build", "cloud"]) == 0
-    assert out and "gcloud builds submit --project=p --config=cloudbuild.yaml " \
-        "--substitutions=SHORT_SHA=abc1234 ." in capsys.readouterr().out
+    assert "docker allowed to push to us-docker.pkg.dev: gcloud auth configure-docker " \
+        "us-docker.pkg.dev" in out
+    assert submit_job.main(["--dry-run", "--project", "p", "--build", "cloud", *OUT, "--",
+                            *DATA]) == 0
+    assert f"gcloud builds submit --project=p --config={REPO}/cloudbuild.yaml " \
+        f"--substitutions=SHORT_SHA=abc1234 {REPO}" in capsys.readouterr().out
+
+
+def test_cloud_build_from_an_installed_package_builds_over_a_generated_config(
+        capsys, monkeypatch, tmp_path):
+    """No checkout, no cloudbuild.yaml: the context gets a minimal config that builds and
+    pushes the image, and `gcloud builds submit` uploads the context."""
+    monkeypatch.setattr(submit_job.images, "checkout", lambda: None)
+    monkeypatch.setattr(submit_job, "source_tag", lambda: "dev-1")
+    assert submit_job.main(["--dry-run", "--project", "p", "--build", "cloud", *OUT, "--",
+                            *DATA]) == 0
+    builds = capsys.readouterr().out.split("\n# --build first runs:\n")[1].split("\n\n# ")[0]
+    make_context, gcloud = [line.split() for line in builds.splitlines()]
+    image = "us-docker.pkg.dev/p/vertex-trainer/trainer:dev-1"
+    context = f"{tempfile.gettempdir()}/vertex-trainer-context-dev-1"
+    assert make_context == [sys.executable, "-m", "trainer.containers.images", context,
+                            f"--cloud-build=training={image}"]
+    assert gcloud == ["gcloud", "builds", "submit", "--project=p",
+                      f"--config={context}/cloudbuild.generated.yaml", context]
+    # What that first command writes, here into a scratch directory.
+    from trainer.containers import images
+
+    made = tmp_path / "context"
+    assert images.main([str(made), f"--cloud-build=training={image}",
+                        "--cloud-build=serving=us-docker.pkg.dev/p/vertex-trainer/serving:dev-1",
+                        "--build-arg=TENSORFLOW=tensorflow-cpu==2.21.0"]) == 0
+    config = yaml.safe_load((made / images.CLOUD_BUILD_FILE).read_text())
+    assert [step["args"] for step in config["steps"]] == [
+        ["build", "-f", "training.Dockerfile", "--build-arg", "TENSORFLOW=tensorflow-cpu==2.21.0",
+         "-t", image, "."],
+        ["build", "-f", "serving.Dockerfile", "-t",
+         "us-docker.pkg.dev/p/vertex-trainer/serving:dev-1", "."]]
+    assert set(config["images"]) == {image, "us-docker.pkg.dev/p/vertex-trainer/serving:dev-1"}
+    assert {p.name for p in made.iterdir()} >= {"training.Dockerfile", "serving.Dockerfile",
+                                                 images.CLOUD_BUILD_FILE}
+    assert len(list(made.glob("vertex_trainer-*.whl"))) == 1
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -169,14 +215,13 @@ def test_build_pushes_our_image_tagged_with_the_commit_then_runs_it(capsys, monk
     ([*LEGACY, "--package-uri", "gs://b/p", "--tpu-type", "TPU_V3"],
      "needs --container-image-uri"),
     (["--container-image-uri", "i", "--build", "cloud"], "drop --container-image-uri"),
-    ([], "--project is needed to name our image"),
     (["--container-image-uri", "i", "--ps", "1"], "--ps needs --workers"),
     (["--container-image-uri", "i", "--accelerator-type", "NVIDIA_TESLA_T4"], "go together"),
     (["--container-image-uri", "i", "--base-output-dir", "/tmp/x"], "must be a gs:// path"),
     ([*LEGACY, "--package-uri", "/local/p.tar.gz"], "--package-uri must be a gs:// path"),
     (["--container-image-uri", "i", "--timeout", "soon"], "--timeout must be like 30m"),
     (["--container-image-uri", "i", "--accelerator-type", "NOT_A_GPU", "--accelerator-count",
-      "1"], "the CustomJob request is invalid"),
+      "1"], "the CustomJob is invalid"),
     (["--container-image-uri", "i", "--reduction-servers", "2"], "needs GPU workers"),
     (["--container-image-uri", "i", "--workers", "2", "--reduction-servers", "2"],
      "needs GPU workers"),
@@ -185,18 +230,94 @@ def test_build_pushes_our_image_tagged_with_the_commit_then_runs_it(capsys, monk
     (["--container-image-uri", "i", "--reduction-servers", "-1"], "--reduction-servers must be"),
     (["--container-image-uri", "i", "--tensorboard", "projects/p/locations/l/tensorboards/7",
       "--base-output-dir", "gs://b/r"], "--tensorboard needs --service-account"),
-    (["--container-image-uri", "i", "--tensorboard", "projects/p/locations/l/tensorboards/7",
-      "--service-account", "s"], "--tensorboard needs --base-output-dir"),
     (["--container-image-uri", "i", "--tensorboard", "tb-7"], "--tensorboard must be projects/"),
+    (["--dataset", "my-photos"], "--dataset must be a dataset ID or projects/P/locations/R/"),
+    (["--dataset", "projects/p/locations/europe-west4/datasets/5"],
+     "is in europe-west4, the job in --region us-central1"),
 ])
 def test_bad_submissions_are_one_line_errors(capsys, argv, message):
-    assert submit_job.main(["--dry-run", *argv]) == 2
+    output = [] if "--base-output-dir" in argv else OUT
+    assert submit_job.main(["--dry-run", *argv, *output, "--", *DATA]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err
 
 
+@pytest.mark.parametrize("argv, trainer, message", [
+    # A misspelt trainer flag: the trainer's own parser, before anything is spent.
+    (OUT, ["--train-file", "gs://b/d/train-*", "--eval-files", "gs://b/d/eval-*"],
+     "error: trainer flags after --: unrecognized arguments: --train-file gs://b/d/train-* "
+     "(see vertex-trainer train --help)"),
+    (OUT, ["--max-steps", "ten", *DATA], "error: trainer flags after --: argument --max-steps"),
+    # Paths of this machine, which the job cannot read.
+    (OUT, ["--train-files", "/tmp/mnist/train-*", "--eval-files", "gs://b/d/eval-*"],
+     "error: trainer flags after --: --train-files /tmp/mnist/train-* is a path on this "
+     "machine, which a Vertex job cannot read"),
+    (OUT, [*DATA, "--label-map", "labels.txt"], "--label-map labels.txt is a path on this"),
+    (OUT, [*DATA, "--job-dir", "/tmp/job"], "--job-dir /tmp/job is a path on this machine"),
+    # No home for the export.
+    ([], DATA, "error: --base-output-dir is missing: without it (or a gs:// --job-dir) the "
+               "checkpoints and the export stay on the job's machines"),
+    (["--tensorboard", "projects/p/locations/l/tensorboards/7", "--service-account", "s"], DATA,
+     "error: --base-output-dir is missing"),
+    (["--dataset", "123"], ["--job-dir", "gs://b/job"],
+     "error: --dataset needs --base-output-dir: Vertex exports the dataset's splits under it"),
+    # No data: the trainer would refuse the bundled sample inside the job.
+    (OUT, ["--max-steps", "10"], "error: the job has no data: give --train-files"),
+])
+def test_what_the_job_would_fail_on_or_lose_is_refused_first(capsys, argv, trainer, message):
+    assert submit_job.main(["--dry-run", *argv, "--", *trainer]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+def test_a_gs_job_dir_keeps_the_export_without_a_base_output_dir(capsys):
+    request, _ = dry_run(capsys, "--", *DATA, "--job-dir", "gs://b/job")
+    assert "baseOutputDirectory" not in request["jobSpec"]
+
+
+def test_a_dry_run_without_project_names_a_placeholder_and_lists_the_prerequisites(capsys):
+    assert submit_job.main(["--dry-run", "--build", "cloud", "--tensorboard",
+                            "projects/p/locations/l/tensorboards/7", "--service-account",
+                            "sa@p.iam.gserviceaccount.com", *OUT, "--", *DATA]) == 0
+    out = capsys.readouterr().out
+    request = json.loads(out.split("\n# the same through gcloud:\n")[0])
+    assert pools(request)[0]["containerSpec"]["imageUri"].startswith(
+        "us-docker.pkg.dev/PROJECT/vertex-trainer/trainer:")
+    listed = out.split("# prerequisites (each with the command that creates it):\n")[1]
+    lines = listed.strip().splitlines()
+    assert all(line.startswith("- ") for line in lines)
+    for expected in (
+            "gcloud auth application-default login",
+            "gcloud services enable aiplatform.googleapis.com --project=PROJECT",
+            "gcloud services enable cloudbuild.googleapis.com --project=PROJECT",
+            "gcloud artifacts repositories create vertex-trainer --repository-format=docker "
+            "--location=us --project=PROJECT",
+            "gcloud storage buckets create gs://b --project=PROJECT",
+            "--member=serviceAccount:sa@p.iam.gserviceaccount.com --role=roles/aiplatform.user"):
+        assert any(expected in line for line in lines), (expected, lines)
+
+
+def test_a_managed_dataset_makes_a_training_pipeline_that_names_it(capsys):
+    assert submit_job.main(["--dry-run", "--project", "p", "--dataset",
+                            "projects/p/locations/us-central1/datasets/123", *OUT, "--",
+                            "--max-steps", "100"]) == 0
+    out = capsys.readouterr().out
+    assert "# the same through gcloud" not in out  # gcloud creates custom jobs only
+    pipeline = json.loads(out.split("\n\n# ")[0])
+    message = TrainingPipeline.from_json(json.dumps(pipeline))
+    assert message.input_data_config.dataset_id == "123"
+    assert message.input_data_config.gcs_destination.output_uri_prefix == "gs://b/runs/1"
+    assert message.input_data_config.annotation_schema_uri.endswith(
+        "/annotation/image_classification_1.0.0.yaml")
+    assert message.training_task_definition.endswith("/custom_task_1.0.0.yaml")
+    # The task inputs are the job spec a CustomJob would carry.
+    spec = CustomJobSpec.from_json(json.dumps(pipeline["trainingTaskInputs"]))
+    assert spec.worker_pool_specs[0].container_spec.args == ["--max-steps", "100"]
+    assert spec.base_output_directory.output_uri_prefix == "gs://b/runs/1"
+
+
 def test_submitting_needs_a_project(capsys):
-    assert submit_job.main(["--container-image-uri", "i"]) == 2
+    assert submit_job.main(["--container-image-uri", "i", *OUT, "--", *DATA]) == 2
     assert "--project is required" in capsys.readouterr().err
 
 
@@ -280,8 +401,10 @@ def test_sdist_installs_on_an_existing_tensorflow_without_replacing_it(sdist, tm
                               str(sdist)], capture_output=True, text=True)
     assert install.returncode == 0, install.stdout[-2000:] + install.stderr[-2000:]
     assert "tensorflow" not in install.stdout.lower().split("successfully installed")[-1]
+    # Without PYTHONPATH, which may name the checkout (and would win over the venv).
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     where = subprocess.run([str(python), "-c", "import trainer; print(trainer.__file__)"],
-                           capture_output=True, text=True, cwd=tmp_path)
+                           capture_output=True, text=True, cwd=tmp_path, env=env)
     assert str(venv) in where.stdout
     help_ = subprocess.run([str(python), "-m", "trainer.task", "--help"], capture_output=True,
                            text=True, cwd=tmp_path)

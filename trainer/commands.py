@@ -17,6 +17,8 @@ PROG = "vertex-trainer"
 
 # name -> (module with main(argv) -> int, one line of help)
 COMMANDS = {
+    "launch": ("trainer.cloud.launch", "photos -> prepared data -> images -> training -> a live "
+                                       "endpoint, on Vertex AI or --local (--dry-run: the plan)"),
     "train": ("trainer.task", "train, evaluate and export a model (the default command; what a "
                               "Vertex job runs)"),
     "predict": ("trainer.predict", "run an export over images, folders, manifests or TFRecords"),
@@ -27,9 +29,12 @@ COMMANDS = {
     "verify": ("trainer.tools.verify_dataset", "read every record of a dataset as training would"),
     "tune": ("hptuning.__main__", "run a hyperparameter-tuning study on this machine"),
     "tune-submit": ("hptuning.submit", "create the study as a Vertex hyperparameter-tuning job"),
-    "submit": ("trainer.cloud.submit", "run training as a Vertex custom job"),
+    "submit": ("trainer.cloud.submit", "run training as a Vertex custom job (or a training "
+                                       "pipeline over a managed dataset)"),
     "deploy": ("trainer.cloud.deploy", "upload an export to the Model Registry, deploy it to an "
                                        "endpoint"),
+    "batch-predict": ("trainer.cloud.batch_predict",
+                      "predict a file list or JSONL as a Vertex batch prediction job (or --local)"),
     "cluster": ("trainer.tools.local_cluster",
                 "rehearse a Vertex cluster (chief, workers, ps, evaluator) on this machine"),
     "reproduce": ("trainer.tools.reproduce_tutorials", "reproduce the tutorials' accuracy table"),

@@ -1,6 +1,6 @@
 """Upload an exported model to Vertex AI, deploy it to an endpoint and send it a prediction.
 
-    python scripts/deploy_model.py --project P --region us-central1 \
+    vertex-trainer deploy --project P --region us-central1 \
         --artifact-uri gs://B/runs/cnn-1/model --predict-image digit.png
 
 Uploads the SavedModel to the Model Registry on our serving image (serving.Dockerfile, pushed by
@@ -23,6 +23,7 @@ from datetime import date
 from pathlib import Path
 
 
+from trainer.cloud import plans
 from trainer.cloud.prebuilt import PREDICTION_CPU, PREDICTION_GPU, past_end_warning
 from trainer.cli import OneLineParser, run_cli, usage_errors
 from trainer.errors import TrainerError
@@ -81,9 +82,10 @@ def image_body(paths: list[str]) -> bytes:
     return body
 
 
-def build_requests(args: argparse.Namespace) -> dict:
-    """The REST/JSON requests, in the order they are sent; pure, no network."""
-    if not args.artifact_uri.startswith("gs://"):
+def build_requests(args: argparse.Namespace, on_vertex: bool = True) -> dict:
+    """The REST/JSON requests, in the order they are sent; pure, no network. `on_vertex=False`:
+    the plan `launch --local` serves on this machine, whose model is a local directory."""
+    if on_vertex and not args.artifact_uri.startswith("gs://"):
         raise TrainerError(f"--artifact-uri must be a gs:// directory holding the SavedModel, "
                            f"got {args.artifact_uri!r}")
     if args.min_replicas < 1:
@@ -105,8 +107,8 @@ def build_requests(args: argparse.Namespace) -> dict:
         raise TrainerError("our default serving image is built without CUDA: for "
                            "--accelerator-type build one with --build-arg TENSORFLOW="
                            "'tensorflow[and-cuda]==2.21.0' and give it as --container-image-uri")
-    project = args.project or "PROJECT"
-    location = f"projects/{project}/locations/{args.region}"
+    project = args.project or plans.PROJECT_PLACEHOLDER
+    location = plans.location(args.project, args.region)
     if args.prebuilt_image:
         container = {"imageUri": PREDICTION_GPU if args.accelerator_type else PREDICTION_CPU}
     else:
@@ -120,14 +122,14 @@ def build_requests(args: argparse.Namespace) -> dict:
         endpoint = (args.endpoint if "/" in args.endpoint
                     else f"{location}/endpoints/{args.endpoint}")
     else:
-        endpoint = f"{location}/endpoints/ENDPOINT_ID"  # known once created
+        endpoint = f"{location}/endpoints/{plans.ENDPOINT_PLACEHOLDER}"  # known once created
         requests["createEndpoint"] = {"parent": location,
                                       "endpoint": {"displayName": args.display_name}}
     machine = {"machineType": args.machine_type}
     if args.accelerator_type:
         machine.update(acceleratorType=args.accelerator_type,
                        acceleratorCount=args.accelerator_count)
-    deployed = {"model": f"{location}/models/MODEL_ID",  # known once uploaded
+    deployed = {"model": f"{location}/models/{plans.MODEL_PLACEHOLDER}",  # known once uploaded
                 "displayName": args.display_name,
                 "dedicatedResources": {"machineSpec": machine,
                                        "minReplicaCount": args.min_replicas,
@@ -146,24 +148,18 @@ def build_requests(args: argparse.Namespace) -> dict:
     return requests
 
 
+def as_plan(requests: dict) -> list[plans.Request]:
+    return [plans.Request(key, REQUEST_TYPES[key], body) for key, body in requests.items()]
+
+
 def validate(requests: dict) -> dict:
     """Each request parsed into its SDK type; unknown or mistyped fields fail."""
-    from google.cloud.aiplatform_v1 import types
-    from google.protobuf import json_format
-
-    messages = {}
-    for key, request in requests.items():
-        message_type = getattr(types, REQUEST_TYPES[key])
-        try:
-            messages[key] = message_type.from_json(json.dumps(request))
-        except (json_format.ParseError, ValueError) as err:
-            raise TrainerError(f"the {REQUEST_TYPES[key]} is invalid: "
-                               f"{' '.join(str(err).split())}") from None
-    return messages
+    return {request.step: request.message() for request in as_plan(requests)}
 
 
-def deploy(messages: dict, region: str, timeout_secs: int) -> int:
-    """Sends the requests in order, filling in the names each step creates."""
+def deploy(messages: dict, region: str, timeout_secs: int) -> str:
+    """Sends the requests in order, filling in the names each step creates; returns the
+    endpoint's name."""
     from google.cloud import aiplatform_v1
 
     options = {"api_endpoint": f"{region}-aiplatform.googleapis.com"}
@@ -190,7 +186,7 @@ def deploy(messages: dict, region: str, timeout_secs: int) -> int:
         request = messages["rawPredict"]
         request.endpoint = deploy_request.endpoint
         print(predictions.raw_predict(request=request).data.decode())
-    return 0
+    return deploy_request.endpoint
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -244,7 +240,7 @@ def main(argv=None) -> int:
         if args.dry_run:
             print(json.dumps(requests, indent=2))
             return 0
-        return deploy(messages, args.region, 60 * args.timeout_minutes)
+        deploy(messages, args.region, 60 * args.timeout_minutes)
 
     return run_cli(body)
 

@@ -1,6 +1,6 @@
 """Submit the trainer to Vertex AI as a custom job, or print that request offline (--dry-run).
 
-    python scripts/submit_job.py --project P --region us-central1 --build cloud \
+    vertex-trainer submit --project P --region us-central1 --build cloud \
         --workers 2 --accelerator-type NVIDIA_TESLA_T4 --base-output-dir gs://B/runs/1 \
         -- --train-files 'gs://B/mnist/train-*' --eval-files 'gs://B/mnist/eval-*'
 
@@ -9,9 +9,16 @@ project's Artifact Registry (trainer, or trainer-gpu with --accelerator-type); -
 builds and pushes it first (docker, or Cloud Build). The legacy path, our sdist on a Vertex
 prebuilt image, needs an explicit --executor-image-uri and warns once that image is past its
 end of availability. Worker pools follow Vertex: 0 chief, 1 workers, 2 parameter servers or
-Reduction Server (--reduction-servers), 3 evaluator. The request is checked with the aiplatform
-SDK's own CustomJob type before anything is sent; the dry-run prints exactly what would be sent,
-and the equivalent `gcloud ai custom-jobs create`.
+Reduction Server (--reduction-servers), 3 evaluator. With --dataset (a Vertex managed dataset)
+the job is a TrainingPipeline whose inputDataConfig names the dataset: only then does Vertex
+export its splits and hand them to the trainer as AIP_DATA_FORMAT and AIP_*_DATA_URI.
+
+Before anything is sent or built (trainer.cloud.checks): the trainer flags after `--` parse with
+the trainer's own parser, no flag names a path of this machine, the export has a gs:// home
+(--base-output-dir), the job has data; the request parses with the aiplatform SDK's own type;
+a real run then checks the prerequisites (credentials, APIs, the image repository, buckets).
+The dry-run prints exactly what would be sent, the equivalent `gcloud ai custom-jobs create`,
+the build commands and the prerequisites, with or without --project and credentials.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from datetime import date
 from pathlib import Path
 
 
+from trainer.cloud import checks, plans
 from trainer.cloud.prebuilt import TRAINING_CPU as PREBUILT_CPU_IMAGE
 from trainer.cloud.prebuilt import end_of_availability, past_end_warning
 from trainer.cli import OneLineParser, run_cli, usage_errors
@@ -34,16 +42,15 @@ from trainer.cluster import REDUCTION_SERVER_ENV
 from trainer.containers import images
 from trainer.errors import TrainerError
 
-REPO = Path(__file__).resolve().parents[2]  # the checkout, for the sdist and image builds
-# Where cloudbuild.yaml pushes our images (its _IMAGE / _GPU_IMAGE substitutions).
+# Where cloudbuild.yaml pushes our images (its _IMAGE / _SERVING_IMAGE / _GPU_IMAGE).
 OUR_IMAGE = "us-docker.pkg.dev/{project}/vertex-trainer/trainer"
 OUR_GPU_IMAGE = "us-docker.pkg.dev/{project}/vertex-trainer/trainer-gpu"
+OUR_SERVING_IMAGE = "us-docker.pkg.dev/{project}/vertex-trainer/serving"
 REDUCTION_SERVER_IMAGE = "us-docker.pkg.dev/vertex-ai-restricted/training/reductionserver:latest"
 DEFAULT_MACHINE = "n1-standard-4"
 GPU_TENSORFLOW = "tensorflow[and-cuda]==2.21.0"
 _TENSORBOARD = re.compile(r"^projects/[^/]+/locations/[^/]+/tensorboards/\d+$")
-_TERMINAL = {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED",
-             "JOB_STATE_EXPIRED"}
+_DATASET = re.compile(r"^(?:projects/([^/]+)/locations/([^/]+)/datasets/)?(\d+)$")
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 
 
@@ -56,10 +63,25 @@ def parse_duration(text: str) -> str:
 
 
 def default_image(project: str | None, gpu: bool) -> str:
-    if not project:
-        raise TrainerError("--project is needed to name our image in its Artifact Registry "
-                           "(or give --container-image-uri)")
-    return (OUR_GPU_IMAGE if gpu else OUR_IMAGE).format(project=project) + ":latest"
+    """Our training image in the project's Artifact Registry (a placeholder project in a
+    dry-run without --project)."""
+    return (OUR_GPU_IMAGE if gpu else OUR_IMAGE).format(
+        project=project or plans.PROJECT_PLACEHOLDER) + ":latest"
+
+
+def dataset_id(text: str, project: str | None, region: str) -> str:
+    """The managed dataset's ID from an ID or its resource name (which must be in --region)."""
+    found = _DATASET.match(text.strip())
+    if not found:
+        raise TrainerError(f"--dataset must be a dataset ID or projects/P/locations/R/datasets/"
+                           f"ID, got {text!r}")
+    if found[2] and found[2] != region:
+        raise TrainerError(f"--dataset {text} is in {found[2]}, the job in --region {region}: "
+                           "a training pipeline reads datasets of its own region")
+    if found[1] and project and found[1] != project:
+        raise TrainerError(f"--dataset {text} belongs to project {found[1]}, not --project "
+                           f"{project}")
+    return found[3]
 
 
 def _pool(machine_type: str, replicas: int, code: dict, accelerator: tuple | None = None) -> dict:
@@ -70,9 +92,21 @@ def _pool(machine_type: str, replicas: int, code: dict, accelerator: tuple | Non
     return {"machineSpec": machine, "replicaCount": str(replicas), **code}
 
 
+def check_job(args: argparse.Namespace, trainer_args: list[str]) -> None:
+    """What a job would fail on or lose, found before anything is spent (trainer.cloud.checks)."""
+    flags = checks.trainer_flags(trainer_args)
+    checks.require_cloud_paths(flags)
+    if args.dataset and not args.base_output_dir:
+        raise TrainerError("--dataset needs --base-output-dir: Vertex exports the dataset's "
+                           "splits under it for the job")
+    checks.require_output(args.base_output_dir, flags)
+    checks.require_data(flags, managed_dataset=bool(args.dataset))
+
+
 def build_request(args: argparse.Namespace, trainer_args: list[str],
-                  package_uri: str | None) -> dict:
-    """The CustomJob request (REST/JSON shape) for the parsed flags; pure, no network."""
+                  package_uri: str | None) -> plans.Request:
+    """The CustomJob request, or with --dataset the TrainingPipeline (REST/JSON shape) for the
+    parsed flags; pure, no network."""
     if args.tpu_type and (args.workers or args.ps or args.accelerator_type):
         raise TrainerError("--tpu-type runs one TPU VM: it cannot be combined with --workers, "
                            "--ps or --accelerator-type")
@@ -80,8 +114,6 @@ def build_request(args: argparse.Namespace, trainer_args: list[str],
         raise TrainerError("--ps needs --workers: parameter servers serve workers")
     if bool(args.accelerator_type) != bool(args.accelerator_count):
         raise TrainerError("--accelerator-type and --accelerator-count go together")
-    if args.base_output_dir and not args.base_output_dir.startswith("gs://"):
-        raise TrainerError(f"--base-output-dir must be a gs:// path, got {args.base_output_dir!r}")
     if args.reduction_servers and (args.ps or not args.workers or not args.accelerator_type):
         raise TrainerError("--reduction-servers needs GPU workers (--workers and "
                            "--accelerator-type) and no --ps: both use worker pool 2")
@@ -142,19 +174,13 @@ def build_request(args: argparse.Namespace, trainer_args: list[str],
         spec["baseOutputDirectory"] = {"outputUriPrefix": args.base_output_dir}
     if args.tensorboard:
         spec["tensorboard"] = args.tensorboard
-    return {"displayName": args.display_name, "jobSpec": spec}
-
-
-def validate_request(request: dict) -> dict:
-    """Parses the request with the SDK's CustomJob type; unknown or mistyped fields fail."""
-    from google.cloud.aiplatform_v1.types import CustomJob
-    from google.protobuf import json_format
-
-    try:
-        job = CustomJob.from_json(json.dumps(request))
-    except (json_format.ParseError, ValueError) as err:
-        raise TrainerError(f"the CustomJob request is invalid: {err}") from None
-    return json_format.MessageToDict(CustomJob.pb(job))
+    if args.dataset:
+        return plans.Request("train", "TrainingPipeline", plans.training_pipeline(
+            args.display_name, spec, dataset_id(args.dataset, args.project, args.region),
+            args.base_output_dir), note="Vertex exports the dataset's splits under the "
+                                        "output directory and runs the job on them")
+    return plans.Request("train", "CustomJob", {"displayName": args.display_name,
+                                                "jobSpec": spec})
 
 
 def gcloud_command(request: dict, region: str, config_path: str = "custom_job.yaml") -> str:
@@ -168,10 +194,16 @@ def gcloud_command(request: dict, region: str, config_path: str = "custom_job.ya
 
 
 def build_and_upload_sdist(staging_bucket: str, upload: bool) -> str:
-    """Builds the sdist from setup.py; uploads it unless this is a dry run; returns its gs:// URI."""
+    """Builds the sdist from the checkout's setup.py; uploads it unless this is a dry run;
+    returns its gs:// URI."""
+    source = images.checkout()
+    if source is None:
+        raise TrainerError("--staging-bucket builds our sdist from a source checkout, and this "
+                           "vertex-trainer is installed without one: run our image instead "
+                           "(--build cloud), or give an uploaded --package-uri")
     with tempfile.TemporaryDirectory() as out:
-        subprocess.run([sys.executable, "setup.py", "-q", "sdist", "--dist-dir", out], cwd=REPO,
-                       check=True, capture_output=True)
+        subprocess.run([sys.executable, "setup.py", "-q", "sdist", "--dist-dir", out],
+                       cwd=source, check=True, capture_output=True)
         (sdist,) = Path(out).glob("*.tar.gz")
         folder = f"{staging_bucket.rstrip('/')}/packages"
         if upload:
@@ -183,35 +215,59 @@ def build_and_upload_sdist(staging_bucket: str, upload: bool) -> str:
 
 
 def source_tag() -> str:
-    """The image tag for --build: this checkout's short commit, or a timestamp outside git."""
-    found = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
-                           capture_output=True, text=True)
-    return found.stdout.strip() if found.returncode == 0 else time.strftime("dev-%Y%m%d-%H%M%S")
+    """The image tag for --build: the checkout's short commit, else (an installed package) the
+    time."""
+    source = images.checkout()
+    if source is not None:
+        found = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=source,
+                               capture_output=True, text=True)
+        if found.returncode == 0:
+            return found.stdout.strip()
+    return time.strftime("dev-%Y%m%d-%H%M%S")
 
 
-def build_commands(mode: str, project: str, tag: str, gpu: bool) -> list[list[str]]:
-    """Commands that build and push our training image tagged `tag` (see cloudbuild.yaml)."""
-    if mode == "cloud":
-        return [["gcloud", "builds", "submit", f"--project={project}", "--config=cloudbuild.yaml",
-                 f"--substitutions=SHORT_SHA={tag}", "."]]
-    image = default_image(project, gpu).rsplit(":", 1)[0] + f":{tag}"
+def build_commands(mode: str, project: str | None, tag: str, kinds: dict[str, str],
+                   gpu: bool = False) -> list[tuple[str, list[str]]]:
+    """(step, command) pairs that build and push our images `{kind: image:tag}` (`gpu`: the
+    training image with CUDA): with Cloud Build (the checkout's cloudbuild.yaml, tests included;
+    from an installed package a generated config over the build context) or with docker here."""
+    project = project or plans.PROJECT_PLACEHOLDER
     context = Path(tempfile.gettempdir()) / f"vertex-trainer-context-{tag}"
     build_args = {"TENSORFLOW": GPU_TENSORFLOW, "NCCL_PLUGIN": "google-reduction-server"} \
         if gpu else {}
-    return [[sys.executable, "-m", "trainer.containers.images", str(context)],
-            images.build_command("training", image, context, build_args),
-            ["docker", "push", image]]
+    make_context = [sys.executable, "-m", "trainer.containers.images", str(context)]
+    if mode == "cloud":
+        source = images.checkout()
+        if source is not None and not gpu and set(kinds) <= {"training", "serving"}:
+            return [("build", ["gcloud", "builds", "submit", f"--project={project}",
+                               f"--config={source / 'cloudbuild.yaml'}",
+                               f"--substitutions=SHORT_SHA={tag}", str(source)])]
+        config_flags = [f"--cloud-build={kind}={image}" for kind, image in kinds.items()]
+        config_flags += [f"--build-arg={key}={value}" for key, value in build_args.items()]
+        return [("build context", [*make_context, *config_flags]),
+                ("build", ["gcloud", "builds", "submit", f"--project={project}",
+                           f"--config={context / images.CLOUD_BUILD_FILE}", str(context)])]
+    commands = [("build context", make_context)]
+    for kind, image in kinds.items():
+        commands.append((f"build {kind} image", images.build_command(
+            kind, image, context, build_args if kind == "training" else {})))
+    commands += [(f"push {kind} image", ["docker", "push", image]) for kind, image in kinds.items()]
+    return commands
 
 
-def run_build(commands: list[list[str]]) -> None:
-    for command in commands:
+def run_build(commands: list[tuple[str, list[str]]], quiet: bool = False) -> None:
+    """Runs each command; `quiet` keeps their output unless one fails (then its last lines)."""
+    for step, command in commands:
         print("+ " + " ".join(command), flush=True)
-        code = subprocess.run(command, cwd=REPO).returncode
-        if code:
-            raise TrainerError(f"--build: `{' '.join(command[:3])}` failed with exit code {code}")
+        done = subprocess.run(command, capture_output=quiet, text=True)
+        if done.returncode:
+            if quiet:
+                print("\n".join((done.stdout + done.stderr).splitlines()[-30:]), file=sys.stderr)
+            raise TrainerError(f"{step} (`{' '.join(command[:3])}`) failed with exit code "
+                               f"{done.returncode}")
 
 
-def choose_code(args: argparse.Namespace, today: date) -> list[str]:
+def choose_code(args: argparse.Namespace, today: date) -> list[tuple[str, list[str]]]:
     """Settles what the job runs (sets args.container_image_uri unless it is the legacy package
     path); returns the commands --build runs first."""
     package = args.staging_bucket or args.package_uri
@@ -251,36 +307,62 @@ def choose_code(args: argparse.Namespace, today: date) -> list[str]:
         args.container_image_uri = args.container_image_uri or default_image(args.project, gpu)
         return []
     tag = source_tag()
-    commands = build_commands(args.build, args.project or "", tag, gpu)
     args.container_image_uri = default_image(args.project, gpu).rsplit(":", 1)[0] + f":{tag}"
-    return commands
+    return build_commands(args.build, args.project, tag, {"training": args.container_image_uri},
+                          gpu)
 
 
-def submit(request: dict, project: str, region: str, poll_secs: float, follow: bool) -> int:
-    """Creates the job and (with `follow`) its state until it ends; 0 if it succeeded."""
+def job_prerequisites(args: argparse.Namespace, image_list: list[str], session=None
+                      ) -> list[checks.Prerequisite]:
+    buckets = [args.base_output_dir or "", args.staging_bucket or ""]
+    return checks.prerequisites(args.project, images=image_list, build=args.build,
+                                buckets=buckets, service_account=args.service_account,
+                                tensorboard=args.tensorboard, session=session)
+
+
+# (client, create method, get method, request keyword, state prefix, console page) per type
+_SERVICES = {
+    "CustomJob": ("JobServiceClient", "create_custom_job", "get_custom_job", "custom_job",
+                  "JOB_STATE", "training/{id}/cpu"),
+    "TrainingPipeline": ("PipelineServiceClient", "create_training_pipeline",
+                         "get_training_pipeline", "training_pipeline", "PIPELINE_STATE",
+                         "training/{id}"),
+    "BatchPredictionJob": ("JobServiceClient", "create_batch_prediction_job",
+                           "get_batch_prediction_job", "batch_prediction_job", "JOB_STATE",
+                           "batch-predictions/{id}"),
+}
+_TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED")
+
+
+def submit(request: plans.Request, project: str, region: str, poll_secs: float,
+           follow: bool) -> int:
+    """Creates the job (custom, batch prediction, or a pipeline) and, with `follow`, reports its
+    state until it ends; 0 if it succeeded."""
     from google.cloud import aiplatform_v1
 
-    client = aiplatform_v1.JobServiceClient(
+    client_name, create, get, keyword, prefix, page = _SERVICES[request.type_name]
+    client = getattr(aiplatform_v1, client_name)(
         client_options={"api_endpoint": f"{region}-aiplatform.googleapis.com"})
-    job = client.create_custom_job(parent=f"projects/{project}/locations/{region}",
-                                   custom_job=request)
+    job = getattr(client, create)(parent=f"projects/{project}/locations/{region}",
+                                  **{keyword: request.message()})
     job_id = job.name.rsplit("/", 1)[1]
     print(f"created {job.name}\n  console: https://console.cloud.google.com/vertex-ai/locations/"
-          f"{region}/training/{job_id}/cpu?project={project}\n  logs: gcloud ai custom-jobs "
-          f"stream-logs {job_id} --region={region}", flush=True)
+          f"{region}/{page.format(id=job_id)}?project={project}", flush=True)
+    if request.type_name == "CustomJob":
+        print(f"  logs: gcloud ai custom-jobs stream-logs {job_id} --region={region}", flush=True)
     if not follow:
         return 0
     state = None
     try:
         while True:
-            job = client.get_custom_job(name=job.name)
+            job = getattr(client, get)(name=job.name)
             if job.state.name != state:
                 state = job.state.name
                 print(f"{time.strftime('%H:%M:%S')} {state}", flush=True)
-            if state in _TERMINAL:
+            if state in {f"{prefix}_{end}" for end in _TERMINAL}:
                 if job.error.message:
                     print(f"error: {job.error.message}", file=sys.stderr)
-                return 0 if state == "JOB_STATE_SUCCEEDED" else 1
+                return 0 if state == f"{prefix}_SUCCEEDED" else 1
             time.sleep(poll_secs)
     except KeyboardInterrupt:
         print("stopped following; the job keeps running", file=sys.stderr)
@@ -291,16 +373,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="vertex-trainer submit", allow_abbrev=False,
                       usage="%(prog)s [options] -- TRAINER_FLAGS...",
                       description=__doc__.split("\n\n")[0])
-    p.add_argument("--project", help="required unless --dry-run")
+    p.add_argument("--project", help="required unless --dry-run (which then names PROJECT)")
     p.add_argument("--region", default="us-central1")
     p.add_argument("--display-name", default="vertex-trainer")
+    p.add_argument("--dataset", metavar="ID",
+                   help="a Vertex managed image dataset (ID or resource name): the job becomes "
+                        "a TrainingPipeline that hands its splits to the trainer (AIP_*)")
     code = p.add_argument_group("code: our image (default), or the legacy package path")
     code.add_argument("--container-image-uri",
                       help="our training image; default: what cloudbuild.yaml pushes, "
                            + OUR_IMAGE + ":latest (GPU: trainer-gpu)")
     code.add_argument("--build", choices=("local", "cloud"),
                       help="build and push our image first (tagged with this commit): with "
-                           "docker here, or with Cloud Build (cloudbuild.yaml)")
+                           "docker here, or with Cloud Build (cloudbuild.yaml in a checkout, "
+                           "else a generated config over the installed package)")
     code.add_argument("--executor-image-uri",
                       help=f"legacy: a Vertex prebuilt image to run our sdist on, e.g. "
                            f"{PREBUILT_CPU_IMAGE} (end of availability "
@@ -334,7 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="stream AIP_TENSORBOARD_LOG_DIR to this Vertex TensorBoard (needs "
                           "--service-account and --base-output-dir)")
     p.add_argument("--dry-run", action="store_true",
-                   help="print the request JSON and the gcloud equivalent; send nothing")
+                   help="print the request JSON, the gcloud equivalent, the build commands and "
+                        "the prerequisites; send nothing (no credentials needed)")
     p.add_argument("--poll-secs", type=float, default=30, help="how often to check the job")
     p.add_argument("--no-follow", action="store_true",
                    help="return once the job is created instead of following it to its end")
@@ -354,21 +441,35 @@ def main(argv=None) -> int:
                     raise TrainerError(f"--{name.replace('_', '-')} must be >= 0")
             if not (args.dry_run or args.project):
                 raise TrainerError("--project is required to submit (or use --dry-run)")
+            check_job(args, trainer_args)
             builds = choose_code(args, date.today())
+            # The request is checked once here with a placeholder for the sdist, so that a
+            # legacy run fails before building and uploading it.
+            build_request(args, trainer_args, f"{args.staging_bucket}/packages/sdist.tar.gz"
+                          if args.staging_bucket else args.package_uri).message()
+        image_list = [args.container_image_uri] if args.container_image_uri else []
+        if args.dry_run:
+            package_uri = args.package_uri
+            if args.staging_bucket:
+                package_uri = build_and_upload_sdist(args.staging_bucket, upload=False)
+            request = build_request(args, trainer_args, package_uri)
+            print(json.dumps(request.body, indent=2))
+            if request.type_name == "CustomJob":
+                print("\n# the same through gcloud:\n" + gcloud_command(request.body,
+                                                                         args.region))
+            if builds:
+                print("\n# --build first runs:\n" + "\n".join(" ".join(c) for _, c in builds))
+            print("\n# prerequisites (each with the command that creates it):\n" + "\n".join(
+                f"- {p.line()}" for p in job_prerequisites(args, image_list)))
+            return 0
+        session = checks.authorized_session() if checks.adc_present() else None
+        checks.verify(job_prerequisites(args, image_list, session))
         package_uri = args.package_uri
         if args.staging_bucket:
-            package_uri = build_and_upload_sdist(args.staging_bucket, upload=not args.dry_run)
-        with usage_errors():
-            request = build_request(args, trainer_args, package_uri)
-            validate_request(request)
-        if args.dry_run:
-            print(json.dumps(request, indent=2))
-            print("\n# the same through gcloud:\n" + gcloud_command(request, args.region))
-            if builds:
-                print("\n# --build first runs:\n" + "\n".join(" ".join(c) for c in builds))
-            return 0
+            package_uri = build_and_upload_sdist(args.staging_bucket, upload=True)
         run_build(builds)
-        return submit(request, args.project, args.region, args.poll_secs, not args.no_follow)
+        return submit(build_request(args, trainer_args, package_uri), args.project,
+                      args.region, args.poll_secs, not args.no_follow)
 
     return run_cli(body)
 

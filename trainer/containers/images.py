@@ -120,16 +120,72 @@ def build_command(kind: str, image: str, context: Path, build_args: dict[str, st
             *args, "-t", image, str(context)]
 
 
+# Cloud Build's docker builder; `gcloud builds submit` uploads the context as the working dir.
+CLOUD_DOCKER = "gcr.io/cloud-builders/docker"
+CLOUD_BUILD_FILE = "cloudbuild.generated.yaml"
+
+
+def cloud_build_config(images: dict[str, str], training_args: dict[str, str] | None = None
+                       ) -> dict:
+    """A minimal Cloud Build config over a context made by `build_context`: build each image
+    `{kind: name}` (training first: serving reuses its TensorFlow layer) and push it;
+    `training_args` are the training image's build arguments (GPU TensorFlow, NCCL plugin).
+    Unlike the checkout's cloudbuild.yaml it runs no tests: it is what an installed package
+    can build."""
+    steps = []
+    for kind, image in sorted(images.items(), key=lambda item: item[0] != "training"):
+        args = [arg for key, value in ((training_args or {}) if kind == "training" else {}).items()
+                for arg in ("--build-arg", f"{key}={value}")]
+        steps.append({"id": f"build-{kind}", "name": CLOUD_DOCKER,
+                      "args": ["build", "-f", DOCKERFILES[kind], *args, "-t", image, "."]})
+    return {"steps": steps, "images": [images[kind] for kind in sorted(images)]}
+
+
+def write_cloud_build(context: Path, images: dict[str, str],
+                      training_args: dict[str, str] | None = None) -> Path:
+    """Writes `cloud_build_config` into the context (JSON, which is YAML too); returns it."""
+    import json
+
+    path = context / CLOUD_BUILD_FILE
+    path.write_text(json.dumps(cloud_build_config(images, training_args), indent=2) + "\n")
+    return path
+
+
+def _pairs(values: list[str], flag: str, keys=None) -> dict[str, str]:
+    pairs = {}
+    for value in values:
+        key, sep, rest = value.partition("=")
+        if not sep or not rest or (keys and key not in keys):
+            expected = f"{'|'.join(keys)}=NAME" if keys else "KEY=VALUE"
+            raise TrainerError(f"{flag} {value!r}: expected {expected}")
+        pairs[key] = rest
+    return pairs
+
+
 def main(argv=None) -> int:
-    """`python -m trainer.containers.images DIR`: makes DIR a build context (Cloud Build)."""
-    from trainer.cli import OneLineParser, run_cli
+    """`python -m trainer.containers.images DIR [--cloud-build KIND=IMAGE ...]`: makes DIR a
+    build context; with --cloud-build also the Cloud Build config that builds and pushes."""
+    from trainer.cli import OneLineParser, run_cli, usage_errors
 
     def body():
         p = OneLineParser(prog="python -m trainer.containers.images",
                           description="Make DIR a build context of our images: the "
                                       "vertex-trainer wheel and the Dockerfiles.")
         p.add_argument("directory", metavar="DIR")
-        print(build_context(Path(p.parse_args(argv).directory)))
+        p.add_argument("--cloud-build", action="append", default=[], metavar="KIND=IMAGE",
+                       help=f"also write DIR/{CLOUD_BUILD_FILE} building and pushing this image "
+                            f"(KIND: {', '.join(DOCKERFILES)}; repeatable)")
+        p.add_argument("--build-arg", action="append", default=[], metavar="KEY=VALUE",
+                       help="a docker build argument of the training image's Cloud Build step "
+                            "(repeatable)")
+        with usage_errors():
+            args = p.parse_args(argv)
+            images = _pairs(args.cloud_build, "--cloud-build", tuple(DOCKERFILES))
+            build_args = _pairs(args.build_arg, "--build-arg")
+        context = build_context(Path(args.directory))
+        if images:
+            write_cloud_build(context, images, build_args)
+        print(context)
 
     return run_cli(body)
 
