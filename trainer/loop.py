@@ -9,7 +9,8 @@ orbit: it gets a trainer, an evaluation, a `Checkpoints` and plain callables as 
 to the next boundary (progress line, evaluation, checkpoint, max_steps) and acts there. A
 restarted run resumes from its checkpoint and stops at exactly max_steps; SIGTERM (preemption)
 saves a checkpoint at the next boundary and stops. `evaluate_checkpoints` is the side-car
-evaluator task; it reports through the same `evaluate` as the Controller.
+evaluator task; it reports through the same `evaluate` as the Controller (its evaluations come
+from the same factory, trainer.runner.Evaluations).
 """
 
 from __future__ import annotations
@@ -252,8 +253,8 @@ class DistributedEvaluation:
 class LocalCopyEvaluation:
     """Evaluates a local, non-distributed copy of the model's current weights.
 
-    Used where the variables live elsewhere (on parameter servers) or only in checkpoints (the
-    evaluator task): one weight transfer per evaluation instead of one per batch.
+    Used where the variables live elsewhere (on parameter servers): one weight transfer per
+    evaluation instead of one per batch.
     """
 
     def __init__(self, source_model, local_model, dataset, flag: str,
@@ -265,8 +266,7 @@ class LocalCopyEvaluation:
         self._explain = explain_error
 
     def __call__(self) -> np.ndarray:
-        if self._source is not None:
-            self._steps.model.set_weights(self._source.get_weights())
+        self._steps.model.set_weights(self._source.get_weights())
         return _explained(lambda: self._steps.evaluate(self._dataset).numpy(), self._explain)
 
 

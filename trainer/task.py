@@ -78,7 +78,7 @@ def run(config: Config, stop: StopRequest | None = None) -> RunResult:
 def _train_and_evaluate(config: Config, strategy, stop) -> RunResult:
     import keras
 
-    from trainer import data, loop, storage
+    from trainer import data, loop, runner, storage
 
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
@@ -102,8 +102,16 @@ def _train_and_evaluate(config: Config, strategy, stop) -> RunResult:
     steps = loop.StepFunctions(strategy, model, optimizer, config.batch_size,
                                jit_compile=config.jit_compile, loss_scale=loss_scale,
                                **_recipe_step_options(config, model))
-    trainer, evaluation, test_evaluation = _build_runner(config, steps, local_model, plan,
-                                                         skipped)
+    inputs = runner.Inputs(config, skipped)
+    trainer = runner.build_trainer(
+        inputs, steps, plan.train, config.batch_size,
+        coordinated=config.distribution_strategy == "parameter_server",
+        num_workers=config.cluster.num_workers)
+    evaluations = runner.Evaluations(
+        inputs, steps, config.eval_batch_size, averaged=config.recipe.ema_decay is not None,
+        local_model=local_model if config.distribution_strategy == "parameter_server" else None)
+    evaluation = evaluations(plan.eval, config.eval_steps)
+    test_evaluation = evaluations(plan.test) if plan.test is not None else None
     with _outputs(config, steps, local_model, class_names, skipped) as outputs:
         controller = loop.Controller(
             trainer=trainer, evaluation=evaluation, checkpoints=outputs.checkpoints,
@@ -255,7 +263,7 @@ def _build_models(config: Config, strategy, policy: str):
     import keras
     import tensorflow as tf
 
-    from trainer import models, schedules
+    from trainer import models
     from trainer.warm_start import warm_start
 
     recipe = config.recipe
@@ -270,12 +278,7 @@ def _build_models(config: Config, strategy, policy: str):
             keras.mixed_precision.set_global_policy("float32")
         if recipe.init_checkpoint:
             warm_start(model, recipe.init_checkpoint)
-        optimizer = models.build_optimizer(
-            config.optimizer, schedules.learning_rate(config), weight_decay=recipe.weight_decay,
-            clip_norm=recipe.clip_norm, ema_decay=recipe.ema_decay)
-        # Built here, not lazily at the first step: the slots must exist (and be placed by the
-        # strategy, on the ps for parameter_server) before a checkpoint is restored into them.
-        optimizer.build(model.trainable_variables)
+        optimizer = _build_optimizer(config, model)
     log.info("model %s: %s parameters, optimizer %s, learning rate %g; variables on %s",
              config.model, f"{model.count_params():,}", config.optimizer, config.learning_rate,
              model.trainable_variables[0].value.device or "this host")
@@ -286,45 +289,18 @@ def _build_models(config: Config, strategy, policy: str):
     return model, optimizer, local_model
 
 
-def _build_runner(config: Config, steps, local_model, plan, skipped):
-    """The trainer and the evaluations (eval, test or None) that fit the strategy; each
-    explains its input's errors, and with --ema-decay the evaluations use the averaged weights."""
-    from trainer import data, loop
+def _build_optimizer(config: Config, model):
+    """The optimizer of the run (with --ema-decay, also the keeper of the averaged weights)."""
+    from trainer import models, schedules
 
-    def dataset_fn(source, batch_size, training, num_batches=None):
-        return lambda context=None: data.make_dataset(
-            source, batch_size=batch_size, training=training, shuffle_buffer=config.shuffle_buffer,
-            num_batches=num_batches, seed=config.seed, input_context=context,
-            augment=config.augment, skipped=skipped)
-
-    def explain(source):
-        return lambda err: data.explain_pipeline_error(err, source)
-
-    strategy = steps.strategy
-    parameter_server = config.distribution_strategy == "parameter_server"
-
-    def evaluation(source, num_batches):
-        eval_fn = dataset_fn(source, config.eval_batch_size, False, num_batches)
-        if parameter_server:
-            evaluate = loop.LocalCopyEvaluation(steps.model, local_model, eval_fn(), source.flag,
-                                                explain(source))
-        else:
-            evaluate = loop.DistributedEvaluation(
-                steps, strategy.distribute_datasets_from_function(eval_fn), source.flag,
-                explain(source))
-        if config.recipe.ema_decay is not None:
-            from trainer import ema
-
-            return ema.AveragedEvaluation(evaluate, steps.model, steps.optimizer)
-        return evaluate
-
-    train_fn = dataset_fn(plan.train, config.batch_size, True)
-    trainer = (loop.CoordinatedTrainer(steps, train_fn, config.cluster.num_workers,
-                                       explain(plan.train)) if parameter_server else
-               loop.InGraphTrainer(steps, strategy.distribute_datasets_from_function(train_fn),
-                                   explain(plan.train)))
-    return (trainer, evaluation(plan.eval, config.eval_steps),
-            evaluation(plan.test, None) if plan.test is not None else None)
+    recipe = config.recipe
+    optimizer = models.build_optimizer(
+        config.optimizer, schedules.learning_rate(config), weight_decay=recipe.weight_decay,
+        clip_norm=recipe.clip_norm, ema_decay=recipe.ema_decay)
+    # Built here, not lazily at the first step: the slots must exist (and be placed by the
+    # strategy, on the ps for parameter_server) before a checkpoint is restored into them.
+    optimizer.build(model.trainable_variables)
+    return optimizer
 
 
 def _digest(model) -> str:
@@ -335,29 +311,36 @@ def _digest(model) -> str:
 
 
 def _evaluate_checkpoints(config: Config) -> RunResult:
-    """The evaluator task: its own summaries run (`evaluator/`), no hypertune, no export."""
+    """The evaluator task: its own summaries run (`evaluator/`), no hypertune, no export.
+
+    It evaluates as the chief does (the same factory): with --ema-decay the optimizer's
+    averaged weights are restored from each checkpoint and evaluated.
+    """
     import tensorflow as tf
 
-    from trainer import data, loop, models, report, storage
+    from trainer import data, loop, models, report, runner, storage
     from trainer.checkpoints import Checkpoints
 
     plan = data.resolve(config)
-    eval_source = plan.eval
     storage.ensure_writable_dir(config.tensorboard_dir, dict(config.output_origins)[
         config.tensorboard_dir])
     model = models.build_model(config.model, config.image_shape, plan.num_classes,
                                config.dropout)
-    step = tf.Variable(0, dtype=tf.int64, trainable=False)
-    dataset = data.make_dataset(eval_source, batch_size=config.eval_batch_size, training=False,
-                                num_batches=config.eval_steps)
+    averaged = config.recipe.ema_decay is not None
+    optimizer = _build_optimizer(config, model) if averaged else None
+    steps = loop.StepFunctions(tf.distribute.get_strategy(), model, optimizer)
+    skipped = data.SkippedImages() if config.skip_corrupt_images else None
+    evaluations = runner.Evaluations(runner.Inputs(config, skipped), steps,
+                                     config.eval_batch_size, averaged=averaged)
+    state = {"model": model, "step": steps.step}
+    if optimizer is not None:
+        state["optimizer"] = optimizer
     summaries = report.Summaries(config.tensorboard_dir, eval_name="evaluator")
     try:
         last = loop.evaluate_checkpoints(
-            checkpoints=Checkpoints(tf.train.Checkpoint(model=model, step=step), step,
+            checkpoints=Checkpoints(tf.train.Checkpoint(**state), steps.step,
                                     directory=config.checkpoint_dir),
-            evaluation=loop.LocalCopyEvaluation(
-                None, model, dataset, eval_source.flag,
-                lambda err: data.explain_pipeline_error(err, eval_source)),
+            evaluation=evaluations(plan.eval, config.eval_steps),
             max_steps=config.schedule.max_steps,
             eval_actions=[report.Progress.on_evaluation, summaries.on_evaluation],
             timeout_secs=config.evaluator_timeout_secs)
