@@ -164,7 +164,7 @@ def test_every_dashed_flag_has_an_underscore_spelling():
     (["--batch_size", "32"], "batch_size", 32),
     (["--max_steps=7"], "schedule.max_steps", 7),
     (["--num_classes=3"], "num_classes", 3),
-    (["--distribution_strategy=mirrored"], "distribution_strategy", "mirrored"),
+    (["--distribution_strategy=mirrored"], "strategy.name", "mirrored"),
     (["--train_files=a", "--eval_files=b"], "train_files", ("a",)),
 ])
 def test_underscore_spellings_parse(argv, field, value):
@@ -432,7 +432,7 @@ def test_entry_point_answers_without_importing_tensorflow(args, code):
     assert result.returncode == code, result.stderr
     assert result.stdout.splitlines()[-1] == "TF_IMPORTED=False"
     if code == 0:
-        assert result.stdout.startswith("usage: python -m trainer.task")
+        assert result.stdout.startswith("usage: vertex-trainer train")
         assert "--learning-rate" in result.stdout
     else:
         lines = result.stderr.splitlines()
@@ -453,13 +453,13 @@ def test_entry_point_answers_without_importing_tensorflow(args, code):
 ])
 def test_strategy_follows_the_cluster(environ, choice, expected):
     assert config_from_flags(["--distribution-strategy", choice],
-                             environ).distribution_strategy == expected
+                             environ).strategy.name == expected
 
 
 def test_tpu_flag_selects_tpu_and_defaults_to_local():
-    assert config_from_flags(["--tpu", "t1"], {}).tpu == "t1"
-    assert config_from_flags(["--distribution-strategy", "tpu"], {}).tpu == "local"
-    assert config_from_flags([], {}).tpu is None
+    assert config_from_flags(["--tpu", "t1"], {}).strategy.tpu == "t1"
+    assert config_from_flags(["--distribution-strategy", "tpu"], {}).strategy.tpu == "local"
+    assert config_from_flags([], {}).strategy.tpu is None
 
 
 @pytest.mark.parametrize("environ, choice, message", [
@@ -481,7 +481,7 @@ def test_collective_implementation_only_for_multi_worker():
         config_from_flags(["--collective-implementation", "ring"], {})
     assert config_from_flags(["--distribution-strategy", "multi_worker_mirrored",
                               "--collective-implementation", "ring"],
-                             {}).collective_implementation == "ring"
+                             {}).strategy.collective == "ring"
 
 
 REDUCTION_SERVER_JOB = {
@@ -495,7 +495,7 @@ REDUCTION_SERVER_JOB = {
                                   ["--collective-implementation", "nccl"]])
 def test_reduction_server_runs_multi_worker_mirrored_over_nccl(argv):
     config = config_from_flags(argv, REDUCTION_SERVER_JOB)
-    assert (config.distribution_strategy, config.collective_implementation) == (
+    assert (config.strategy.name, config.strategy.collective) == (
         "multi_worker_mirrored", "nccl")
     assert dict(config.cluster.spec) == {"chief": ("a:1",), "worker": ("b:1",)}
 
@@ -516,3 +516,20 @@ def test_integer_flags_accept_whole_numbers_sent_as_doubles():
         config_from_flags(["--batch-size", "64.5"], {})
     with pytest.raises(TrainerError, match="invalid int value: 'many'"):
         config_from_flags(["--batch-size", "many"], {})
+
+
+@pytest.mark.parametrize("environ, argv, answers", [
+    ({}, [], dict(votes=False, coordinated=False, evaluates_local_copy=False, global_batch=True,
+                  on_tpu=False)),
+    ({}, ["--tpu", "t1"], dict(votes=False, coordinated=False, on_tpu=True)),
+    (REDUCTION_SERVER_JOB, [], dict(votes=True, coordinated=False, evaluates_local_copy=False,
+                                    global_batch=True)),
+    ({"TF_CONFIG": json.dumps({"cluster": {"chief": ["a:1"], "worker": ["b:1"], "ps": ["c:1"]},
+                               "task": {"type": "chief", "index": 0}})}, [],
+     dict(votes=False, coordinated=True, evaluates_local_copy=True, global_batch=False,
+          on_tpu=False)),
+])
+def test_the_strategy_answers_what_the_loop_asks(environ, argv, answers):
+    strategy = config_from_flags(argv, environ).strategy
+    assert {name: getattr(strategy, name) for name in answers} == answers
+

@@ -110,7 +110,7 @@ def test_reduction_servers_fill_pool_2_and_tell_the_trainer(capsys):
     cluster = resolve_cluster(environ)
     assert (cluster.num_workers, cluster.num_ps, cluster.num_reduction_servers) == (2, 0, 4)
     config = config_from_flags([], environ)
-    assert (config.distribution_strategy, config.collective_implementation) == (
+    assert (config.strategy.name, config.strategy.collective) == (
         "multi_worker_mirrored", "nccl")
 
 

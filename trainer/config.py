@@ -21,13 +21,12 @@ from trainer.errors import TrainerError
 from trainer.models import MODELS, OPTIMIZERS
 from trainer.precision import CHOICES as MIXED_PRECISION
 from trainer.storage import is_url, join
+from trainer.strategies import COLLECTIVES, STRATEGIES, StrategySpec, resolve as resolve_strategy
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
 SAMPLE_TRAIN_FILES = str(SAMPLE_DIR / "train-*.tfrecord.gz")
 SAMPLE_EVAL_FILES = str(SAMPLE_DIR / "eval-*.tfrecord.gz")
 DEFAULT_JOB_DIR = "trainer-output"
-STRATEGIES = ("auto", "default", "mirrored", "multi_worker_mirrored", "parameter_server", "tpu")
-COLLECTIVES = ("auto", "ring", "nccl")
 # metric name -> whether larger is better
 METRICS = {"accuracy": True, "loss": False}
 LR_SCHEDULES = ("constant", "cosine", "step", "linear")
@@ -97,9 +96,7 @@ class Config:
     seed: int | None
     hypertune_metric: str
     export_best_only: bool
-    distribution_strategy: str  # resolved; "auto" left only for a single host (GPU count decides)
-    collective_implementation: str
-    tpu: str | None
+    strategy: StrategySpec
     evaluator_timeout_secs: float
     checkpoint_dir: str
     tensorboard_dir: str
@@ -314,15 +311,14 @@ def config_from_flags(argv: Sequence[str] | None, environ: Mapping[str, str]) ->
          "--test-files": args.test_files}, environ, bundled_sample=args.bundled_sample,
         sample_train=SAMPLE_TRAIN_FILES, sample_eval=SAMPLE_EVAL_FILES)
 
-    tpu = args.tpu or environ.get("TPU_NAME") or None
-    strategy = resolve_strategy(args.distribution_strategy, cluster, tpu)
-    if args.skip_corrupt_images and strategy == "parameter_server":
-        raise TrainerError("--skip-corrupt-images is not available with parameter_server: its "
+    strategy = resolve_strategy(args.distribution_strategy, args.collective_implementation,
+                                cluster, args.tpu or environ.get("TPU_NAME") or None)
+    if args.skip_corrupt_images and strategy.coordinated:
+        raise TrainerError(f"--skip-corrupt-images is not available with {strategy.name}: its "
                            "input pipelines run on remote workers, where skips cannot be counted")
-    if recipe.freeze_backbone_steps and strategy == "parameter_server":
-        raise TrainerError("--freeze-backbone-steps is not available with parameter_server; "
+    if recipe.freeze_backbone_steps and strategy.coordinated:
+        raise TrainerError(f"--freeze-backbone-steps is not available with {strategy.name}; "
                            "use a synchronous strategy")
-    collective = resolve_collective(args.collective_implementation, strategy, cluster)
     dirs = resolve_output_dirs(args.job_dir, cluster.trial, environ)
     return Config(
         train_files=data_files.train, eval_files=data_files.eval,
@@ -342,10 +338,8 @@ def config_from_flags(argv: Sequence[str] | None, environ: Mapping[str, str]) ->
         loss_upper_bound=math.inf if args.loss_upper_bound is None else args.loss_upper_bound,
         seed=args.seed, hypertune_metric=args.hypertune_metric,
         export_best_only=args.export_best_only,
-        distribution_strategy=strategy,
-        collective_implementation=collective,
-        tpu=(tpu or "local") if strategy == "tpu" else None,
-        evaluator_timeout_secs=args.evaluator_timeout_secs, label_map=args.label_map,
+        strategy=strategy, evaluator_timeout_secs=args.evaluator_timeout_secs,
+        label_map=args.label_map,
         cluster=cluster, mixed_precision=args.mixed_precision, jit_compile=args.jit_compile,
         data_files=data_files, augment=args.augment,
         skip_corrupt_images=args.skip_corrupt_images, recipe=recipe, **dirs)
@@ -392,51 +386,6 @@ def _recipe(args, spec) -> Recipe:
         init_checkpoint=args.init_checkpoint, freeze_backbone_steps=args.freeze_backbone_steps,
         fine_tune_learning_rate=(fine_tune if fine_tune is not None or
                                  not args.freeze_backbone_steps else learning_rate / 10))
-
-
-def resolve_strategy(choice: str, cluster: Cluster, tpu: str | None) -> str:
-    """The strategy a training task runs, from --distribution-strategy and the cluster.
-
-    A strategy that cannot run the cluster it was given is an error, never a silent fallback:
-    workers training alone would each export and overwrite the others.
-    """
-    if cluster.num_reduction_servers:
-        # Reduction Server reduces what NCCL all-reduce sends: only synchronous data
-        # parallelism over the chief and workers uses it.
-        if choice not in ("auto", "multi_worker_mirrored"):
-            raise TrainerError(f"--distribution-strategy {choice} cannot use Reduction Server "
-                               "(worker pool 2); use multi_worker_mirrored (or auto)")
-        return "multi_worker_mirrored"
-    if cluster.num_ps:
-        if choice not in ("auto", "parameter_server"):
-            raise TrainerError(f"--distribution-strategy {choice} cannot run a cluster with "
-                               f"parameter servers; use parameter_server (or auto)")
-        return "parameter_server"
-    if choice == "parameter_server":
-        raise TrainerError("--distribution-strategy parameter_server needs ps tasks in "
-                           "TF_CONFIG/CLUSTER_SPEC (worker pool 2)")
-    if cluster.is_distributed:
-        if choice not in ("auto", "multi_worker_mirrored"):
-            raise TrainerError(f"--distribution-strategy {choice} runs on one host, but the "
-                               f"cluster has {sum(map(len, cluster.spec.values()))} tasks; use "
-                               "multi_worker_mirrored (or auto)")
-        return "multi_worker_mirrored"
-    if choice == "auto" and tpu:
-        return "tpu"
-    return choice
-
-
-def resolve_collective(choice: str, strategy: str, cluster: Cluster) -> str:
-    """The all-reduce of multi_worker_mirrored: NCCL with Reduction Server, else as chosen."""
-    if choice != "auto" and strategy != "multi_worker_mirrored":
-        raise TrainerError("--collective-implementation applies only to multi_worker_mirrored, "
-                           f"not {strategy}")
-    if cluster.num_reduction_servers:
-        if choice == "ring":
-            raise TrainerError("--collective-implementation ring bypasses Reduction Server "
-                               "(worker pool 2), which plugs into NCCL; use nccl (or auto)")
-        return "nccl"
-    return choice
 
 
 def _positive(args, *names: str, optional: bool = False) -> None:

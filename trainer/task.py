@@ -61,13 +61,12 @@ def run(config: Config, stop: StopRequest | None = None) -> RunResult:
     from trainer import distribute
 
     cluster = config.cluster
-    if config.distribution_strategy == "parameter_server" and cluster.task_type in ("worker",
-                                                                                   "ps"):
+    if config.strategy.coordinated and cluster.task_type in ("worker", "ps"):
         distribute.serve_forever(cluster)
     if cluster.task_type == "evaluator":
         return _evaluate_checkpoints(config)
     # Multi-worker strategies must exist before any other TensorFlow op.
-    strategy = distribute.create_strategy(config)
+    strategy = distribute.create_strategy(config.strategy, cluster, config.batch_size)
     if stop is not None:
         # Multi-worker strategies register TensorFlow's own SIGTERM notifier; ours replaces it
         # because the loop makes every replica agree on when to stop.
@@ -97,29 +96,28 @@ def _train_and_evaluate(config: Config, strategy, stop) -> RunResult:
             data.save_label_map(class_names, config.checkpoint_dir)
     skipped = data.SkippedImages() if config.skip_corrupt_images else None
 
-    model, optimizer, local_model = _build_models(config, strategy, precision.policy)
-    loss_scale = _loss_scale(strategy) if precision.loss_scaling else None
-    steps = loop.StepFunctions(strategy, model, optimizer, config.batch_size,
+    model, optimizer, local_model = _build_models(config, strategy.tf_strategy,
+                                                  precision.policy)
+    loss_scale = _loss_scale(strategy.tf_strategy) if precision.loss_scaling else None
+    steps = loop.StepFunctions(strategy.tf_strategy, model, optimizer, config.batch_size,
                                jit_compile=config.jit_compile, loss_scale=loss_scale,
                                **_recipe_step_options(config, model))
     inputs = runner.Inputs(config, skipped)
-    trainer = runner.build_trainer(
-        inputs, steps, plan.train, config.batch_size,
-        coordinated=config.distribution_strategy == "parameter_server",
-        num_workers=config.cluster.num_workers)
+    trainer = runner.build_trainer(inputs, steps, plan.train, config.batch_size,
+                                   coordinated=strategy.coordinated,
+                                   num_workers=config.cluster.num_workers)
     evaluations = runner.Evaluations(
         inputs, steps, config.eval_batch_size, averaged=config.recipe.ema_decay is not None,
-        local_model=local_model if config.distribution_strategy == "parameter_server" else None)
+        local_model=local_model if strategy.evaluates_local_copy else None)
     evaluation = evaluations(plan.eval, config.eval_steps)
     test_evaluation = evaluations(plan.test) if plan.test is not None else None
-    with _outputs(config, steps, local_model, class_names, skipped) as outputs:
+    with _outputs(config, strategy, steps, local_model, class_names, skipped) as outputs:
         controller = loop.Controller(
             trainer=trainer, evaluation=evaluation, checkpoints=outputs.checkpoints,
             schedule=config.schedule, train_actions=outputs.train_actions,
             eval_actions=outputs.eval_actions, stop=stop,
             loss_upper_bound=config.loss_upper_bound, loss_scale=loss_scale,
-            vote=(loop.vote_across_workers(strategy)
-                  if config.distribution_strategy == "multi_worker_mirrored" else None))
+            vote=loop.vote_across_workers(strategy.tf_strategy) if strategy.votes else None)
         last = controller.run()
         test = None
         if test_evaluation is not None:
@@ -155,19 +153,20 @@ class _Outputs:
 
 
 @contextlib.contextmanager
-def _outputs(config: Config, steps, local_model, class_names, skipped) -> Iterator[_Outputs]:
+def _outputs(config: Config, strategy, steps, local_model, class_names,
+             skipped) -> Iterator[_Outputs]:
     """Checkpoints (every replica saves; only the chief's are kept), progress lines, and on the
     chief summaries, hypertune reports, the skipped-images report and the export (at each new
     best metric with --export-best-only). Closes the summaries and removes a replica's
     throwaway checkpoints on leaving."""
     import tensorflow as tf
 
-    from trainer import data, distribute, export, loop, report
+    from trainer import data, export, loop, report
     from trainer.checkpoints import Checkpoints
 
     chief = config.cluster.is_chief
     model, optimizer, loss_scale = steps.model, steps.optimizer, steps.loss_scale
-    with steps.strategy.scope():
+    with strategy.tf_strategy.scope():
         best = loop.BestMetric(config.hypertune_metric, config.metric_higher_is_better)
     # Other replicas take part in saving (a collective) but write to a directory they remove.
     save_dir = config.checkpoint_dir if chief else tempfile.mkdtemp(prefix="trainer-replica-")
@@ -175,7 +174,7 @@ def _outputs(config: Config, steps, local_model, class_names, skipped) -> Iterat
         tf.train.Checkpoint(model=model, optimizer=optimizer, step=steps.step,
                             best_metric=best.variable),
         steps.step, directory=config.checkpoint_dir, save_dir=save_dir,
-        keep=config.keep_checkpoints, options=distribute.checkpoint_options(config),
+        keep=config.keep_checkpoints, options=strategy.checkpoint_options,
         restart_from_scratch=config.restart_from_scratch,
         optional={"loss_scale": loss_scale.checkpointed} if loss_scale else None)
     progress = report.Progress(config.schedule.max_steps)
@@ -246,7 +245,8 @@ def _choose_precision(config: Config):
     """--mixed-precision resolved for this task's devices, logged with why (warned if slow)."""
     from trainer import distribute, precision
 
-    chosen = precision.choose(config.mixed_precision, distribute.device_facts(config))
+    chosen = precision.choose(config.mixed_precision,
+                              distribute.device_facts(config.strategy.on_tpu))
     log.info("mixed precision %s (%s)", chosen.precision, chosen.reason)
     if chosen.warning:
         log.warning("%s", chosen.warning)

@@ -192,9 +192,8 @@ def measure_engine(args) -> dict:
     """Our loop on the estimator's job (cnn, batch 100) in fp32 and in what `auto` picks here,
     alternating; one warm-up call each, then ENGINE_STEPS steps timed per call."""
     from trainer import distribute, precision
-    from trainer.config import config_from_flags
 
-    auto = precision.choose("auto", distribute.device_facts(config_from_flags([], {})))
+    auto = precision.choose("auto", distribute.device_facts(on_tpu=False))
     source = _source(args.train_files)
     variants = {"fp32": _LoopVariant(source, "cnn", 100, "none", steps_per_call=ENGINE_STEPS),
                 "auto": _LoopVariant(source, "cnn", 100, auto.precision,
