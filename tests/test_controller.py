@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from trainer import loop
-from trainer.config import Schedule
+from trainer.config import LoopConfig
 from trainer.errors import TrainerError
 from trainer.preemption import Preempted, StopRequest
 
@@ -65,7 +65,8 @@ class FakeCheckpoints:
 
 
 def schedule(max_steps=25, log=10, eval_=20, ckpt=10, secs=1e9):
-    return Schedule(max_steps, log, eval_, ckpt, secs)
+    return LoopConfig(max_steps=max_steps, log_every_steps=log, eval_every_steps=eval_,
+                      checkpoint_every_steps=ckpt, checkpoint_every_secs=secs)
 
 
 def controller(trainer, checkpoints=None, evaluation=None, **kwargs):

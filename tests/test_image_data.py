@@ -199,7 +199,7 @@ def write_manifest(path, lines):
 def resolve(train_files, eval_files, *flags):
     argv = ["--train-files", str(train_files), "--eval-files", str(eval_files), *flags]
     with pytest.raises(TrainerError) as err:
-        data.resolve(config_from_flags(argv, {}))
+        data.resolve(config_from_flags(argv, {}).data)
     assert "\n" not in str(err.value)
     return str(err.value)
 

@@ -16,6 +16,7 @@ from typing import NoReturn
 import tensorflow as tf
 
 from trainer.cluster import Cluster
+from trainer.config import ClusterConfig
 from trainer.errors import TrainerError
 from trainer.precision import DeviceFacts, cpu_flags, cpu_model
 from trainer.strategies import StrategySpec
@@ -80,8 +81,9 @@ _BUILDERS = {"multi_worker_mirrored": _multi_worker, "parameter_server": _parame
              "tpu": _tpu, "mirrored": _mirrored, "default": _default}
 
 
-def create_strategy(spec: StrategySpec, cluster: Cluster, batch_size: int) -> Strategy:
+def create_strategy(config: ClusterConfig, batch_size: int) -> Strategy:
     """Creates the strategy; must run before any other TensorFlow op (multi-worker needs it)."""
+    spec, cluster = config.strategy, config.role
     name = spec.name
     if name == "auto":
         name = "mirrored" if len(tf.config.list_logical_devices("GPU")) > 1 else "default"

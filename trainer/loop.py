@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from trainer.checkpoints import Checkpoints
-from trainer.config import Schedule
+from trainer.config import LoopConfig
 from trainer.errors import TrainerError, short_reason
 from trainer.preemption import Preempted, StopRequest
 
@@ -396,7 +396,7 @@ class Controller:
     eval set. `vote` (multi-worker runs) makes every worker agree on saving and stopping.
     """
 
-    def __init__(self, *, trainer, evaluation, checkpoints: Checkpoints, schedule: Schedule,
+    def __init__(self, *, trainer, evaluation, checkpoints: Checkpoints, schedule: LoopConfig,
                  train_actions: Sequence[TrainAction] = (),
                  eval_actions: Sequence[EvalAction] = (), stop: StopRequest | None = None,
                  vote: Callable[[tuple[bool, ...]], tuple[bool, ...]] | None = None,

@@ -8,24 +8,26 @@ explanations and --ema-decay (evaluate the averaged weights) mean the same for a
 from __future__ import annotations
 
 from trainer import data, loop
+from trainer.config import DataConfig
 
 
 class Inputs:
     """The dataset functions of a run's sources, as a strategy's input pipelines call them.
 
     With `skipped` (--skip-corrupt-images) every pipeline drops unreadable images and counts
-    them there.
+    them there; `seed` (--seed) fixes the shuffle and the augmentation.
     """
 
-    def __init__(self, config, skipped=None):
+    def __init__(self, config: DataConfig, seed: int | None, skipped=None):
         self._config = config
+        self._seed = seed
         self.skipped = skipped
 
     def dataset_fn(self, source, batch_size: int, training: bool, num_batches=None):
         config = self._config
         return lambda context=None: data.make_dataset(
             source, batch_size=batch_size, training=training, shuffle_buffer=config.shuffle_buffer,
-            num_batches=num_batches, seed=config.seed, input_context=context,
+            num_batches=num_batches, seed=self._seed, input_context=context,
             augment=config.augment, skipped=self.skipped)
 
     @staticmethod
