@@ -136,6 +136,23 @@ def test_the_workers_vote_decides_a_stop_requested_elsewhere():
     assert votes == [(False, False)]
 
 
+def test_replicas_agree_once_before_what_evaluates_or_saves_their_state():
+    trainer = FakeTrainer()
+    events = []
+    checkpoints = FakeCheckpoints(trainer)
+    checkpoints.save = lambda step: events.append(("save", step))
+    def evaluate():
+        events.append(("eval", trainer.steps.step.value))
+        return np.array([30.0, 50.0, 100.0])  # loss sum, correct, examples
+
+    made, _ = controller(trainer, checkpoints, evaluation=evaluate,
+                         schedule=schedule(max_steps=35, log=5, eval_=20, ckpt=10),
+                         agree=lambda: events.append(("agree", trainer.steps.step.value)))
+    made.run()
+    assert events == [("agree", 10), ("save", 10), ("agree", 20), ("eval", 20), ("save", 20),
+                      ("agree", 30), ("save", 30), ("agree", 35), ("eval", 35), ("save", 35)]
+
+
 def test_time_based_checkpoints_are_saved_between_step_boundaries():
     trainer = FakeTrainer()
     checkpoints = FakeCheckpoints(trainer)

@@ -38,6 +38,13 @@ class Strategy(StrategySpec):
     def num_replicas(self) -> int:
         return self.tf_strategy.num_replicas_in_sync
 
+    @property
+    def replicas_keep_own_state(self) -> bool:
+        """Several replicas in sync, each updating its own copy of the variables Keras creates
+        without an aggregation (BatchNorm's moving statistics); on parameter servers there is
+        one copy."""
+        return self.num_replicas > 1 and not self.coordinated
+
 
 def _resolver(cluster: Cluster) -> tf.distribute.cluster_resolver.ClusterResolver:
     spec = tf.train.ClusterSpec({role: list(hosts) for role, hosts in cluster.spec.items()})

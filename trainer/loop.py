@@ -388,18 +388,46 @@ def vote_across_workers(strategy: tf.distribute.Strategy) -> Callable[[tuple[boo
     return vote
 
 
+def average_across_replicas(strategy: tf.distribute.Strategy,
+                            variables: Sequence) -> Callable[[], None]:
+    """Sets each variable, on every replica, to its mean over the replicas.
+
+    For variables each replica updates from its own batches (BatchNorm's moving statistics:
+    Keras creates them without an aggregation, so a synchronous strategy keeps one copy per
+    replica): averaged before each evaluation and checkpoint, every replica holds, evaluates,
+    saves and exports the same weights. One all-reduce of all of them (~6 ms for resnet20 on
+    two local workers); synchronized BatchNorm cost ~60% more per training step instead.
+    """
+    @tf.function
+    def average():
+        def replica_fn():
+            context = tf.distribute.get_replica_context()
+            # Read inside the replica: each replica's own copy, not the primary one.
+            means = context.all_reduce(tf.distribute.ReduceOp.MEAN,
+                                       [tf.identity(v.value) for v in variables])
+            for variable, mean in zip(variables, means):
+                variable.assign(mean)
+
+        strategy.run(replica_fn)
+
+    return average
+
+
 class Controller:
     """Sequences training, evaluation, checkpoints and the actions taken at the boundaries.
 
     `trainer.train(n)` runs n steps and returns their (loss sum, correct, examples) totals;
     `trainer.steps.step` is the global step. `evaluation()` returns the same totals over the
     eval set. `vote` (multi-worker runs) makes every worker agree on saving and stopping.
+    `agree` (several replicas in sync) makes the replicas' own state equal before anything
+    evaluates or saves it (`average_across_replicas`); every replica calls it at the same steps.
     """
 
     def __init__(self, *, trainer, evaluation, checkpoints: Checkpoints, schedule: LoopConfig,
                  train_actions: Sequence[TrainAction] = (),
                  eval_actions: Sequence[EvalAction] = (), stop: StopRequest | None = None,
                  vote: Callable[[tuple[bool, ...]], tuple[bool, ...]] | None = None,
+                 agree: Callable[[], None] | None = None,
                  loss_upper_bound: float = math.inf, loss_scale=None):
         self._trainer = trainer
         self._evaluation = evaluation
@@ -409,6 +437,8 @@ class Controller:
         self._eval_actions = list(eval_actions)
         self._stop = stop or StopRequest()
         self._vote = vote or (lambda flags: flags)
+        self._agree = agree or (lambda: None)
+        self._agreed_at: int | None = None  # the step at which the replicas last agreed
         self._loss_upper_bound = loss_upper_bound
         self._loss_scale = loss_scale  # checked at every boundary when training in fp16
         self.evaluations: list[Evaluation] = []
@@ -428,6 +458,7 @@ class Controller:
     def _run(self) -> Evaluation:
         self._checkpoints.restore()
         step, schedule = self.step, self._schedule
+        self._agreed_at = step  # restored (or initialized) alike on every replica
         if step >= schedule.max_steps:
             log.info("checkpoint step %d already reaches --max-steps %d; evaluating only",
                      step, schedule.max_steps)
@@ -458,15 +489,22 @@ class Controller:
                     action(record)
                 interval, interval_steps, interval_seconds = 0.0, 0, 0.0
             if step % schedule.eval_every_steps == 0 or final:
+                self._agree_at(step)
                 evaluation = self._evaluate(step)
             stop, save_due = self._vote((self._stop.requested, time.monotonic() - last_save
                                          >= schedule.checkpoint_every_secs))
             if step % schedule.checkpoint_every_steps == 0 or final or save_due or stop:
+                self._agree_at(step)
                 self._checkpoints.save(step)
                 last_save = time.monotonic()
             if stop and not final:
                 raise Preempted(step)
         return evaluation
+
+    def _agree_at(self, step: int) -> None:
+        if self._agreed_at != step:
+            self._agree()
+            self._agreed_at = step
 
     def _check_loss(self, step: int, totals: np.ndarray) -> None:
         # Checked before anything is saved: the newest checkpoint stays the last good one.

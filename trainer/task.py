@@ -115,7 +115,8 @@ def _train_and_evaluate(config: Config, strategy, stop) -> RunResult:
             schedule=config.loop, train_actions=written.train_actions,
             eval_actions=written.eval_actions, stop=stop,
             loss_upper_bound=config.loop.loss_upper_bound, loss_scale=loss_scale,
-            vote=loop.vote_across_workers(strategy.tf_strategy) if strategy.votes else None)
+            vote=loop.vote_across_workers(strategy.tf_strategy) if strategy.votes else None,
+            agree=_replica_agreement(strategy, model))
         last = controller.run()
         test = None
         if test_evaluation is not None:
@@ -128,6 +129,16 @@ def _train_and_evaluate(config: Config, strategy, stop) -> RunResult:
                      statistics.median(rates) if rates else None, _digest(model),
                      tuple(controller.evaluations), written.exporter.seconds,
                      test.metrics if test else None)
+
+
+def _replica_agreement(strategy, model):
+    """What makes the replicas' own copies of the model's statistics equal, if they have any."""
+    from trainer import loop
+
+    own = [w for w in model.non_trainable_weights if "float" in w.dtype]
+    if not (own and strategy.replicas_keep_own_state):
+        return None
+    return loop.average_across_replicas(strategy.tf_strategy, own)
 
 
 def _loss_scale(strategy):
