@@ -15,7 +15,7 @@ from trainer.errors import TrainerError
 
 def test_defaults_are_auto_precision_without_xla():
     config = config_from_flags([], {})
-    assert config.mixed_precision == "auto" and config.jit_compile is False
+    assert config.model.mixed_precision == "auto" and config.model.jit_compile is False
 
 
 @pytest.mark.parametrize("flags, precision, jit", [
@@ -27,7 +27,7 @@ def test_defaults_are_auto_precision_without_xla():
 ])
 def test_flags_parse(flags, precision, jit):
     config = config_from_flags(flags, {})
-    assert (config.mixed_precision, config.jit_compile) == (precision, jit)
+    assert (config.model.mixed_precision, config.model.jit_compile) == (precision, jit)
 
 
 @pytest.mark.parametrize("flags", [["--mixed-precision", "fp8"], ["--jit-compile=maybe"]])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from trainer import config as config_module
-from trainer.config import Recipe, build_parser, config_from_flags
+from trainer.config import RecipeConfig, build_parser, config_from_flags
 from trainer.errors import TrainerError
 from trainer.models import MODELS
 
@@ -32,40 +33,42 @@ def error_of(argv, environ=None) -> str:
 def test_defaults():
     config = config_from_flags([], {})
     cnn = MODELS["cnn"]
-    assert config.model == "cnn"
-    assert (config.optimizer, config.learning_rate, config.dropout) == (
+    model = config.model
+    assert model.name == "cnn"
+    assert (model.optimizer, model.learning_rate, model.dropout) == (
         cnn.optimizer, cnn.learning_rate, cnn.dropout)
-    assert config.batch_size == 100
-    assert config.eval_batch_size == 100
-    assert config.schedule.checkpoint_every_steps == config.schedule.eval_every_steps
-    assert config.eval_steps is None
-    assert config.image_shape == (28, 28, 1)
-    assert config.num_classes is None  # inferred from the data (10 for the bundled sample)
-    assert config.export_best_only is False
-    assert config.hypertune_metric == "accuracy"
-    assert config.cluster.is_chief and config.cluster.trial is None
+    assert model.batch_size == 100
+    assert model.eval_batch_size == 100
+    assert config.loop.checkpoint_every_steps == config.loop.eval_every_steps
+    assert config.loop.eval_steps is None
+    assert config.loop.loss_upper_bound == math.inf
+    assert config.data.image_shape == (28, 28, 1)
+    assert config.data.num_classes is None  # inferred from the data (10 for the bundled sample)
+    assert config.outputs.export_best_only is False
+    assert config.outputs.hypertune_metric == "accuracy"
+    assert config.cluster.role.is_chief and config.cluster.role.trial is None
 
 
 def test_default_files_are_the_bundled_sample():
-    config = config_from_flags([], {})
-    assert config.train_files == (config_module.SAMPLE_TRAIN_FILES,)
-    assert config.eval_files == (config_module.SAMPLE_EVAL_FILES,)
+    files = config_from_flags([], {}).data.files
+    assert files.train == (config_module.SAMPLE_TRAIN_FILES,)
+    assert files.eval == (config_module.SAMPLE_EVAL_FILES,)
     sample = REPO / "trainer" / "sample"
-    assert glob.glob(config.train_files[0]) and glob.glob(config.eval_files[0])
-    assert all(Path(p).parent == sample for p in config.train_files + config.eval_files)
+    assert glob.glob(files.train[0]) and glob.glob(files.eval[0])
+    assert all(Path(p).parent == sample for p in files.train + files.eval)
 
 
 def test_derived_defaults_follow_their_source_flags():
     config = config_from_flags(["--batch-size", "64", "--eval-every-steps", "200"], {})
-    assert config.eval_batch_size == 64
-    assert config.schedule.checkpoint_every_steps == 200
+    assert config.model.eval_batch_size == 64
+    assert config.loop.checkpoint_every_steps == 200
 
 
 def test_derived_defaults_can_be_overridden():
     config = config_from_flags(["--batch-size", "64", "--eval-batch-size", "256",
                                 "--eval-every-steps", "200", "--checkpoint-every-steps", "50"], {})
-    assert (config.batch_size, config.eval_batch_size) == (64, 256)
-    assert (config.schedule.eval_every_steps, config.schedule.checkpoint_every_steps) == (200, 50)
+    assert (config.model.batch_size, config.model.eval_batch_size) == (64, 256)
+    assert (config.loop.eval_every_steps, config.loop.checkpoint_every_steps) == (200, 50)
 
 
 @pytest.mark.parametrize("model", sorted(MODELS))
@@ -74,19 +77,19 @@ def test_per_model_hyperparameter_defaults(model):
     size = str(max(28, spec.min_size))
     config = config_from_flags(["--model", model, "--image-height", size, "--image-width", size],
                                {})
-    assert (config.optimizer, config.learning_rate, config.dropout,
+    assert (config.model.optimizer, config.model.learning_rate, config.model.dropout,
             config.recipe.weight_decay) == (spec.optimizer, spec.learning_rate, spec.dropout,
                                             spec.weight_decay)
 
 
 def test_recipe_defaults_change_nothing_and_flags_reach_the_recipe():
-    assert config_from_flags([], {}).recipe == Recipe()
+    assert config_from_flags([], {}).recipe == RecipeConfig(weight_decay=0.0)
     recipe = config_from_flags([
         "--model", "mobilenet_v3_small", "--image-height", "32", "--image-width", "32",
         "--lr-schedule", "cosine", "--warmup_steps=10", "--weight-decay", "0.05",
         "--label-smoothing", "0.1", "--clip-norm", "2", "--ema-decay", "0.999",
         "--pretrained-weights", "imagenet", "--freeze-backbone-steps", "100"], {}).recipe
-    assert recipe == Recipe(lr_schedule="cosine", warmup_steps=10, weight_decay=0.05,
+    assert recipe == RecipeConfig(lr_schedule="cosine", warmup_steps=10, weight_decay=0.05,
                             label_smoothing=0.1, clip_norm=2.0, ema_decay=0.999,
                             pretrained_weights="imagenet", freeze_backbone_steps=100,
                             fine_tune_learning_rate=1e-4)
@@ -126,25 +129,25 @@ def test_unknown_backbone_is_a_flag_error():
 
 
 def test_dnn_defaults_to_adagrad():
-    config = config_from_flags(["--model", "dnn"], {})
-    assert (config.optimizer, config.learning_rate, config.dropout) == ("adagrad", 0.05, 0.0)
+    model = config_from_flags(["--model", "dnn"], {}).model
+    assert (model.optimizer, model.learning_rate, model.dropout) == ("adagrad", 0.05, 0.0)
 
 
 def test_explicit_hyperparameters_override_model_defaults():
-    config = config_from_flags(["--model", "dnn", "--optimizer", "sgd", "--learning-rate", "0.2",
-                                "--dropout", "0.1"], {})
-    assert (config.optimizer, config.learning_rate, config.dropout) == ("sgd", 0.2, 0.1)
+    model = config_from_flags(["--model", "dnn", "--optimizer", "sgd", "--learning-rate", "0.2",
+                               "--dropout", "0.1"], {}).model
+    assert (model.optimizer, model.learning_rate, model.dropout) == ("sgd", 0.2, 0.1)
 
 
 def test_explicit_zero_dropout_is_not_replaced_by_the_model_default():
     assert MODELS["cnn"].dropout > 0
-    assert config_from_flags(["--model", "cnn", "--dropout", "0"], {}).dropout == 0.0
+    assert config_from_flags(["--model", "cnn", "--dropout", "0"], {}).model.dropout == 0.0
 
 
 @pytest.mark.parametrize("metric, higher", [("accuracy", True), ("loss", False)])
 def test_metric_direction(metric, higher):
     config = config_from_flags(["--hypertune-metric", metric], {})
-    assert config.metric_higher_is_better is higher
+    assert config.outputs.metric_higher_is_better is higher
 
 
 # --- spellings and parse errors ------------------------------------------------------------------
@@ -160,12 +163,12 @@ def test_every_dashed_flag_has_an_underscore_spelling():
 
 
 @pytest.mark.parametrize("argv, field, value", [
-    (["--learning_rate=0.01"], "learning_rate", 0.01),
-    (["--batch_size", "32"], "batch_size", 32),
-    (["--max_steps=7"], "schedule.max_steps", 7),
-    (["--num_classes=3"], "num_classes", 3),
-    (["--distribution_strategy=mirrored"], "distribution_strategy", "mirrored"),
-    (["--train_files=a", "--eval_files=b"], "train_files", ("a",)),
+    (["--learning_rate=0.01"], "model.learning_rate", 0.01),
+    (["--batch_size", "32"], "model.batch_size", 32),
+    (["--max_steps=7"], "loop.max_steps", 7),
+    (["--num_classes=3"], "data.num_classes", 3),
+    (["--distribution_strategy=mirrored"], "cluster.strategy.name", "mirrored"),
+    (["--train_files=a", "--eval_files=b"], "data.files.train", ("a",)),
 ])
 def test_underscore_spellings_parse(argv, field, value):
     value_of = config_from_flags(argv, {})
@@ -239,7 +242,7 @@ def test_dropout_out_of_range_is_an_error(value):
 
 @pytest.mark.parametrize("value", ["0", "0.99"])
 def test_dropout_in_range_is_accepted(value):
-    assert config_from_flags([f"--dropout={value}"], {}).dropout == float(value)
+    assert config_from_flags([f"--dropout={value}"], {}).model.dropout == float(value)
 
 
 @pytest.mark.parametrize("value", ["1", "0", "-3"])
@@ -248,7 +251,7 @@ def test_num_classes_below_two_is_an_error(value):
 
 
 def test_two_classes_are_accepted():
-    assert config_from_flags(["--num-classes=2"], {}).num_classes == 2
+    assert config_from_flags(["--num-classes=2"], {}).data.num_classes == 2
 
 
 # --- data files ----------------------------------------------------------------------------------
@@ -264,8 +267,8 @@ def test_train_and_eval_files_come_together(argv, missing):
 def test_file_patterns_are_split_and_stripped():
     config = config_from_flags(["--train-files", " gs://b/a-* , /gcs/b/c-*,,",
                                 "--eval-files", "eval-*"], {})
-    assert config.train_files == ("gs://b/a-*", "/gcs/b/c-*")
-    assert config.eval_files == ("eval-*",)
+    assert config.data.files.train == ("gs://b/a-*", "/gcs/b/c-*")
+    assert config.data.files.eval == ("eval-*",)
 
 
 @pytest.mark.parametrize("argv, flag", [
@@ -296,13 +299,14 @@ def test_empty_file_patterns_are_errors(argv, flag):
     (["--export-best-only", "yes"], True),
 ])
 def test_export_best_only(argv, expected):
-    assert config_from_flags(argv, {}).export_best_only is expected
+    assert config_from_flags(argv, {}).outputs.export_best_only is expected
 
 
 # --- output directories --------------------------------------------------------------------------
 
 def dirs_of(config) -> tuple[str, str, str]:
-    return config.checkpoint_dir, config.tensorboard_dir, config.export_dir
+    outputs = config.outputs
+    return outputs.checkpoint_dir, outputs.tensorboard_dir, outputs.export_dir
 
 
 def under(root, *parts) -> tuple[str, str, str]:
@@ -315,9 +319,10 @@ def test_default_output_dirs_are_under_absolute_trainer_output(tmp_path, monkeyp
     config = config_from_flags([], {})
     assert dirs_of(config) == under(Path.cwd() / "trainer-output")
     assert all(os.path.isabs(d) for d in dirs_of(config))
-    assert config.export_timestamped is True
-    assert [origin for _, origin in config.output_origins] == ["--job-dir"] * 3
-    assert [d for d, _ in config.output_origins] == list(dirs_of(config))
+    assert config.outputs.export_timestamped is True
+    assert [origin for _, origin in config.outputs.origins] == ["--job-dir"] * 3
+    assert [d for d, _ in config.outputs.origins] == list(dirs_of(config))
+    assert config.outputs.job_dir == str(Path.cwd() / "trainer-output")
 
 
 def test_relative_job_dir_is_made_absolute(tmp_path, monkeypatch):
@@ -339,7 +344,7 @@ def test_absolute_job_dir(tmp_path):
 ])
 def test_trial_gets_its_own_subdirectory(tmp_path, environ):
     config = config_from_flags(["--bundled-sample", "--job-dir", str(tmp_path)], environ)
-    assert config.cluster.trial == "4"
+    assert config.cluster.role.trial == "4"
     assert dirs_of(config) == under(tmp_path, "4")
 
 
@@ -369,8 +374,8 @@ def test_aip_variable_overrides_its_own_kind(tmp_path, variable, index):
     assert dirs_of(config) == tuple(expected)
     origins = ["--job-dir"] * 3
     origins[index] = variable
-    assert config.output_origins == tuple(zip(expected, origins))
-    assert config.export_timestamped is (variable != "AIP_MODEL_DIR")
+    assert config.outputs.origins == tuple(zip(expected, origins))
+    assert config.outputs.export_timestamped is (variable != "AIP_MODEL_DIR")
 
 
 def test_all_aip_variables_together():
@@ -378,16 +383,16 @@ def test_all_aip_variables_together():
                "AIP_MODEL_DIR": "gs://v/model"}
     config = config_from_flags(["--bundled-sample", "--job-dir", "gs://bucket/job"], environ)
     assert dirs_of(config) == ("gs://v/ckpt", "gs://v/tb", "gs://v/model")
-    assert config.output_origins == (("gs://v/ckpt", "AIP_CHECKPOINT_DIR"),
+    assert config.outputs.origins == (("gs://v/ckpt", "AIP_CHECKPOINT_DIR"),
                                      ("gs://v/tb", "AIP_TENSORBOARD_LOG_DIR"),
                                      ("gs://v/model", "AIP_MODEL_DIR"))
-    assert config.export_timestamped is False
+    assert config.outputs.export_timestamped is False
 
 
 def test_empty_aip_variable_is_ignored(tmp_path):
     config = config_from_flags(["--job-dir", str(tmp_path)], {"AIP_MODEL_DIR": ""})
-    assert config.export_dir == os.path.join(str(tmp_path), "export")
-    assert config.export_timestamped is True
+    assert config.outputs.export_dir == os.path.join(str(tmp_path), "export")
+    assert config.outputs.export_timestamped is True
 
 
 # --- cluster from the environment ----------------------------------------------------------------
@@ -395,7 +400,7 @@ def test_empty_aip_variable_is_ignored(tmp_path):
 def test_cluster_is_resolved_from_environ():
     environ = {"TF_CONFIG": json.dumps({"cluster": {"chief": ["c:1"], "worker": ["w:1"]},
                                         "task": {"type": "worker", "index": 0}})}
-    cluster = config_from_flags([], environ).cluster
+    cluster = config_from_flags([], environ).cluster.role
     assert (cluster.task_type, cluster.is_chief, cluster.num_workers) == ("worker", False, 1)
 
 
@@ -432,7 +437,7 @@ def test_entry_point_answers_without_importing_tensorflow(args, code):
     assert result.returncode == code, result.stderr
     assert result.stdout.splitlines()[-1] == "TF_IMPORTED=False"
     if code == 0:
-        assert result.stdout.startswith("usage: python -m trainer.task")
+        assert result.stdout.startswith("usage: vertex-trainer train")
         assert "--learning-rate" in result.stdout
     else:
         lines = result.stderr.splitlines()
@@ -453,13 +458,15 @@ def test_entry_point_answers_without_importing_tensorflow(args, code):
 ])
 def test_strategy_follows_the_cluster(environ, choice, expected):
     assert config_from_flags(["--distribution-strategy", choice],
-                             environ).distribution_strategy == expected
+                             environ).cluster.strategy.name == expected
 
 
 def test_tpu_flag_selects_tpu_and_defaults_to_local():
-    assert config_from_flags(["--tpu", "t1"], {}).tpu == "t1"
-    assert config_from_flags(["--distribution-strategy", "tpu"], {}).tpu == "local"
-    assert config_from_flags([], {}).tpu is None
+    def tpu(*argv):
+        return config_from_flags(list(argv), {}).cluster.strategy.tpu
+
+    assert (tpu("--tpu", "t1"), tpu("--distribution-strategy", "tpu"), tpu()) == ("t1", "local",
+                                                                                   None)
 
 
 @pytest.mark.parametrize("environ, choice, message", [
@@ -481,7 +488,7 @@ def test_collective_implementation_only_for_multi_worker():
         config_from_flags(["--collective-implementation", "ring"], {})
     assert config_from_flags(["--distribution-strategy", "multi_worker_mirrored",
                               "--collective-implementation", "ring"],
-                             {}).collective_implementation == "ring"
+                             {}).cluster.strategy.collective == "ring"
 
 
 REDUCTION_SERVER_JOB = {
@@ -495,9 +502,9 @@ REDUCTION_SERVER_JOB = {
                                   ["--collective-implementation", "nccl"]])
 def test_reduction_server_runs_multi_worker_mirrored_over_nccl(argv):
     config = config_from_flags(argv, REDUCTION_SERVER_JOB)
-    assert (config.distribution_strategy, config.collective_implementation) == (
+    assert (config.cluster.strategy.name, config.cluster.strategy.collective) == (
         "multi_worker_mirrored", "nccl")
-    assert dict(config.cluster.spec) == {"chief": ("a:1",), "worker": ("b:1",)}
+    assert dict(config.cluster.role.spec) == {"chief": ("a:1",), "worker": ("b:1",)}
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -511,8 +518,41 @@ def test_reduction_server_with_another_strategy_or_ring_is_an_error(argv, messag
 
 def test_integer_flags_accept_whole_numbers_sent_as_doubles():
     # Vertex's discrete parameter values are doubles: --batch_size=64.0 must mean 64.
-    assert config_from_flags(["--batch_size=64.0"], {}).batch_size == 64
+    assert config_from_flags(["--batch_size=64.0"], {}).model.batch_size == 64
     with pytest.raises(TrainerError, match="expected a whole number, got '64.5'"):
         config_from_flags(["--batch-size", "64.5"], {})
     with pytest.raises(TrainerError, match="invalid int value: 'many'"):
         config_from_flags(["--batch-size", "many"], {})
+
+
+@pytest.mark.parametrize("environ, argv, answers", [
+    ({}, [], dict(votes=False, coordinated=False, evaluates_local_copy=False, global_batch=True,
+                  on_tpu=False)),
+    ({}, ["--tpu", "t1"], dict(votes=False, coordinated=False, on_tpu=True)),
+    (REDUCTION_SERVER_JOB, [], dict(votes=True, coordinated=False, evaluates_local_copy=False,
+                                    global_batch=True)),
+    ({"TF_CONFIG": json.dumps({"cluster": {"chief": ["a:1"], "worker": ["b:1"], "ps": ["c:1"]},
+                               "task": {"type": "chief", "index": 0}})}, [],
+     dict(votes=False, coordinated=True, evaluates_local_copy=True, global_batch=False,
+          on_tpu=False)),
+])
+def test_the_strategy_answers_what_the_loop_asks(environ, argv, answers):
+    strategy = config_from_flags(argv, environ).cluster.strategy
+    assert {name: getattr(strategy, name) for name in answers} == answers
+
+
+
+def test_help_groups_are_the_config_sections_and_each_flag_reaches_its_field():
+    from trainer.config import SECTIONS
+    from trainer.options import options_of
+
+    groups = {group.title: [a.dest for a in group._group_actions]
+              for group in build_parser()._action_groups}
+    assert [title for title in groups if title in SECTIONS] == list(SECTIONS)
+    config = config_from_flags(["--keep-checkpoints", "9", "--shuffle_buffer=7", "--augment",
+                                "--export-best-only", "--evaluator-timeout-secs", "5"], {})
+    for title, section in SECTIONS.items():
+        assert groups[title] == [option.dest for _, option in options_of(section)]
+    assert (config.loop.keep_checkpoints, config.data.shuffle_buffer, config.data.augment,
+            config.outputs.export_best_only, config.cluster.evaluator_timeout_secs) == (
+        9, 7, True, True, 5.0)

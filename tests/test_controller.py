@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from trainer import loop
-from trainer.config import Schedule
+from trainer.config import LoopConfig
 from trainer.errors import TrainerError
 from trainer.preemption import Preempted, StopRequest
 
@@ -65,7 +65,8 @@ class FakeCheckpoints:
 
 
 def schedule(max_steps=25, log=10, eval_=20, ckpt=10, secs=1e9):
-    return Schedule(max_steps, log, eval_, ckpt, secs)
+    return LoopConfig(max_steps=max_steps, log_every_steps=log, eval_every_steps=eval_,
+                      checkpoint_every_steps=ckpt, checkpoint_every_secs=secs)
 
 
 def controller(trainer, checkpoints=None, evaluation=None, **kwargs):
@@ -133,6 +134,23 @@ def test_the_workers_vote_decides_a_stop_requested_elsewhere():
     with pytest.raises(Preempted):
         made.run()
     assert votes == [(False, False)]
+
+
+def test_replicas_agree_once_before_what_evaluates_or_saves_their_state():
+    trainer = FakeTrainer()
+    events = []
+    checkpoints = FakeCheckpoints(trainer)
+    checkpoints.save = lambda step: events.append(("save", step))
+    def evaluate():
+        events.append(("eval", trainer.steps.step.value))
+        return np.array([30.0, 50.0, 100.0])  # loss sum, correct, examples
+
+    made, _ = controller(trainer, checkpoints, evaluation=evaluate,
+                         schedule=schedule(max_steps=35, log=5, eval_=20, ckpt=10),
+                         agree=lambda: events.append(("agree", trainer.steps.step.value)))
+    made.run()
+    assert events == [("agree", 10), ("save", 10), ("agree", 20), ("eval", 20), ("save", 20),
+                      ("agree", 30), ("save", 30), ("agree", 35), ("eval", 35), ("save", 35)]
 
 
 def test_time_based_checkpoints_are_saved_between_step_boundaries():

@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from tests.conftest import FP32, example, write_records
 from tests.image_data import NAMES, encode, make_image_set
-from tests.test_training import scalars
+from tests.test_training import EVALUATOR, scalars
 from trainer import data, task
 from trainer.config import config_from_flags
 from trainer.data import bad_images, images
@@ -27,12 +27,12 @@ def image_set(tmp_path_factory):
     return make_image_set(tmp_path_factory.mktemp("images"))
 
 
-def train(job_dir, train_files, eval_files, *flags, steps=120):
+def train(job_dir, train_files, eval_files, *flags, steps=120, environ=None):
     argv = ["--train-files", str(train_files), "--eval-files", str(eval_files),
             "--job-dir", str(job_dir), "--model", "dnn", "--batch-size", "32", "--seed", "3",
             "--max-steps", str(steps), "--eval-every-steps", str(steps), "--log-every-steps",
             str(steps), *FP32, *map(str, flags)]
-    return task.run(config_from_flags(argv, {}))
+    return task.run(config_from_flags(argv, environ or {}))
 
 
 def served_labels(export_path, files):
@@ -114,6 +114,19 @@ def test_a_corrupt_image_fails_naming_it_or_is_skipped_and_counted(corrupt_set, 
     assert skipped and skipped[-1][1] >= 1
 
 
+def test_the_evaluator_task_skips_corrupt_images_as_the_chief_does(image_set, corrupt_set,
+                                                                   tmp_path, caplog):
+    root, victim = corrupt_set
+    chief = train(tmp_path, image_set.train_dir, root, "--skip-corrupt-images", steps=10)
+    with caplog.at_level("INFO"):
+        evaluator = train(tmp_path, image_set.train_dir, root, "--skip-corrupt-images", steps=10,
+                          environ=EVALUATOR)
+    assert f"skipped a corrupt or unreadable image: {victim}" in caplog.text
+    assert evaluator.step == 10
+    for name in ("accuracy", "loss"):
+        assert abs(evaluator.metrics[name] - chief.metrics[name]) <= 1e-6, (evaluator, chief)
+
+
 def explained_failure(source, training):
     """The one-line error for the first failure of `source`'s fast (non-skipping) pipeline."""
     dataset = data.make_dataset(source, batch_size=8, training=training, shuffle_buffer=16,
@@ -186,7 +199,7 @@ def write_manifest(path, lines):
 def resolve(train_files, eval_files, *flags):
     argv = ["--train-files", str(train_files), "--eval-files", str(eval_files), *flags]
     with pytest.raises(TrainerError) as err:
-        data.resolve(config_from_flags(argv, {}))
+        data.resolve(config_from_flags(argv, {}).data)
     assert "\n" not in str(err.value)
     return str(err.value)
 

@@ -86,7 +86,7 @@ def saved_scale(job_dir) -> float:
 
 def test_fp16_skips_overflowing_steps_counts_them_and_resumes_with_the_saved_scale(
         dataset, tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr(distribute, "device_facts", lambda config: AVX2_ONLY)
+    monkeypatch.setattr(distribute, "device_facts", lambda on_tpu: AVX2_ONLY)
     monkeypatch.setattr(loss_scale, "INITIAL_SCALE", 2.0 ** 28)  # float16 gradients overflow
     caplog.set_level(logging.INFO, logger="trainer")
     # float16 on a CPU is emulated and very slow: few small steps.

@@ -104,7 +104,7 @@ MANAGED = {"AIP_DATA_FORMAT": "jsonl",
 
 def test_a_managed_dataset_gives_the_three_file_flags():
     config = config_from_flags([], MANAGED)
-    files = config.data_files
+    files = config.data.files
     assert (files.train, files.eval, files.test) == (
         ("gs://b/ds/training-*",), ("gs://b/ds/validation-*",), ("gs://b/ds/test-*",))
     assert files.origin("--eval-files") == "AIP_VALIDATION_DATA_URI" and not files.bundled
@@ -113,21 +113,21 @@ def test_a_managed_dataset_gives_the_three_file_flags():
 
 def test_flags_win_over_the_managed_dataset():
     config = config_from_flags(["--train-files", "t.csv", "--test-files", "x.csv"], MANAGED)
-    files = config.data_files
+    files = config.data.files
     assert (files.train, files.eval, files.test) == (("t.csv",), ("gs://b/ds/validation-*",),
                                                      ("x.csv",))
     assert files.origin("--train-files") == "--train-files"
 
 
 def test_no_data_trains_the_bundled_sample_but_not_inside_a_vertex_job():
-    files = config_from_flags([], {}).data_files
+    files = config_from_flags([], {}).data.files
     assert files.bundled and (files.train, files.eval) == ((SAMPLE_TRAIN_FILES,),
                                                            (SAMPLE_EVAL_FILES,))
     assert "bundled MNIST sample" in files.note
     for environ in ({"CLOUD_ML_JOB_ID": "123"}, {"AIP_MODEL_DIR": "gs://b/m"}):
         message = one_line_error(lambda: config_from_flags([], environ))
         assert "no training data: this is a Vertex job" in message and "--bundled-sample" in message
-    assert config_from_flags(["--bundled-sample"], {"CLOUD_ML_JOB_ID": "1"}).data_files.bundled
+    assert config_from_flags(["--bundled-sample"], {"CLOUD_ML_JOB_ID": "1"}).data.files.bundled
 
 
 @pytest.mark.parametrize("environ, argv, expected", [

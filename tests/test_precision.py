@@ -81,8 +81,8 @@ def test_cpuinfo_parsing():
 
 
 def test_flag_defaults_to_auto_and_rejects_unknown_values():
-    assert config_from_flags([], {}).mixed_precision == "auto"
-    assert config_from_flags(["--mixed-precision", "fp16"], {}).mixed_precision == "fp16"
+    assert config_from_flags([], {}).model.mixed_precision == "auto"
+    assert config_from_flags(["--mixed-precision", "fp16"], {}).model.mixed_precision == "fp16"
     with pytest.raises(TrainerError, match="--mixed-precision.*invalid choice: 'fp8'"):
         config_from_flags(["--mixed-precision", "fp8"], {})
 

@@ -10,14 +10,18 @@ from trainer import ema, loop, models, schedules
 from trainer.config import config_from_flags
 
 
+def learning_rate(config):
+    return schedules.learning_rate(config.recipe, config.model.learning_rate,
+                                   config.loop.max_steps)
+
+
 def rates(*flags):
-    config = config_from_flags(["--max-steps", "100", *flags], {})
-    schedule = schedules.learning_rate(config)
+    schedule = learning_rate(config_from_flags(["--max-steps", "100", *flags], {}))
     return [float(schedule(step)) for step in (0, 4, 9, 10, 55, 80, 99)]
 
 
 def test_constant_rate_without_a_schedule_stays_a_plain_number():
-    assert schedules.learning_rate(config_from_flags(["--learning-rate", "0.3"], {})) == 0.3
+    assert learning_rate(config_from_flags(["--learning-rate", "0.3"], {})) == 0.3
 
 
 @pytest.mark.parametrize("kind, expected", [
@@ -37,7 +41,7 @@ def test_a_frozen_backbone_restarts_the_schedule_at_the_fine_tune_rate():
         "--model", "resnet50", "--image-height", "32", "--image-width", "32", "--max-steps", "100",
         "--learning-rate", "0.1", "--lr-schedule", "linear", "--freeze-backbone-steps", "50",
         "--fine-tune-learning-rate", "0.02"], {})
-    schedule = schedules.learning_rate(config)
+    schedule = learning_rate(config)
     assert [float(schedule(s)) for s in (0, 25, 49, 50, 75, 99)] == pytest.approx(
         [0.1, 0.05, 0.002, 0.02, 0.01, 0.0004], rel=1e-5)
 

@@ -27,7 +27,7 @@ def test_every_row_is_a_valid_trainer_command(dataset, tmp_path, row):
     config = config_from_flags(["--train-files", dataset[0], "--eval-files", dataset[1],
                                 "--model", row.model, *reproduce._budget(row.flags, None),
                                 "--job-dir", str(tmp_path)], {})
-    assert config.model == row.model
+    assert config.model.name == row.model
 
 
 def test_an_unknown_row_is_a_one_line_usage_error(capsys):

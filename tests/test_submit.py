@@ -116,7 +116,7 @@ def test_reduction_servers_fill_pool_2_and_tell_the_trainer(capsys):
     cluster = resolve_cluster(environ)
     assert (cluster.num_workers, cluster.num_ps, cluster.num_reduction_servers) == (2, 0, 4)
     config = config_from_flags([], environ)
-    assert (config.distribution_strategy, config.collective_implementation) == (
+    assert (config.cluster.strategy.name, config.cluster.strategy.collective) == (
         "multi_worker_mirrored", "nccl")
 
 

@@ -100,6 +100,21 @@ def test_vertex_aip_directories_win(dataset, tmp_path):
     assert not (tmp_path / "job").exists()
 
 
+# The evaluator task of a Vertex job (worker pool 3), here run after the chief has finished.
+EVALUATOR = {"TF_CONFIG": json.dumps({"cluster": {"chief": ["127.0.0.1:2222"]},
+                                      "task": {"type": "evaluator", "index": 0}})}
+
+
+def test_the_evaluator_task_evaluates_the_averaged_weights_as_the_chief_does(dataset, tmp_path):
+    flags = ("--max-steps", "20", "--eval-every-steps", "20", "--ema-decay", "0.9")
+    chief = train(dataset, tmp_path, *flags)
+    evaluator = train(dataset, tmp_path, *flags, environ=EVALUATOR)
+    assert evaluator.step == 20 and evaluator.export_path is None
+    for name in ("accuracy", "loss"):
+        assert abs(evaluator.metrics[name] - chief.metrics[name]) <= 1e-6, (evaluator, chief)
+    assert [s for s, _ in scalars(tmp_path / "logs" / "evaluator", "loss")] == [20]
+
+
 def test_rerun_after_completion_continues_to_a_larger_max_steps(dataset, tmp_path):
     assert train(dataset, tmp_path, "--max-steps", "20").step == 20
     result = train(dataset, tmp_path, "--max-steps", "30", "--eval-every-steps", "5")

@@ -1,4 +1,11 @@
-"""Flags + Vertex environment -> one validated `Config` (pure Python: no TensorFlow import).
+"""Flags + Vertex environment -> one validated `Config` in sections (pure Python: no TensorFlow).
+
+The sections mirror the flag groups of `--help`: data, model, recipe, loop, cluster, outputs.
+Each field carries its own flag (trainer.options), and the parser is made from the sections, so
+a new flag is one field. Values that depend on other flags, the environment or the model (the
+model's default optimizer, learning rate, dropout and weight decay, the eval batch size, the
+checkpoint interval, the data files, the strategy, the output directories) are resolved once,
+in `config_from_flags`; modules take the section they need.
 
 Hyperparameter-tuning services append `--<parameterId>=<value>`, so every flag also accepts its
 underscore spelling (`--learning_rate`). Unknown or abbreviated flags are errors: a mistyped
@@ -10,7 +17,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -18,43 +25,98 @@ from trainer.cli import OneLineParser
 from trainer.cluster import Cluster, resolve_cluster
 from trainer.data.vertex_env import DataFiles, resolve_data_files
 from trainer.errors import TrainerError
-from trainer.models import MODELS, OPTIMIZERS
+from trainer.models import MODELS, OPTIMIZERS, ModelSpec
+from trainer.options import (FRACTION, NOT_NEGATIVE, POSITIVE, Check, Option, add_section,
+                             flag, given, integer, number, options_of, resolved)
 from trainer.precision import CHOICES as MIXED_PRECISION
 from trainer.storage import is_url, join
+from trainer.strategies import COLLECTIVES, STRATEGIES, StrategySpec, resolve as resolve_strategy
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
 SAMPLE_TRAIN_FILES = str(SAMPLE_DIR / "train-*.tfrecord.gz")
 SAMPLE_EVAL_FILES = str(SAMPLE_DIR / "eval-*.tfrecord.gz")
 DEFAULT_JOB_DIR = "trainer-output"
-STRATEGIES = ("auto", "default", "mirrored", "multi_worker_mirrored", "parameter_server", "tpu")
-COLLECTIVES = ("auto", "ring", "nccl")
 # metric name -> whether larger is better
 METRICS = {"accuracy": True, "loss": False}
 LR_SCHEDULES = ("constant", "cosine", "step", "linear")
 
 
-@dataclass(frozen=True)
-class Schedule:
-    """When the training loop stops to act, in global steps (and seconds for checkpoints)."""
+@dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    """What the run trains, evaluates and tests on, and how images are read."""
 
-    max_steps: int
-    log_every_steps: int
-    eval_every_steps: int
-    checkpoint_every_steps: int
-    checkpoint_every_secs: float
+    files: DataFiles = resolved(
+        Option("train-files", metavar="PATTERNS",
+               help="comma-separated globs (local, /gcs/..., gs://...) of TFRecords (raw pixels "
+                    "or image/encoded), JSONL/CSV image manifests, or one folder "
+                    "ROOT/CLASS/image; default: $AIP_TRAINING_DATA_URI with $AIP_DATA_FORMAT, "
+                    "else the bundled MNIST sample"),
+        Option("eval-files", metavar="PATTERNS",
+               help="as --train-files; default: $AIP_VALIDATION_DATA_URI with $AIP_DATA_FORMAT"),
+        Option("test-files", metavar="PATTERNS",
+               help="as --train-files, evaluated once at the end; default: $AIP_TEST_DATA_URI "
+                    "with $AIP_DATA_FORMAT"),
+        Option("bundled-sample", False, switch=True,
+               help="train the bundled MNIST sample when no data is given, also inside a "
+                    "Vertex job (where no data is otherwise an error)"))
+    image_shape: tuple[int, int, int] = resolved(
+        Option("image-height", 28, integer, check=POSITIVE,
+               help="encoded images are resized (and centre-cropped) to this"),
+        Option("image-width", 28, integer, check=POSITIVE),
+        Option("image-channels", 1, integer, check=POSITIVE,
+               help="the records' `depth`; encoded images convert (grey <-> RGB)"))
+    num_classes: int | None = flag(
+        "num-classes", type=integer, check=Check(lambda value: value >= 2, "must be at least 2"),
+        help="labels must lie in [0, N); default: the label map's size (class names in the "
+             "training data, --label-map, or labels.txt beside the records), else 10")
+    shuffle_buffer: int = flag("shuffle-buffer", 10_000, integer, check=POSITIVE,
+                               help="records (training only)")
+    augment: bool = flag("augment", False, switch=True,
+                         help="training images (encoded sources): random resized crop and "
+                              "horizontal flip")
+    skip_corrupt_images: bool = flag(
+        "skip-corrupt-images", False, switch=True,
+        help="drop images that cannot be read or decoded, counting them (log and TensorBoard), "
+             "instead of stopping with an error")
+    label_map: str | None = flag(
+        "label-map", metavar="PATH",
+        help="one class name per line (line i names class i); adds a `labels` output to the "
+             "export and writes labels.txt beside it")
 
-    def next_boundary(self, step: int) -> int:
-        """The first step after `step` at which something is due (a log line at the least)."""
-        return min(_next(step, self.log_every_steps), _next(step, self.eval_every_steps),
-                   _next(step, self.checkpoint_every_steps), self.max_steps)
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """The network, its optimizer and how each step computes."""
+
+    name: str = flag("model", "cnn", choices=tuple(sorted(MODELS)),
+                     help="; ".join(f"{n}: {s.description}" for n, s in MODELS.items()))
+    optimizer: str = flag("optimizer", choices=OPTIMIZERS,
+                          help="default: the model's tutorial optimizer")
+    learning_rate: float = flag("learning-rate", type=number, check=POSITIVE,
+                                help="default: the model's tutorial value")
+    dropout: float = flag("dropout", type=number, check=FRACTION,
+                          help="rate of the dropout before the output layer; default: the "
+                               "model's tutorial value")
+    batch_size: int = flag("batch-size", 100, integer, check=POSITIVE,
+                           help="global batch size, split across all replicas")
+    eval_batch_size: int = flag("eval-batch-size", type=integer, check=POSITIVE,
+                                help="global; default: --batch-size")
+    seed: int | None = flag("seed", type=integer,
+                            help="seed for weights, dropout and shuffling (training records "
+                                 "still arrive in the order parallel reads finish, so runs "
+                                 "differ slightly)")
+    mixed_precision: str = flag(
+        "mixed-precision", "auto", choices=MIXED_PRECISION,
+        help="compute precision (weights, checkpoints and the export stay float32). auto: bf16 "
+             "on TPUs, GPUs of compute capability >= 8.0 and CPUs with AMX-BF16; fp16 with "
+             "dynamic loss scaling on 7.x GPUs (T4, V100); else none. bf16/fp16 where the "
+             "device lacks them train (slowly) with a warning")
+    jit_compile: bool = flag("jit-compile", False, switch=True,
+                             help="compile each training step with XLA")
 
 
-def _next(step: int, every: int) -> int:
-    return (step // every + 1) * every
-
-
-@dataclass(frozen=True)
-class Recipe:
+@dataclass(frozen=True, kw_only=True)
+class RecipeConfig:
     """How the weights are initialized and optimized beyond the optimizer and learning rate.
 
     The learning rate follows `lr_schedule` after `warmup_steps` of linear warm-up. With
@@ -62,103 +124,137 @@ class Recipe:
     the whole net at `fine_tune_learning_rate`, the schedule starting over for that phase.
     """
 
-    lr_schedule: str = "constant"
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
-    label_smoothing: float = 0.0
-    clip_norm: float | None = None
-    ema_decay: float | None = None
-    pretrained_weights: str | None = None  # "imagenet" or a .weights.h5 file of the backbone
-    init_checkpoint: str | None = None
-    freeze_backbone_steps: int = 0
-    fine_tune_learning_rate: float | None = None
+    lr_schedule: str = flag("lr-schedule", "constant", choices=LR_SCHEDULES,
+                            help="learning-rate decay over the run (after --warmup-steps): "
+                                 "cosine to 0, step (x0.1 at 50%% and 75%% of the steps), "
+                                 "linear to 0")
+    warmup_steps: int = flag("warmup-steps", 0, integer,
+                             help="steps of linear warm-up from 0 to --learning-rate")
+    weight_decay: float = flag("weight-decay", type=number, check=NOT_NEGATIVE,
+                               help="decoupled weight decay (adam becomes AdamW), not applied to "
+                                    "biases and normalization parameters; default: the model's "
+                                    "(1e-4 for the ResNets, else 0)")
+    label_smoothing: float = flag("label-smoothing", 0.0, number, check=FRACTION,
+                                  help="training loss against labels smoothed by this much "
+                                       "(0: none)")
+    clip_norm: float | None = flag("clip-norm", type=number, check=POSITIVE,
+                                   help="clip gradients to this global norm")
+    ema_decay: float | None = flag("ema-decay", type=number, check=FRACTION,
+                                   help="keep an exponential moving average of the weights with "
+                                        "this decay (e.g. 0.999); evaluations and the export "
+                                        "use the averaged weights")
+    pretrained_weights: str | None = flag(
+        "pretrained-weights", metavar="imagenet|PATH",
+        help="backbone models: 'imagenet' (downloaded by Keras at run time) or a .weights.h5 "
+             "file written by the backbone's save_weights")
+    init_checkpoint: str | None = flag(
+        "init-checkpoint", metavar="PATH",
+        help="warm start from another run's checkpoint (a checkpoint prefix or a directory "
+             "holding checkpoints): the variables whose name and shape match are loaded, and "
+             "listed in the log; ignored when --job-dir holds checkpoints to resume")
+    freeze_backbone_steps: int = flag("freeze-backbone-steps", 0, integer,
+                                      help="backbone models: train only the head for this many "
+                                           "steps, then the whole net at "
+                                           "--fine-tune-learning-rate")
+    fine_tune_learning_rate: float | None = flag(
+        "fine-tune-learning-rate", type=number, check=POSITIVE,
+        help="learning rate once the backbone is unfrozen; default: --learning-rate / 10")
 
 
-@dataclass(frozen=True)
-class Config:
-    """Everything one training run needs; built once by `config_from_flags`."""
+def _next(step: int, every: int) -> int:
+    return (step // every + 1) * every
 
-    train_files: tuple[str, ...]
-    eval_files: tuple[str, ...]
-    image_shape: tuple[int, int, int]
-    num_classes: int | None  # None: inferred from the data's label map
-    shuffle_buffer: int
-    model: str
-    optimizer: str
-    learning_rate: float
-    dropout: float
-    batch_size: int
-    eval_batch_size: int
-    schedule: Schedule
-    eval_steps: int | None
-    keep_checkpoints: int
-    restart_from_scratch: bool
-    loss_upper_bound: float
-    seed: int | None
-    hypertune_metric: str
-    export_best_only: bool
-    distribution_strategy: str  # resolved; "auto" left only for a single host (GPU count decides)
-    collective_implementation: str
-    tpu: str | None
-    evaluator_timeout_secs: float
+
+@dataclass(frozen=True, kw_only=True)
+class LoopConfig:
+    """When the training loop stops to act (in global steps, and seconds for checkpoints)."""
+
+    max_steps: int = flag("max-steps", 1000, integer, check=POSITIVE,
+                          help="total training steps (resumes count)")
+    eval_every_steps: int = flag("eval-every-steps", 500, integer, check=POSITIVE)
+    eval_steps: int | None = flag("eval-steps", type=integer, check=POSITIVE,
+                                  help="batches per evaluation; default: the whole eval set")
+    log_every_steps: int = flag("log-every-steps", 100, integer, check=POSITIVE,
+                                help="steps per progress line (and per tf.function call)")
+    checkpoint_every_steps: int = flag("checkpoint-every-steps", type=integer, check=POSITIVE,
+                                       help="default: --eval-every-steps; a checkpoint is also "
+                                            "written at the end")
+    checkpoint_every_secs: float = flag("checkpoint-every-secs", 600.0, number, check=POSITIVE,
+                                        help="also checkpoint when this much time passed since "
+                                             "the last one")
+    keep_checkpoints: int = flag("keep-checkpoints", 5, integer, check=POSITIVE)
+    restart_from_scratch: bool = flag(
+        "restart-from-scratch", False, switch=True,
+        help="start from step 0 even though --job-dir holds checkpoints, none of which "
+             "restores (without it that is an error)")
+    loss_upper_bound: float = flag("loss-upper-bound", type=number, check=POSITIVE,
+                                   help="stop as diverged when a training interval's mean loss "
+                                        "exceeds this (a non-finite loss always stops the run)")
+
+    def next_boundary(self, step: int) -> int:
+        """The first step after `step` at which something is due (a log line at the least)."""
+        return min(_next(step, self.log_every_steps), _next(step, self.eval_every_steps),
+                   _next(step, self.checkpoint_every_steps), self.max_steps)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterConfig:
+    """This task's role in the job and the distribution strategy it runs."""
+
+    strategy: StrategySpec = resolved(
+        Option("distribution-strategy", "auto", choices=STRATEGIES,
+               help="auto: parameter_server when the cluster has ps tasks, "
+                    "multi_worker_mirrored for chief + workers, tpu with --tpu, mirrored on "
+                    "several local GPUs, else default"),
+        Option("collective-implementation", "auto", choices=COLLECTIVES,
+               help="all-reduce of multi_worker_mirrored (nccl needs GPUs)"),
+        Option("tpu", help="TPU name or address for the tpu strategy ('local' on a TPU VM); "
+                           "default: $TPU_NAME"))
+    role: Cluster  # from TF_CONFIG / CLUSTER_SPEC
+    evaluator_timeout_secs: float = flag("evaluator-timeout-secs", 3600.0, number,
+                                         check=POSITIVE,
+                                         help="an evaluator task gives up when no new "
+                                              "checkpoint comes for this long")
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutputConfig:
+    """Where the run writes, and what it reports to hyperparameter tuning."""
+
+    job_dir: str = resolved(Option("job-dir", help="root of checkpoints/, logs/ and export/ "
+                                                   "(per trial when tuning); default: "
+                                                   f"./{DEFAULT_JOB_DIR}"))
     checkpoint_dir: str
     tensorboard_dir: str
     export_dir: str
-    export_timestamped: bool
-    output_origins: tuple[tuple[str, str], ...]  # (directory, the flag or variable it came from)
-    label_map: str | None
-    cluster: Cluster
-    mixed_precision: str = "auto"  # as asked; trainer.precision.choose resolves auto
-    jit_compile: bool = False
-    data_files: DataFiles | None = None  # with what gave each pattern; None: the two fields above
-    augment: bool = False
-    skip_corrupt_images: bool = False
-    recipe: Recipe = field(default_factory=Recipe)
+    export_timestamped: bool  # under the job dir; AIP_MODEL_DIR receives the model itself
+    origins: tuple[tuple[str, str], ...]  # (directory, the flag or variable it came from)
+    hypertune_metric: str = flag("hypertune-metric", "accuracy", choices=tuple(sorted(METRICS)),
+                                 help="eval metric reported to hyperparameter tuning after every "
+                                      "evaluation")
+    export_best_only: bool = flag("export-best-only", False, switch=True,
+                                  help="export after each evaluation that improves "
+                                       "--hypertune-metric instead of once at the end")
 
     @property
     def metric_higher_is_better(self) -> bool:
         return METRICS[self.hypertune_metric]
 
 
-def _flag(group, name: str, **kwargs):
-    dest = name.replace("-", "_")
-    spellings = [f"--{name}"] + ([f"--{dest}"] if dest != name else [])
-    group.add_argument(*spellings, dest=dest, **kwargs)
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "recipe": RecipeConfig,
+            "loop": LoopConfig, "cluster": ClusterConfig, "outputs": OutputConfig}
 
 
-def integer(text: str) -> int:
-    """The type of integer flags: also takes '64.0', as tuning services may send a discrete
-    value (a double in their API) that way."""
-    try:
-        return int(text)
-    except ValueError:
-        value = float(text)  # a ValueError here becomes argparse's "invalid int value"
-        if not value.is_integer():
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        return int(value)
+@dataclass(frozen=True)
+class Config:
+    """Everything one run needs, by section; built once by `config_from_flags`."""
 
-
-integer.__name__ = "int"  # argparse names the type in its messages
-
-
-def number(text: str) -> float:
-    """The type of float flags: finite only (`inf` or `nan` would train a model of NaNs)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
-
-
-def _bool(text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    data: DataConfig
+    model: ModelConfig
+    recipe: RecipeConfig
+    loop: LoopConfig
+    cluster: ClusterConfig
+    outputs: OutputConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -172,288 +268,88 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Every flag also accepts its underscore spelling (--learning_rate). Vertex's "
                "AIP_MODEL_DIR, AIP_CHECKPOINT_DIR and AIP_TENSORBOARD_LOG_DIR override the "
                "locations under --job-dir; TF_CONFIG/CLUSTER_SPEC give the cluster role.")
-    g = p.add_argument_group("data")
-    _flag(g, "train-files", metavar="PATTERNS",
-          help="comma-separated globs (local, /gcs/..., gs://...) of TFRecords (raw pixels or "
-               "image/encoded), JSONL/CSV image manifests, or one folder ROOT/CLASS/image; "
-               "default: $AIP_TRAINING_DATA_URI with $AIP_DATA_FORMAT, else the bundled MNIST "
-               "sample")
-    _flag(g, "eval-files", metavar="PATTERNS",
-          help="as --train-files; default: $AIP_VALIDATION_DATA_URI with $AIP_DATA_FORMAT")
-    _flag(g, "test-files", metavar="PATTERNS",
-          help="as --train-files, evaluated once at the end; default: $AIP_TEST_DATA_URI with "
-               "$AIP_DATA_FORMAT")
-    _flag(g, "bundled-sample", type=_bool, nargs="?", const=True, default=False,
-          metavar="BOOL", help="train the bundled MNIST sample when no data is given, also "
-                               "inside a Vertex job (where no data is otherwise an error)")
-    _flag(g, "image-height", type=integer, default=28,
-          help="encoded images are resized (and centre-cropped) to this")
-    _flag(g, "image-width", type=integer, default=28)
-    _flag(g, "image-channels", type=integer, default=1,
-          help="the records' `depth`; encoded images convert (grey <-> RGB)")
-    _flag(g, "num-classes", type=integer,
-          help="labels must lie in [0, N); default: the label map's size (class names in the "
-               "training data, --label-map, or labels.txt beside the records), else 10")
-    _flag(g, "shuffle-buffer", type=integer, default=10_000, help="records (training only)")
-    _flag(g, "augment", type=_bool, nargs="?", const=True, default=False, metavar="BOOL",
-          help="training images (encoded sources): random resized crop and horizontal flip")
-    _flag(g, "skip-corrupt-images", type=_bool, nargs="?", const=True, default=False,
-          metavar="BOOL", help="drop images that cannot be read or decoded, counting them "
-                               "(log and TensorBoard), instead of stopping with an error")
-
-    g = p.add_argument_group("model and hyperparameters")
-    _flag(g, "model", default="cnn", choices=sorted(MODELS),
-          help="; ".join(f"{n}: {s.description}" for n, s in MODELS.items()))
-    _flag(g, "optimizer", choices=OPTIMIZERS, help="default: the model's tutorial optimizer")
-    _flag(g, "learning-rate", type=number, help="default: the model's tutorial value")
-    _flag(g, "dropout", type=number, help="rate of the dropout before the output layer; "
-                                            "default: the model's tutorial value")
-    _flag(g, "batch-size", type=integer, default=100,
-          help="global batch size, split across all replicas")
-    _flag(g, "eval-batch-size", type=integer, help="global; default: --batch-size")
-    _flag(g, "seed", type=integer, help="seed for weights, dropout and shuffling (training records still "
-               "arrive in the order parallel reads finish, so runs differ slightly)")
-    _flag(g, "mixed-precision", default="auto", choices=MIXED_PRECISION,
-          help="compute precision (weights, checkpoints and the export stay float32). auto: "
-               "bf16 on TPUs, GPUs of compute capability >= 8.0 and CPUs with AMX-BF16; fp16 "
-               "with dynamic loss scaling on 7.x GPUs (T4, V100); else none. "
-               "bf16/fp16 where the device lacks them train (slowly) with a warning")
-    _flag(g, "lr-schedule", default="constant", choices=LR_SCHEDULES,
-          help="learning-rate decay over the run (after --warmup-steps): cosine to 0, step "
-               "(x0.1 at 50%% and 75%% of the steps), linear to 0")
-    _flag(g, "warmup-steps", type=integer, default=0,
-          help="steps of linear warm-up from 0 to --learning-rate")
-    _flag(g, "weight-decay", type=number,
-          help="decoupled weight decay (adam becomes AdamW), not applied to biases and "
-               "normalization parameters; default: the model's (1e-4 for the ResNets, else 0)")
-    _flag(g, "label-smoothing", type=number, default=0.0,
-          help="training loss against labels smoothed by this much (0: none)")
-    _flag(g, "clip-norm", type=number, help="clip gradients to this global norm")
-    _flag(g, "ema-decay", type=number,
-          help="keep an exponential moving average of the weights with this decay (e.g. "
-               "0.999); evaluations and the export use the averaged weights")
-    _flag(g, "pretrained-weights", metavar="imagenet|PATH",
-          help="backbone models: 'imagenet' (downloaded by Keras at run time) or a "
-               ".weights.h5 file written by the backbone's save_weights")
-    _flag(g, "init-checkpoint", metavar="PATH",
-          help="warm start from another run's checkpoint (a checkpoint prefix or a directory "
-               "holding checkpoints): the variables whose name and shape match are loaded, "
-               "and listed in the log; ignored when --job-dir holds checkpoints to resume")
-    _flag(g, "freeze-backbone-steps", type=integer, default=0,
-          help="backbone models: train only the head for this many steps, then the whole net "
-               "at --fine-tune-learning-rate")
-    _flag(g, "fine-tune-learning-rate", type=number,
-          help="learning rate once the backbone is unfrozen; default: --learning-rate / 10")
-    _flag(g, "jit-compile", type=_bool, nargs="?", const=True, default=False, metavar="BOOL",
-          help="compile each training step with XLA")
-
-    g = p.add_argument_group("training loop")
-    _flag(g, "max-steps", type=integer, default=1000, help="total training steps (resumes count)")
-    _flag(g, "eval-every-steps", type=integer, default=500)
-    _flag(g, "eval-steps", type=integer,
-          help="batches per evaluation; default: the whole eval set")
-    _flag(g, "log-every-steps", type=integer, default=100,
-          help="steps per progress line (and per tf.function call)")
-    _flag(g, "checkpoint-every-steps", type=integer,
-          help="default: --eval-every-steps; a checkpoint is also written at the end")
-    _flag(g, "checkpoint-every-secs", type=number, default=600.0,
-          help="also checkpoint when this much time passed since the last one")
-    _flag(g, "keep-checkpoints", type=integer, default=5)
-    _flag(g, "restart-from-scratch", type=_bool, nargs="?", const=True, default=False,
-          metavar="BOOL", help="start from step 0 even though --job-dir holds checkpoints, none "
-                               "of which restores (without it that is an error)")
-    _flag(g, "loss-upper-bound", type=number,
-          help="stop as diverged when a training interval's mean loss exceeds this (a "
-               "non-finite loss always stops the run)")
-    _flag(g, "distribution-strategy", default="auto", choices=STRATEGIES,
-          help="auto: parameter_server when the cluster has ps tasks, multi_worker_mirrored for "
-               "chief + workers, tpu with --tpu, mirrored on several local GPUs, else default")
-    _flag(g, "collective-implementation", default="auto", choices=COLLECTIVES,
-          help="all-reduce of multi_worker_mirrored (nccl needs GPUs)")
-    _flag(g, "evaluator-timeout-secs", type=number, default=3600.0,
-          help="an evaluator task gives up when no new checkpoint comes for this long")
-    _flag(g, "tpu", help="TPU name or address for the tpu strategy ('local' on a TPU VM); "
-                         "default: $TPU_NAME")
-
-    g = p.add_argument_group("reporting and outputs")
-    _flag(g, "hypertune-metric", default="accuracy", choices=sorted(METRICS),
-          help="eval metric reported to hyperparameter tuning after every evaluation")
-    _flag(g, "export-best-only", type=_bool, nargs="?", const=True, default=False,
-          metavar="BOOL", help="export after each evaluation that improves --hypertune-metric "
-                               "instead of once at the end")
-    _flag(g, "label-map", metavar="PATH",
-          help="one class name per line (line i names class i); adds a `labels` output to the "
-               "export and writes labels.txt beside it")
-    _flag(g, "job-dir", help="root of checkpoints/, logs/ and export/ (per trial when tuning); "
-                                f"default: ./{DEFAULT_JOB_DIR}")
+    for title, section in SECTIONS.items():
+        add_section(p, title, section)
     return p
 
 
 def config_from_flags(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Config:
     """Parses and validates flags and environment; raises TrainerError with a one-line message."""
     args = build_parser().parse_args(argv)
-    cluster = resolve_cluster(environ)
+    for section in SECTIONS.values():
+        for _, option in options_of(section):
+            problem = option.problem(getattr(args, option.dest))
+            if problem:
+                raise TrainerError(problem)
+    role = resolve_cluster(environ)
     spec = MODELS[args.model]
-
-    _positive(args, "image_height", "image_width", "image_channels", "batch_size", "max_steps",
-              "eval_every_steps", "log_every_steps", "keep_checkpoints")
-    _positive(args, "eval_batch_size", "eval_steps", "checkpoint_every_steps",
-              "checkpoint_every_secs", "learning_rate", "loss_upper_bound", optional=True)
-    _positive(args, "evaluator_timeout_secs")
-    if args.num_classes is not None and args.num_classes < 2:
-        raise TrainerError(f"--num-classes must be at least 2, got {args.num_classes}")
-    if args.shuffle_buffer < 1:
-        raise TrainerError(f"--shuffle-buffer must be positive, got {args.shuffle_buffer}")
-    dropout = spec.dropout if args.dropout is None else args.dropout
-    if not 0.0 <= dropout < 1.0:
-        raise TrainerError(f"--dropout must be in [0, 1), got {dropout}")
-
-    recipe = _recipe(args, spec)
-    data_files = resolve_data_files(
-        {"--train-files": args.train_files, "--eval-files": args.eval_files,
-         "--test-files": args.test_files}, environ, bundled_sample=args.bundled_sample,
-        sample_train=SAMPLE_TRAIN_FILES, sample_eval=SAMPLE_EVAL_FILES)
-
-    tpu = args.tpu or environ.get("TPU_NAME") or None
-    strategy = resolve_strategy(args.distribution_strategy, cluster, tpu)
-    if args.skip_corrupt_images and strategy == "parameter_server":
-        raise TrainerError("--skip-corrupt-images is not available with parameter_server: its "
+    data = given(DataConfig, args, image_shape=(args.image_height, args.image_width,
+                                                args.image_channels),
+                 files=resolve_data_files(
+                     {"--train-files": args.train_files, "--eval-files": args.eval_files,
+                      "--test-files": args.test_files}, environ,
+                     bundled_sample=args.bundled_sample, sample_train=SAMPLE_TRAIN_FILES,
+                     sample_eval=SAMPLE_EVAL_FILES))
+    model = given(ModelConfig, args, optimizer=args.optimizer or spec.optimizer,
+                  learning_rate=_or(args.learning_rate, spec.learning_rate),
+                  dropout=_or(args.dropout, spec.dropout),
+                  eval_batch_size=args.eval_batch_size or args.batch_size)
+    loop = given(LoopConfig, args,
+                 checkpoint_every_steps=args.checkpoint_every_steps or args.eval_every_steps,
+                 loss_upper_bound=_or(args.loss_upper_bound, math.inf))
+    recipe = _recipe(args, spec, data, model, loop)
+    cluster = given(ClusterConfig, args, role=role, strategy=resolve_strategy(
+        args.distribution_strategy, args.collective_implementation, role,
+        args.tpu or environ.get("TPU_NAME") or None))
+    strategy = cluster.strategy
+    if data.skip_corrupt_images and strategy.coordinated:
+        raise TrainerError(f"--skip-corrupt-images is not available with {strategy.name}: its "
                            "input pipelines run on remote workers, where skips cannot be counted")
-    if recipe.freeze_backbone_steps and strategy == "parameter_server":
-        raise TrainerError("--freeze-backbone-steps is not available with parameter_server; "
+    if recipe.freeze_backbone_steps and strategy.coordinated:
+        raise TrainerError(f"--freeze-backbone-steps is not available with {strategy.name}; "
                            "use a synchronous strategy")
-    collective = resolve_collective(args.collective_implementation, strategy, cluster)
-    dirs = resolve_output_dirs(args.job_dir, cluster.trial, environ)
-    return Config(
-        train_files=data_files.train, eval_files=data_files.eval,
-        image_shape=(args.image_height, args.image_width, args.image_channels),
-        num_classes=args.num_classes, shuffle_buffer=args.shuffle_buffer,
-        model=args.model, optimizer=args.optimizer or spec.optimizer,
-        learning_rate=spec.learning_rate if args.learning_rate is None else args.learning_rate,
-        dropout=dropout, batch_size=args.batch_size,
-        eval_batch_size=args.eval_batch_size or args.batch_size,
-        schedule=Schedule(
-            max_steps=args.max_steps, log_every_steps=args.log_every_steps,
-            eval_every_steps=args.eval_every_steps,
-            checkpoint_every_steps=args.checkpoint_every_steps or args.eval_every_steps,
-            checkpoint_every_secs=args.checkpoint_every_secs),
-        eval_steps=args.eval_steps, keep_checkpoints=args.keep_checkpoints,
-        restart_from_scratch=args.restart_from_scratch,
-        loss_upper_bound=math.inf if args.loss_upper_bound is None else args.loss_upper_bound,
-        seed=args.seed, hypertune_metric=args.hypertune_metric,
-        export_best_only=args.export_best_only,
-        distribution_strategy=strategy,
-        collective_implementation=collective,
-        tpu=(tpu or "local") if strategy == "tpu" else None,
-        evaluator_timeout_secs=args.evaluator_timeout_secs, label_map=args.label_map,
-        cluster=cluster, mixed_precision=args.mixed_precision, jit_compile=args.jit_compile,
-        data_files=data_files, augment=args.augment,
-        skip_corrupt_images=args.skip_corrupt_images, recipe=recipe, **dirs)
+    outputs = given(OutputConfig, args, **resolve_output_dirs(args.job_dir, role.trial, environ))
+    return Config(data, model, recipe, loop, cluster, outputs)
 
 
-def _recipe(args, spec) -> Recipe:
+def _or(value, default):
+    """A flag's value, or its default when not given (0 and 0.0 are given values)."""
+    return default if value is None else value
+
+
+def _recipe(args, spec: ModelSpec, data: DataConfig, model: ModelConfig,
+            loop: LoopConfig) -> RecipeConfig:
     """The recipe flags, checked against the model and --max-steps."""
-    model = f"--model {args.model}"
+    named = f"--model {model.name}"
     if spec.backbone:
-        height, width, channels = args.image_height, args.image_width, args.image_channels
+        height, width, channels = data.image_shape
         if min(height, width) < spec.min_size:
-            raise TrainerError(f"{model} needs images of at least {spec.min_size}x"
+            raise TrainerError(f"{named} needs images of at least {spec.min_size}x"
                                f"{spec.min_size} (--image-height, --image-width), got "
                                f"{height}x{width}")
         if channels not in spec.channels:
-            raise TrainerError(f"{model} takes images of 1 or 3 channels (--image-channels), "
+            raise TrainerError(f"{named} takes images of 1 or 3 channels (--image-channels), "
                                f"got {channels}")
     else:
-        for flag in ("pretrained_weights", "freeze_backbone_steps", "fine_tune_learning_rate"):
-            if getattr(args, flag):
-                raise TrainerError(f"--{flag.replace('_', '-')} needs a model with a backbone "
+        for name in ("pretrained_weights", "freeze_backbone_steps", "fine_tune_learning_rate"):
+            if getattr(args, name):
+                raise TrainerError(f"--{name.replace('_', '-')} needs a model with a backbone "
                                    f"({', '.join(n for n, s in MODELS.items() if s.backbone)}); "
-                                   f"{model} has none")
-    if not 0 <= args.warmup_steps < args.max_steps:
-        raise TrainerError(f"--warmup-steps must be in [0, --max-steps {args.max_steps}), got "
-                           f"{args.warmup_steps}")
-    if not 0 <= args.freeze_backbone_steps < args.max_steps:
-        raise TrainerError(f"--freeze-backbone-steps must be in [0, --max-steps "
-                           f"{args.max_steps}), got {args.freeze_backbone_steps}")
-    weight_decay = spec.weight_decay if args.weight_decay is None else args.weight_decay
-    if weight_decay < 0:
-        raise TrainerError(f"--weight-decay must not be negative, got {weight_decay}")
-    if args.ema_decay is not None and not 0 <= args.ema_decay < 1:
-        raise TrainerError(f"--ema-decay must be in [0, 1), got {args.ema_decay}")
-    if not 0 <= args.label_smoothing < 1:
-        raise TrainerError(f"--label-smoothing must be in [0, 1), got {args.label_smoothing}")
-    _positive(args, "clip_norm", "fine_tune_learning_rate", optional=True)
-    learning_rate = spec.learning_rate if args.learning_rate is None else args.learning_rate
+                                   f"{named} has none")
+    for name in ("warmup_steps", "freeze_backbone_steps"):
+        if not 0 <= getattr(args, name) < loop.max_steps:
+            raise TrainerError(f"--{name.replace('_', '-')} must be in [0, --max-steps "
+                               f"{loop.max_steps}), got {getattr(args, name)}")
     fine_tune = args.fine_tune_learning_rate
-    return Recipe(
-        lr_schedule=args.lr_schedule, warmup_steps=args.warmup_steps, weight_decay=weight_decay,
-        label_smoothing=args.label_smoothing, clip_norm=args.clip_norm,
-        ema_decay=args.ema_decay, pretrained_weights=args.pretrained_weights,
-        init_checkpoint=args.init_checkpoint, freeze_backbone_steps=args.freeze_backbone_steps,
-        fine_tune_learning_rate=(fine_tune if fine_tune is not None or
-                                 not args.freeze_backbone_steps else learning_rate / 10))
-
-
-def resolve_strategy(choice: str, cluster: Cluster, tpu: str | None) -> str:
-    """The strategy a training task runs, from --distribution-strategy and the cluster.
-
-    A strategy that cannot run the cluster it was given is an error, never a silent fallback:
-    workers training alone would each export and overwrite the others.
-    """
-    if cluster.num_reduction_servers:
-        # Reduction Server reduces what NCCL all-reduce sends: only synchronous data
-        # parallelism over the chief and workers uses it.
-        if choice not in ("auto", "multi_worker_mirrored"):
-            raise TrainerError(f"--distribution-strategy {choice} cannot use Reduction Server "
-                               "(worker pool 2); use multi_worker_mirrored (or auto)")
-        return "multi_worker_mirrored"
-    if cluster.num_ps:
-        if choice not in ("auto", "parameter_server"):
-            raise TrainerError(f"--distribution-strategy {choice} cannot run a cluster with "
-                               f"parameter servers; use parameter_server (or auto)")
-        return "parameter_server"
-    if choice == "parameter_server":
-        raise TrainerError("--distribution-strategy parameter_server needs ps tasks in "
-                           "TF_CONFIG/CLUSTER_SPEC (worker pool 2)")
-    if cluster.is_distributed:
-        if choice not in ("auto", "multi_worker_mirrored"):
-            raise TrainerError(f"--distribution-strategy {choice} runs on one host, but the "
-                               f"cluster has {sum(map(len, cluster.spec.values()))} tasks; use "
-                               "multi_worker_mirrored (or auto)")
-        return "multi_worker_mirrored"
-    if choice == "auto" and tpu:
-        return "tpu"
-    return choice
-
-
-def resolve_collective(choice: str, strategy: str, cluster: Cluster) -> str:
-    """The all-reduce of multi_worker_mirrored: NCCL with Reduction Server, else as chosen."""
-    if choice != "auto" and strategy != "multi_worker_mirrored":
-        raise TrainerError("--collective-implementation applies only to multi_worker_mirrored, "
-                           f"not {strategy}")
-    if cluster.num_reduction_servers:
-        if choice == "ring":
-            raise TrainerError("--collective-implementation ring bypasses Reduction Server "
-                               "(worker pool 2), which plugs into NCCL; use nccl (or auto)")
-        return "nccl"
-    return choice
-
-
-def _positive(args, *names: str, optional: bool = False) -> None:
-    for name in names:
-        value = getattr(args, name)
-        if optional and value is None:
-            continue
-        if not value > 0:  # also rejects NaN
-            flag = "--" + name.replace("_", "-")
-            raise TrainerError(f"{flag} must be positive, got {value}")
-
-
+    if fine_tune is None and args.freeze_backbone_steps:
+        fine_tune = model.learning_rate / 10
+    return given(RecipeConfig, args, weight_decay=_or(args.weight_decay, spec.weight_decay),
+                 fine_tune_learning_rate=fine_tune)
 
 
 def resolve_output_dirs(job_dir: str | None, trial: str | None,
                         environ: Mapping[str, str]) -> dict:
-    """Where checkpoints, TensorBoard logs and the export go.
+    """Where checkpoints, TensorBoard logs and the export go (OutputConfig's fields).
 
     Each of Vertex's AIP_* directories wins for its kind. Everything else lives under the job
     dir, inside a per-trial subdirectory when this is a tuning trial, so trials never overwrite
@@ -465,12 +361,13 @@ def resolve_output_dirs(job_dir: str | None, trial: str | None,
         root = os.path.abspath(root)
     if trial:
         root = join(root, trial)
-    dirs, origins = {}, []
+    dirs, origins = {"job_dir": root}, []
     for key, variable, subdir in (("checkpoint_dir", "AIP_CHECKPOINT_DIR", "checkpoints"),
                                   ("tensorboard_dir", "AIP_TENSORBOARD_LOG_DIR", "logs"),
                                   ("export_dir", "AIP_MODEL_DIR", "export")):
         dirs[key] = environ.get(variable) or join(root, subdir)
         origins.append((dirs[key], variable if environ.get(variable) else "--job-dir"))
     dirs["export_timestamped"] = not environ.get("AIP_MODEL_DIR")
-    dirs["output_origins"] = tuple(origins)
+    dirs["origins"] = tuple(origins)
     return dirs
+

@@ -1,4 +1,4 @@
-"""The resolved --distribution-strategy -> a tf.distribute strategy for this process.
+"""The resolved --distribution-strategy (a `StrategySpec`) -> this process's `Strategy`.
 
 Cluster-based strategies are built from our own `Cluster` (from TF_CONFIG or CLUSTER_SPEC)
 through a SimpleClusterResolver, so either variable alone is enough. The loop is written
@@ -10,18 +10,40 @@ from __future__ import annotations
 import logging
 import os
 import signal
+from dataclasses import dataclass
 from typing import NoReturn
 
 import tensorflow as tf
 
 from trainer.cluster import Cluster
-from trainer.config import Config
+from trainer.config import ClusterConfig
 from trainer.errors import TrainerError
 from trainer.precision import DeviceFacts, cpu_flags, cpu_model
+from trainer.strategies import StrategySpec
 
 log = logging.getLogger(__name__)
 
 _COLLECTIVES = {"auto": "AUTO", "ring": "RING", "nccl": "NCCL"}
+
+
+@dataclass(frozen=True)
+class Strategy(StrategySpec):
+    """The tf.distribute strategy of this task and what it means for the run (`StrategySpec`:
+    does it vote, is training coordinated, where evaluation runs); `name` is resolved."""
+
+    tf_strategy: tf.distribute.Strategy
+    checkpoint_options: tf.train.CheckpointOptions | None
+
+    @property
+    def num_replicas(self) -> int:
+        return self.tf_strategy.num_replicas_in_sync
+
+    @property
+    def replicas_keep_own_state(self) -> bool:
+        """Several replicas in sync, each updating its own copy of the variables Keras creates
+        without an aggregation (BatchNorm's moving statistics); on parameter servers there is
+        one copy."""
+        return self.num_replicas > 1 and not self.coordinated
 
 
 def _resolver(cluster: Cluster) -> tf.distribute.cluster_resolver.ClusterResolver:
@@ -30,51 +52,67 @@ def _resolver(cluster: Cluster) -> tf.distribute.cluster_resolver.ClusterResolve
         spec, task_type=cluster.task_type, task_id=cluster.task_index, rpc_layer="grpc")
 
 
-def create_strategy(config: Config) -> tf.distribute.Strategy:
+def _multi_worker(spec: StrategySpec, cluster: Cluster) -> tf.distribute.Strategy:
+    implementation = getattr(tf.distribute.experimental.CommunicationImplementation,
+                             _COLLECTIVES[spec.collective])
+    return tf.distribute.MultiWorkerMirroredStrategy(
+        cluster_resolver=_resolver(cluster),
+        communication_options=tf.distribute.experimental.CommunicationOptions(
+            implementation=implementation))
+
+
+def _parameter_server(spec: StrategySpec, cluster: Cluster) -> tf.distribute.Strategy:
+    if "chief" not in cluster.spec:
+        raise TrainerError("parameter_server needs a chief (worker pool 0) to coordinate")
+    return tf.distribute.experimental.ParameterServerStrategy(_resolver(cluster))
+
+
+def _tpu(spec: StrategySpec, cluster: Cluster) -> tf.distribute.Strategy:
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=spec.tpu)
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def _mirrored(spec: StrategySpec, cluster: Cluster) -> tf.distribute.Strategy:
+    # Without GPUs, mirror over the logical CPUs (one unless configured otherwise).
+    devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+    return tf.distribute.MirroredStrategy([d.name for d in devices])
+
+
+def _default(spec: StrategySpec, cluster: Cluster) -> tf.distribute.Strategy:
+    return tf.distribute.get_strategy()
+
+
+_BUILDERS = {"multi_worker_mirrored": _multi_worker, "parameter_server": _parameter_server,
+             "tpu": _tpu, "mirrored": _mirrored, "default": _default}
+
+
+def create_strategy(config: ClusterConfig, batch_size: int) -> Strategy:
     """Creates the strategy; must run before any other TensorFlow op (multi-worker needs it)."""
-    kind = config.distribution_strategy
-    cluster = config.cluster
-    if kind == "multi_worker_mirrored":
-        implementation = getattr(tf.distribute.experimental.CommunicationImplementation,
-                                 _COLLECTIVES[config.collective_implementation])
-        strategy = tf.distribute.MultiWorkerMirroredStrategy(
-            cluster_resolver=_resolver(cluster),
-            communication_options=tf.distribute.experimental.CommunicationOptions(
-                implementation=implementation))
-    elif kind == "parameter_server":
-        if "chief" not in cluster.spec:
-            raise TrainerError("parameter_server needs a chief (worker pool 0) to coordinate")
-        strategy = tf.distribute.experimental.ParameterServerStrategy(_resolver(cluster))
-    elif kind == "tpu":
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=config.tpu)
-        tf.config.experimental_connect_to_cluster(resolver)
-        tf.tpu.experimental.initialize_tpu_system(resolver)
-        strategy = tf.distribute.TPUStrategy(resolver)
-    else:
-        gpus = tf.config.list_logical_devices("GPU")
-        if kind == "auto":
-            kind = "mirrored" if len(gpus) > 1 else "default"
-        if kind == "mirrored":
-            # Without GPUs, mirror over the logical CPUs (one unless configured otherwise).
-            devices = gpus or tf.config.list_logical_devices("CPU")
-            strategy = tf.distribute.MirroredStrategy([d.name for d in devices])
-        else:
-            strategy = tf.distribute.get_strategy()
-    replicas = strategy.num_replicas_in_sync
-    if config.batch_size % replicas:
-        raise TrainerError(f"--batch-size {config.batch_size} is global and must divide evenly "
+    spec, cluster = config.strategy, config.role
+    name = spec.name
+    if name == "auto":
+        name = "mirrored" if len(tf.config.list_logical_devices("GPU")) > 1 else "default"
+    tf_strategy = _BUILDERS[name](spec, cluster)
+    # A TPU worker cannot write the host's file system; route checkpoint I/O through the host.
+    options = (tf.train.CheckpointOptions(experimental_io_device="/job:localhost")
+               if spec.on_tpu else None)
+    strategy = Strategy(name, spec.collective, spec.tpu, tf_strategy, options)
+    replicas = strategy.num_replicas
+    if batch_size % replicas:
+        raise TrainerError(f"--batch-size {batch_size} is global and must divide evenly "
                            f"across {replicas} replicas")
-    if kind == "parameter_server":
-        log.info("strategy parameter_server: %d worker(s), %d ps; --batch-size %d is each "
-                 "worker's batch per (asynchronous) step", cluster.num_workers, cluster.num_ps,
-                 config.batch_size)
+    if strategy.global_batch:
+        log.info("strategy %s: %d replica(s) in sync, global batch %d (%d per replica)", name,
+                 replicas, batch_size, batch_size // replicas)
     else:
-        log.info("strategy %s: %d replica(s) in sync, global batch %d (%d per replica)", kind,
-                 replicas, config.batch_size, config.batch_size // replicas)
+        log.info("strategy %s: %d worker(s), %d ps; --batch-size %d is each worker's batch per "
+                 "(asynchronous) step", name, cluster.num_workers, cluster.num_ps, batch_size)
     return strategy
 
 
-def device_facts(config: Config, cpuinfo_path: str = "/proc/cpuinfo") -> DeviceFacts:
+def device_facts(on_tpu: bool, cpuinfo_path: str = "/proc/cpuinfo") -> DeviceFacts:
     """What --mixed-precision auto decides on: this task's GPUs, a TPU, else its CPU."""
     capabilities = []
     for gpu in tf.config.list_physical_devices("GPU"):
@@ -86,16 +124,8 @@ def device_facts(config: Config, cpuinfo_path: str = "/proc/cpuinfo") -> DeviceF
             cpuinfo = f.read()
     except OSError:  # not Linux: no flags known, so no native bf16 assumed
         cpuinfo = ""
-    return DeviceFacts(gpu_capabilities=tuple(capabilities),
-                       tpu=config.distribution_strategy == "tpu",
+    return DeviceFacts(gpu_capabilities=tuple(capabilities), tpu=on_tpu,
                        cpu_model=cpu_model(cpuinfo), cpu_flags=cpu_flags(cpuinfo))
-
-
-def checkpoint_options(config: Config) -> tf.train.CheckpointOptions | None:
-    # A TPU worker cannot write the host's file system; route checkpoint I/O through the host.
-    if config.distribution_strategy == "tpu":
-        return tf.train.CheckpointOptions(experimental_io_device="/job:localhost")
-    return None
 
 
 def serve_forever(cluster: Cluster) -> NoReturn:

@@ -9,7 +9,8 @@ orbit: it gets a trainer, an evaluation, a `Checkpoints` and plain callables as 
 to the next boundary (progress line, evaluation, checkpoint, max_steps) and acts there. A
 restarted run resumes from its checkpoint and stops at exactly max_steps; SIGTERM (preemption)
 saves a checkpoint at the next boundary and stops. `evaluate_checkpoints` is the side-car
-evaluator task; it reports through the same `evaluate` as the Controller.
+evaluator task; it reports through the same `evaluate` as the Controller (its evaluations come
+from the same factory, trainer.runner.Evaluations).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from trainer.checkpoints import Checkpoints
-from trainer.config import Schedule
+from trainer.config import LoopConfig
 from trainer.errors import TrainerError, short_reason
 from trainer.preemption import Preempted, StopRequest
 
@@ -252,8 +253,8 @@ class DistributedEvaluation:
 class LocalCopyEvaluation:
     """Evaluates a local, non-distributed copy of the model's current weights.
 
-    Used where the variables live elsewhere (on parameter servers) or only in checkpoints (the
-    evaluator task): one weight transfer per evaluation instead of one per batch.
+    Used where the variables live elsewhere (on parameter servers): one weight transfer per
+    evaluation instead of one per batch.
     """
 
     def __init__(self, source_model, local_model, dataset, flag: str,
@@ -265,8 +266,7 @@ class LocalCopyEvaluation:
         self._explain = explain_error
 
     def __call__(self) -> np.ndarray:
-        if self._source is not None:
-            self._steps.model.set_weights(self._source.get_weights())
+        self._steps.model.set_weights(self._source.get_weights())
         return _explained(lambda: self._steps.evaluate(self._dataset).numpy(), self._explain)
 
 
@@ -388,18 +388,46 @@ def vote_across_workers(strategy: tf.distribute.Strategy) -> Callable[[tuple[boo
     return vote
 
 
+def average_across_replicas(strategy: tf.distribute.Strategy,
+                            variables: Sequence) -> Callable[[], None]:
+    """Sets each variable, on every replica, to its mean over the replicas.
+
+    For variables each replica updates from its own batches (BatchNorm's moving statistics:
+    Keras creates them without an aggregation, so a synchronous strategy keeps one copy per
+    replica): averaged before each evaluation and checkpoint, every replica holds, evaluates,
+    saves and exports the same weights. One all-reduce of all of them (~6 ms for resnet20 on
+    two local workers); synchronized BatchNorm cost ~60% more per training step instead.
+    """
+    @tf.function
+    def average():
+        def replica_fn():
+            context = tf.distribute.get_replica_context()
+            # Read inside the replica: each replica's own copy, not the primary one.
+            means = context.all_reduce(tf.distribute.ReduceOp.MEAN,
+                                       [tf.identity(v.value) for v in variables])
+            for variable, mean in zip(variables, means):
+                variable.assign(mean)
+
+        strategy.run(replica_fn)
+
+    return average
+
+
 class Controller:
     """Sequences training, evaluation, checkpoints and the actions taken at the boundaries.
 
     `trainer.train(n)` runs n steps and returns their (loss sum, correct, examples) totals;
     `trainer.steps.step` is the global step. `evaluation()` returns the same totals over the
     eval set. `vote` (multi-worker runs) makes every worker agree on saving and stopping.
+    `agree` (several replicas in sync) makes the replicas' own state equal before anything
+    evaluates or saves it (`average_across_replicas`); every replica calls it at the same steps.
     """
 
-    def __init__(self, *, trainer, evaluation, checkpoints: Checkpoints, schedule: Schedule,
+    def __init__(self, *, trainer, evaluation, checkpoints: Checkpoints, schedule: LoopConfig,
                  train_actions: Sequence[TrainAction] = (),
                  eval_actions: Sequence[EvalAction] = (), stop: StopRequest | None = None,
                  vote: Callable[[tuple[bool, ...]], tuple[bool, ...]] | None = None,
+                 agree: Callable[[], None] | None = None,
                  loss_upper_bound: float = math.inf, loss_scale=None):
         self._trainer = trainer
         self._evaluation = evaluation
@@ -409,6 +437,8 @@ class Controller:
         self._eval_actions = list(eval_actions)
         self._stop = stop or StopRequest()
         self._vote = vote or (lambda flags: flags)
+        self._agree = agree or (lambda: None)
+        self._agreed_at: int | None = None  # the step at which the replicas last agreed
         self._loss_upper_bound = loss_upper_bound
         self._loss_scale = loss_scale  # checked at every boundary when training in fp16
         self.evaluations: list[Evaluation] = []
@@ -428,6 +458,7 @@ class Controller:
     def _run(self) -> Evaluation:
         self._checkpoints.restore()
         step, schedule = self.step, self._schedule
+        self._agreed_at = step  # restored (or initialized) alike on every replica
         if step >= schedule.max_steps:
             log.info("checkpoint step %d already reaches --max-steps %d; evaluating only",
                      step, schedule.max_steps)
@@ -458,15 +489,22 @@ class Controller:
                     action(record)
                 interval, interval_steps, interval_seconds = 0.0, 0, 0.0
             if step % schedule.eval_every_steps == 0 or final:
+                self._agree_at(step)
                 evaluation = self._evaluate(step)
             stop, save_due = self._vote((self._stop.requested, time.monotonic() - last_save
                                          >= schedule.checkpoint_every_secs))
             if step % schedule.checkpoint_every_steps == 0 or final or save_due or stop:
+                self._agree_at(step)
                 self._checkpoints.save(step)
                 last_save = time.monotonic()
             if stop and not final:
                 raise Preempted(step)
         return evaluation
+
+    def _agree_at(self, step: int) -> None:
+        if self._agreed_at != step:
+            self._agree()
+            self._agreed_at = step
 
     def _check_loss(self, step: int, totals: np.ndarray) -> None:
         # Checked before anything is saved: the newest checkpoint stays the last good one.

@@ -11,7 +11,7 @@ import math
 import keras
 import tensorflow as tf
 
-from trainer.config import Config
+from trainer.config import RecipeConfig
 
 _STEP_DROPS = (0.5, 0.75)  # fractions of a phase after which the step schedule divides by 10
 
@@ -54,14 +54,13 @@ class PhasedSchedule(keras.optimizers.schedules.LearningRateSchedule):
         return {"kind": self.kind, "warmup_steps": self.warmup_steps, "phases": self.phases}
 
 
-def learning_rate(config: Config):
-    """The optimizer's learning rate: a plain number when it never changes, as before."""
-    recipe, max_steps = config.recipe, config.schedule.max_steps
+def learning_rate(recipe: RecipeConfig, peak: float, max_steps: int):
+    """The optimizer's learning rate (`peak`: --learning-rate): a plain number when it never
+    changes, as before."""
     if (recipe.lr_schedule == "constant" and not recipe.warmup_steps
             and not recipe.freeze_backbone_steps):
-        return config.learning_rate
+        return peak
     freeze = recipe.freeze_backbone_steps
-    phases = ([(0, freeze, config.learning_rate),
-               (freeze, max_steps, recipe.fine_tune_learning_rate)] if freeze
-              else [(0, max_steps, config.learning_rate)])
+    phases = ([(0, freeze, peak), (freeze, max_steps, recipe.fine_tune_learning_rate)] if freeze
+              else [(0, max_steps, peak)])
     return PhasedSchedule(recipe.lr_schedule, recipe.warmup_steps, phases)

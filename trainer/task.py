@@ -8,7 +8,6 @@ hand-made Config.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import logging
 import os
@@ -20,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterator, NoReturn, Sequence
 
 from trainer.cli import exit_with, run_cli, usage_errors
-from trainer.config import Config, config_from_flags
+from trainer.config import Config, RecipeConfig, config_from_flags
 from trainer.logs import log_to_stdout
 from trainer.preemption import StopRequest
 
@@ -56,18 +55,16 @@ def run(config: Config, stop: StopRequest | None = None) -> RunResult:
     # the warning tf.distribute's own input code raises when it reads dataset options.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     warnings.filterwarnings("ignore", message="To make it possible to preserve tf.data options")
-    if config.data_files is not None:
-        log.info("%s", config.data_files.note)
+    log.info("%s", config.data.files.note)
     from trainer import distribute
 
-    cluster = config.cluster
-    if config.distribution_strategy == "parameter_server" and cluster.task_type in ("worker",
-                                                                                   "ps"):
-        distribute.serve_forever(cluster)
-    if cluster.task_type == "evaluator":
+    role = config.cluster.role
+    if config.cluster.strategy.coordinated and role.task_type in ("worker", "ps"):
+        distribute.serve_forever(role)
+    if role.task_type == "evaluator":
         return _evaluate_checkpoints(config)
     # Multi-worker strategies must exist before any other TensorFlow op.
-    strategy = distribute.create_strategy(config)
+    strategy = distribute.create_strategy(config.cluster, config.model.batch_size)
     if stop is not None:
         # Multi-worker strategies register TensorFlow's own SIGTERM notifier; ours replaces it
         # because the loop makes every replica agree on when to stop.
@@ -78,52 +75,70 @@ def run(config: Config, stop: StopRequest | None = None) -> RunResult:
 def _train_and_evaluate(config: Config, strategy, stop) -> RunResult:
     import keras
 
-    from trainer import data, loop, storage
+    from trainer import data, loop, runner, storage
 
-    if config.seed is not None:
-        keras.utils.set_random_seed(config.seed)
+    if config.model.seed is not None:
+        keras.utils.set_random_seed(config.model.seed)
     precision = _choose_precision(config)
-    plan = data.resolve(config)
+    plan = data.resolve(config.data)
     class_names = list(plan.class_names) if plan.class_names else None
-    config = dataclasses.replace(config, num_classes=plan.num_classes)
     log.info("training on %s; evaluating on %s%s; %d classes", data.describe(plan.train),
              data.describe(plan.eval),
              f"; testing on {data.describe(plan.test)}" if plan.test else "", plan.num_classes)
-    chief = config.cluster.is_chief
-    if chief:
-        for directory, origin in config.output_origins:
+    outputs, role = config.outputs, config.cluster.role
+    if role.is_chief:
+        for directory, origin in outputs.origins:
             storage.ensure_writable_dir(directory, origin)
         if class_names:
-            data.save_label_map(class_names, config.checkpoint_dir)
-    skipped = data.SkippedImages() if config.skip_corrupt_images else None
+            data.save_label_map(class_names, outputs.checkpoint_dir)
+    skipped = data.SkippedImages() if config.data.skip_corrupt_images else None
 
-    model, optimizer, local_model = _build_models(config, strategy, precision.policy)
-    loss_scale = _loss_scale(strategy) if precision.loss_scaling else None
-    steps = loop.StepFunctions(strategy, model, optimizer, config.batch_size,
-                               jit_compile=config.jit_compile, loss_scale=loss_scale,
-                               **_recipe_step_options(config, model))
-    trainer, evaluation, test_evaluation = _build_runner(config, steps, local_model, plan,
-                                                         skipped)
-    with _outputs(config, steps, local_model, class_names, skipped) as outputs:
+    model, optimizer, local_model = _build_models(config, strategy.tf_strategy,
+                                                  precision.policy, plan.num_classes)
+    loss_scale = _loss_scale(strategy.tf_strategy) if precision.loss_scaling else None
+    steps = loop.StepFunctions(strategy.tf_strategy, model, optimizer, config.model.batch_size,
+                               jit_compile=config.model.jit_compile, loss_scale=loss_scale,
+                               **_recipe_step_options(config.recipe, model))
+    inputs = runner.Inputs(config.data, config.model.seed, skipped)
+    trainer = runner.build_trainer(inputs, steps, plan.train, config.model.batch_size,
+                                   coordinated=strategy.coordinated,
+                                   num_workers=role.num_workers)
+    evaluations = runner.Evaluations(
+        inputs, steps, config.model.eval_batch_size,
+        averaged=config.recipe.ema_decay is not None,
+        local_model=local_model if strategy.evaluates_local_copy else None)
+    evaluation = evaluations(plan.eval, config.loop.eval_steps)
+    test_evaluation = evaluations(plan.test) if plan.test is not None else None
+    with _outputs(config, strategy, steps, local_model, class_names, skipped) as written:
         controller = loop.Controller(
-            trainer=trainer, evaluation=evaluation, checkpoints=outputs.checkpoints,
-            schedule=config.schedule, train_actions=outputs.train_actions,
-            eval_actions=outputs.eval_actions, stop=stop,
-            loss_upper_bound=config.loss_upper_bound, loss_scale=loss_scale,
-            vote=(loop.vote_across_workers(strategy)
-                  if config.distribution_strategy == "multi_worker_mirrored" else None))
+            trainer=trainer, evaluation=evaluation, checkpoints=written.checkpoints,
+            schedule=config.loop, train_actions=written.train_actions,
+            eval_actions=written.eval_actions, stop=stop,
+            loss_upper_bound=config.loop.loss_upper_bound, loss_scale=loss_scale,
+            vote=loop.vote_across_workers(strategy.tf_strategy) if strategy.votes else None,
+            agree=_replica_agreement(strategy, model))
         last = controller.run()
         test = None
         if test_evaluation is not None:
-            test = loop.evaluate(test_evaluation, controller.step, [
-                lambda result: _report_test(result, config.tensorboard_dir if chief else None)])
-        if chief and not config.export_best_only:
-            outputs.export(controller.step)
-    rates = outputs.progress.examples_per_sec[1:] or outputs.progress.examples_per_sec
-    return RunResult(controller.step, last.metrics, outputs.exporter.last_export,
+            test = loop.evaluate(test_evaluation, controller.step, [lambda result: _report_test(
+                result, outputs.tensorboard_dir if role.is_chief else None)])
+        if role.is_chief and not outputs.export_best_only:
+            written.export(controller.step)
+    rates = written.progress.examples_per_sec[1:] or written.progress.examples_per_sec
+    return RunResult(controller.step, last.metrics, written.exporter.last_export,
                      statistics.median(rates) if rates else None, _digest(model),
-                     tuple(controller.evaluations), outputs.exporter.seconds,
+                     tuple(controller.evaluations), written.exporter.seconds,
                      test.metrics if test else None)
+
+
+def _replica_agreement(strategy, model):
+    """What makes the replicas' own copies of the model's statistics equal, if they have any."""
+    from trainer import loop
+
+    own = [w for w in model.non_trainable_weights if "float" in w.dtype]
+    if not (own and strategy.replicas_keep_own_state):
+        return None
+    return loop.average_across_replicas(strategy.tf_strategy, own)
 
 
 def _loss_scale(strategy):
@@ -147,36 +162,38 @@ class _Outputs:
 
 
 @contextlib.contextmanager
-def _outputs(config: Config, steps, local_model, class_names, skipped) -> Iterator[_Outputs]:
+def _outputs(config: Config, strategy, steps, local_model, class_names,
+             skipped) -> Iterator[_Outputs]:
     """Checkpoints (every replica saves; only the chief's are kept), progress lines, and on the
     chief summaries, hypertune reports, the skipped-images report and the export (at each new
     best metric with --export-best-only). Closes the summaries and removes a replica's
     throwaway checkpoints on leaving."""
     import tensorflow as tf
 
-    from trainer import data, distribute, export, loop, report
+    from trainer import data, export, loop, report
     from trainer.checkpoints import Checkpoints
 
-    chief = config.cluster.is_chief
+    chief = config.cluster.role.is_chief
+    outputs, loop_config = config.outputs, config.loop
     model, optimizer, loss_scale = steps.model, steps.optimizer, steps.loss_scale
-    with steps.strategy.scope():
-        best = loop.BestMetric(config.hypertune_metric, config.metric_higher_is_better)
+    with strategy.tf_strategy.scope():
+        best = loop.BestMetric(outputs.hypertune_metric, outputs.metric_higher_is_better)
     # Other replicas take part in saving (a collective) but write to a directory they remove.
-    save_dir = config.checkpoint_dir if chief else tempfile.mkdtemp(prefix="trainer-replica-")
+    save_dir = outputs.checkpoint_dir if chief else tempfile.mkdtemp(prefix="trainer-replica-")
     checkpoints = Checkpoints(
         tf.train.Checkpoint(model=model, optimizer=optimizer, step=steps.step,
                             best_metric=best.variable),
-        steps.step, directory=config.checkpoint_dir, save_dir=save_dir,
-        keep=config.keep_checkpoints, options=distribute.checkpoint_options(config),
-        restart_from_scratch=config.restart_from_scratch,
+        steps.step, directory=outputs.checkpoint_dir, save_dir=save_dir,
+        keep=loop_config.keep_checkpoints, options=strategy.checkpoint_options,
+        restart_from_scratch=loop_config.restart_from_scratch,
         optional={"loss_scale": loss_scale.checkpointed} if loss_scale else None)
-    progress = report.Progress(config.schedule.max_steps)
-    summaries = report.Summaries(config.tensorboard_dir if chief else None,
+    progress = report.Progress(loop_config.max_steps)
+    summaries = report.Summaries(outputs.tensorboard_dir if chief else None,
                                  learning_rate=steps.learning_rate,
                                  loss_scale=loss_scale.value if loss_scale else None)
-    exporter = export.Exporter(model, local_model, export_dir=config.export_dir,
-                               timestamped=config.export_timestamped,
-                               image_shape=config.image_shape, class_names=class_names)
+    exporter = export.Exporter(model, local_model, export_dir=outputs.export_dir,
+                               timestamped=outputs.export_timestamped,
+                               image_shape=config.data.image_shape, class_names=class_names)
     export_step = exporter.export
     if config.recipe.ema_decay is not None:
         export_step = _with_averaged_weights(exporter.export, model, optimizer)
@@ -185,10 +202,10 @@ def _outputs(config: Config, steps, local_model, class_names, skipped) -> Iterat
         exporter.remove_leftovers()
         # Constructed on the chief only: cloudml-hypertune creates its metric file's directory.
         eval_actions += [summaries.on_evaluation,
-                         report.HypertuneReporter(config.hypertune_metric).on_evaluation]
+                         report.HypertuneReporter(outputs.hypertune_metric).on_evaluation]
         if skipped is not None:
-            eval_actions.append(data.SkipReport(skipped, config.tensorboard_dir).on_evaluation)
-        if config.export_best_only:
+            eval_actions.append(data.SkipReport(skipped, outputs.tensorboard_dir).on_evaluation)
+        if outputs.export_best_only:
             best.on_improvement.append(lambda evaluation: export_step(evaluation.step))
     try:
         yield _Outputs(checkpoints, [progress.on_train, summaries.on_train], eval_actions,
@@ -221,14 +238,14 @@ def _with_averaged_weights(export, model, optimizer):
     return averaged_export
 
 
-def _recipe_step_options(config: Config, model) -> dict:
+def _recipe_step_options(recipe: RecipeConfig, model) -> dict:
     """Label smoothing and, with a frozen backbone, the head's variables."""
-    options = {"label_smoothing": config.recipe.label_smoothing}
-    if config.recipe.freeze_backbone_steps:
+    options = {"label_smoothing": recipe.label_smoothing}
+    if recipe.freeze_backbone_steps:
         from trainer.models import applications
 
         frozen = {id(v) for v in applications.backbone_of(model).trainable_variables}
-        options.update(head_only_steps=config.recipe.freeze_backbone_steps,
+        options.update(head_only_steps=recipe.freeze_backbone_steps,
                        head_variables=[v for v in model.trainable_variables
                                        if id(v) not in frozen])
     return options
@@ -238,14 +255,15 @@ def _choose_precision(config: Config):
     """--mixed-precision resolved for this task's devices, logged with why (warned if slow)."""
     from trainer import distribute, precision
 
-    chosen = precision.choose(config.mixed_precision, distribute.device_facts(config))
+    chosen = precision.choose(config.model.mixed_precision,
+                              distribute.device_facts(config.cluster.strategy.on_tpu))
     log.info("mixed precision %s (%s)", chosen.precision, chosen.reason)
     if chosen.warning:
         log.warning("%s", chosen.warning)
     return chosen
 
 
-def _build_models(config: Config, strategy, policy: str):
+def _build_models(config: Config, strategy, policy: str, num_classes: int):
     """The model and optimizer under the strategy, and a plain local float32 copy of the model.
 
     Export and parameter-server evaluation work on the copy, so no distributed variable type
@@ -255,76 +273,44 @@ def _build_models(config: Config, strategy, policy: str):
     import keras
     import tensorflow as tf
 
-    from trainer import models, schedules
+    from trainer import models
     from trainer.warm_start import warm_start
 
-    recipe = config.recipe
+    recipe, settings, shape = config.recipe, config.model, config.data.image_shape
     with strategy.scope():
         # The policy applies to layers as they are built; weights stay float32 either way, so
         # checkpoints do not depend on --mixed-precision.
         keras.mixed_precision.set_global_policy(policy)
         try:
-            model = models.build_model(config.model, config.image_shape, config.num_classes,
-                                       config.dropout, weights=recipe.pretrained_weights)
+            model = models.build_model(settings.name, shape, num_classes, settings.dropout,
+                                       weights=recipe.pretrained_weights)
         finally:
             keras.mixed_precision.set_global_policy("float32")
         if recipe.init_checkpoint:
             warm_start(model, recipe.init_checkpoint)
-        optimizer = models.build_optimizer(
-            config.optimizer, schedules.learning_rate(config), weight_decay=recipe.weight_decay,
-            clip_norm=recipe.clip_norm, ema_decay=recipe.ema_decay)
-        # Built here, not lazily at the first step: the slots must exist (and be placed by the
-        # strategy, on the ps for parameter_server) before a checkpoint is restored into them.
-        optimizer.build(model.trainable_variables)
+        optimizer = _build_optimizer(config, model)
     log.info("model %s: %s parameters, optimizer %s, learning rate %g; variables on %s",
-             config.model, f"{model.count_params():,}", config.optimizer, config.learning_rate,
-             model.trainable_variables[0].value.device or "this host")
+             settings.name, f"{model.count_params():,}", settings.optimizer,
+             settings.learning_rate, model.trainable_variables[0].value.device or "this host")
     if policy == "float32" and strategy is tf.distribute.get_strategy():
         return model, optimizer, model
-    local_model = models.build_model(config.model, config.image_shape, config.num_classes,
-                                     config.dropout)
+    local_model = models.build_model(settings.name, shape, num_classes, settings.dropout)
     return model, optimizer, local_model
 
 
-def _build_runner(config: Config, steps, local_model, plan, skipped):
-    """The trainer and the evaluations (eval, test or None) that fit the strategy; each
-    explains its input's errors, and with --ema-decay the evaluations use the averaged weights."""
-    from trainer import data, loop
+def _build_optimizer(config: Config, model):
+    """The optimizer of the run (with --ema-decay, also the keeper of the averaged weights)."""
+    from trainer import models, schedules
 
-    def dataset_fn(source, batch_size, training, num_batches=None):
-        return lambda context=None: data.make_dataset(
-            source, batch_size=batch_size, training=training, shuffle_buffer=config.shuffle_buffer,
-            num_batches=num_batches, seed=config.seed, input_context=context,
-            augment=config.augment, skipped=skipped)
-
-    def explain(source):
-        return lambda err: data.explain_pipeline_error(err, source)
-
-    strategy = steps.strategy
-    parameter_server = config.distribution_strategy == "parameter_server"
-
-    def evaluation(source, num_batches):
-        eval_fn = dataset_fn(source, config.eval_batch_size, False, num_batches)
-        if parameter_server:
-            evaluate = loop.LocalCopyEvaluation(steps.model, local_model, eval_fn(), source.flag,
-                                                explain(source))
-        else:
-            evaluate = loop.DistributedEvaluation(
-                steps, strategy.distribute_datasets_from_function(eval_fn), source.flag,
-                explain(source))
-        if config.recipe.ema_decay is not None:
-            from trainer import ema
-
-            return ema.AveragedEvaluation(evaluate, steps.model, steps.optimizer)
-        return evaluate
-
-    train_fn = dataset_fn(plan.train, config.batch_size, True)
-    trainer = (loop.CoordinatedTrainer(steps, train_fn, config.cluster.num_workers,
-                                       explain(plan.train)) if parameter_server else
-               loop.InGraphTrainer(steps, strategy.distribute_datasets_from_function(train_fn),
-                                   explain(plan.train)))
-    return (trainer, evaluation(plan.eval, config.eval_steps),
-            evaluation(plan.test, None) if plan.test is not None else None)
+    recipe = config.recipe
+    optimizer = models.build_optimizer(
+        config.model.optimizer,
+        schedules.learning_rate(recipe, config.model.learning_rate, config.loop.max_steps),
+        weight_decay=recipe.weight_decay, clip_norm=recipe.clip_norm, ema_decay=recipe.ema_decay)
+    # Built here, not lazily at the first step: the slots must exist (and be placed by the
+    # strategy, on the ps for parameter_server) before a checkpoint is restored into them.
+    optimizer.build(model.trainable_variables)
+    return optimizer
 
 
 def _digest(model) -> str:
@@ -335,32 +321,40 @@ def _digest(model) -> str:
 
 
 def _evaluate_checkpoints(config: Config) -> RunResult:
-    """The evaluator task: its own summaries run (`evaluator/`), no hypertune, no export."""
+    """The evaluator task: its own summaries run (`evaluator/`), no hypertune, no export.
+
+    It evaluates as the chief does (the same factory): with --ema-decay the optimizer's
+    averaged weights are restored from each checkpoint and evaluated.
+    """
     import tensorflow as tf
 
-    from trainer import data, loop, models, report, storage
+    from trainer import data, loop, models, report, runner, storage
     from trainer.checkpoints import Checkpoints
 
-    plan = data.resolve(config)
-    eval_source = plan.eval
-    storage.ensure_writable_dir(config.tensorboard_dir, dict(config.output_origins)[
-        config.tensorboard_dir])
-    model = models.build_model(config.model, config.image_shape, plan.num_classes,
-                               config.dropout)
-    step = tf.Variable(0, dtype=tf.int64, trainable=False)
-    dataset = data.make_dataset(eval_source, batch_size=config.eval_batch_size, training=False,
-                                num_batches=config.eval_steps)
-    summaries = report.Summaries(config.tensorboard_dir, eval_name="evaluator")
+    plan = data.resolve(config.data)
+    outputs = config.outputs
+    storage.ensure_writable_dir(outputs.tensorboard_dir,
+                                dict(outputs.origins)[outputs.tensorboard_dir])
+    model = models.build_model(config.model.name, config.data.image_shape, plan.num_classes,
+                               config.model.dropout)
+    averaged = config.recipe.ema_decay is not None
+    optimizer = _build_optimizer(config, model) if averaged else None
+    steps = loop.StepFunctions(tf.distribute.get_strategy(), model, optimizer)
+    skipped = data.SkippedImages() if config.data.skip_corrupt_images else None
+    evaluations = runner.Evaluations(runner.Inputs(config.data, config.model.seed, skipped),
+                                     steps, config.model.eval_batch_size, averaged=averaged)
+    state = {"model": model, "step": steps.step}
+    if optimizer is not None:
+        state["optimizer"] = optimizer
+    summaries = report.Summaries(outputs.tensorboard_dir, eval_name="evaluator")
     try:
         last = loop.evaluate_checkpoints(
-            checkpoints=Checkpoints(tf.train.Checkpoint(model=model, step=step), step,
-                                    directory=config.checkpoint_dir),
-            evaluation=loop.LocalCopyEvaluation(
-                None, model, dataset, eval_source.flag,
-                lambda err: data.explain_pipeline_error(err, eval_source)),
-            max_steps=config.schedule.max_steps,
+            checkpoints=Checkpoints(tf.train.Checkpoint(**state), steps.step,
+                                    directory=outputs.checkpoint_dir),
+            evaluation=evaluations(plan.eval, config.loop.eval_steps),
+            max_steps=config.loop.max_steps,
             eval_actions=[report.Progress.on_evaluation, summaries.on_evaluation],
-            timeout_secs=config.evaluator_timeout_secs)
+            timeout_secs=config.cluster.evaluator_timeout_secs)
     finally:
         summaries.close()
     return RunResult(last.step, last.metrics, None, None, None, (last,))

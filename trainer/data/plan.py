@@ -18,7 +18,6 @@ from trainer.data import encoded_records, image_files, labels, manifests, raw_re
 from trainer.data.encoded_records import EncodedRecords
 from trainer.data.image_files import ImageFiles
 from trainer.data.raw_records import RawRecords
-from trainer.data.vertex_env import DataFiles
 from trainer.errors import TrainerError
 
 log = logging.getLogger(__name__)
@@ -140,10 +139,8 @@ def inspect_input(patterns: tuple[str, ...], flag: str, image_shape, num_classes
 
 
 def resolve(config) -> DataPlan:
-    """The sources of a run (a trainer.config.Config), the training data first."""
-    files = config.data_files or DataFiles(
-        config.train_files, config.eval_files, None,
-        (("--train-files", "--train-files"), ("--eval-files", "--eval-files")), False, "")
+    """The sources of a run (a trainer.config.DataConfig), the training data first."""
+    files = config.files
     image_shape, num_classes, label_map = config.image_shape, config.num_classes, \
         config.label_map
     train, classes = _inspect("--train-files", files.origin("--train-files"), files.train,

@@ -19,9 +19,8 @@ def measure_loop(budget: runner.Budget, train_files: str) -> dict:
     """Our loop on the estimator's job (cnn, batch 100) in fp32 and in what `auto` picks here;
     one warm-up call each, then budget.engine_steps steps timed per call."""
     from trainer import distribute, precision
-    from trainer.config import config_from_flags
 
-    auto = precision.choose("auto", distribute.device_facts(config_from_flags([], {})))
+    auto = precision.choose("auto", distribute.device_facts(on_tpu=False))
     source = loops.source(train_files)
     variants = {"fp32": loops.LoopVariant(source, "cnn", 100, "none", budget.engine_steps),
                 "auto": loops.LoopVariant(source, "cnn", 100, auto.precision,
