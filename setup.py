@@ -14,7 +14,8 @@ setup(
     package_data={"trainer": ["sample/*.tfrecord.gz"], "hptuning": ["*.yaml"]},
     # 2.17 is the newest Vertex prebuilt training image; the package must install on it without
     # replacing its TensorFlow. TF 2.21 no longer pulls in TensorBoard, which tf.summary needs.
-    install_requires=["tensorflow>=2.17", "tensorboard", "cloudml-hypertune"],
+    # google-crc32c (C, hardware CRC) checks every TFRecord before TensorFlow reads it.
+    install_requires=["tensorflow>=2.17", "tensorboard", "cloudml-hypertune", "google-crc32c"],
     extras_require={
         "data": ["tqdm"],
         "cloud": ["google-cloud-storage", "google-cloud-aiplatform", "pyyaml", "tqdm"],

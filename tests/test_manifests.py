@@ -87,11 +87,13 @@ def test_each_flag_reads_its_own_ml_use_split():
     items = manifests.parse("\n".join([jsonl_line("gs://b/1.jpg", ml_use="training"),
                                        jsonl_line("gs://b/2.jpg", ml_use="validation")]),
                             "m.jsonl", ORIGIN)
-    assert [i.uri for i in manifests.for_flag(items, "--eval-files", "X")] == ["gs://b/2.jpg"]
-    assert "no items with ml_use 'test'" in one_line_error(
-        lambda: manifests.for_flag(items, "--test-files", "X"))
+    assert [i.uri for i in manifests.for_split(items, "validation", "--eval-files", "X")] == \
+        ["gs://b/2.jpg"]
+    assert "no items with ml_use 'test' (it has training, validation); --test-files reads" in \
+        one_line_error(lambda: manifests.for_split(items, "test", "--test-files", "X"))
+    assert manifests.for_split(items, None, "FILES", "X") == items  # predict's default: all
     unlabelled = manifests.parse("gs://b/1.jpg,a\n", "m.csv", ORIGIN)
-    assert manifests.for_flag(unlabelled, "--test-files", "X") == unlabelled
+    assert manifests.for_split(unlabelled, "test", "--test-files", "X") == unlabelled
 
 
 # --- the Vertex data environment -----------------------------------------------------------------

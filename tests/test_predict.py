@@ -105,9 +105,10 @@ def test_images_without_class_folders_get_a_grid_only_with_the_label_map(tmp_pat
 
 @pytest.mark.parametrize("files, message", [
     (["{tmp}/none-*"], "FILES: no file matches '{tmp}/none-*'"),
-    (["{tmp}/fake.png"], "FILES: {tmp}/fake.png is not a PNG or JPEG image"),
-    (["{tmp}/fake.png", "{tmp}/data.tfrecord"], "FILES: give PNG/JPEG images or TFRecord files, "
-                                                "not both"),
+    (["{tmp}/fake.png"], "FILES: {tmp}/fake.png: image {tmp}/fake.png is corrupt, truncated or "
+                         "not a JPEG/PNG/GIF/BMP image (Unknown image file format."),
+    (["{tmp}/fake.png", "{tmp}/data.tfrecord"], "FILES: give image files or data files "
+                                                "(TFRecords, manifests), not both"),
     (["{tmp}/data.tfrecord"], "FILES: {tmp}/data.tfrecord: not a TFRecord file"),
 ])
 def test_bad_inputs_are_one_line_errors(trained, tmp_path, capsys, files, message):
