@@ -204,7 +204,7 @@ def test_verified_files_are_remembered_beside_them_until_one_changes(tmp_path, m
     verify = records.verify
     monkeypatch.setattr(records, "verify", lambda raw, *args: walked.append(raw.name) or verify(
         raw, *args))
-    monkeypatch.setattr(record_guard, "_proved", {})  # what a new process knows
+    record_guard.forget()  # what a new process knows
     assert inspect(pattern).size == 90 and walked == []
     # The cache file matches the pattern too: it is never taken for data.
     assert inspect(str(tmp_path / "*")).files == inspect(pattern).files

@@ -37,6 +37,12 @@ class BadFile(TrainerError):
     """A file TensorFlow's reader must not be handed; the message names it and the byte."""
 
 
+def forget() -> None:
+    """Drops what this process proved (so that it checks as a new process would)."""
+    with _lock:
+        _proved.clear()
+
+
 def is_cache(path: str) -> bool:
     return os.path.basename(path.rstrip("/")).startswith(CACHE_NAME)
 
