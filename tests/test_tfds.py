@@ -88,9 +88,9 @@ def test_each_flag_reads_its_split_of_the_folder_and_shards_read_as_files(tmp_pa
     plan = data.resolve(config)
     assert (plan.class_names, plan.num_classes) == (tuple(NAMES), 10)
     assert [data.describe(s) for s in plan.sources()] == [
-        "100 examples from the 'train' split of TFDS digits 1.0.0 (--train-files)",
-        "30 examples from the 'test' split of TFDS digits 1.0.0 (--eval-files)",
-        "30 examples from 1 shard(s) of TFDS digits 1.0.0 (--test-files)"]
+        "100 examples in the 'train' split of TFDS digits 1.0.0 from --train-files",
+        "30 examples in the 'test' split of TFDS digits 1.0.0 from --eval-files",
+        "30 examples in 1 shard(s) of TFDS digits 1.0.0 from --test-files"]
     (_, labels), = data.make_dataset(plan.eval, batch_size=30, training=False)
     np.testing.assert_array_equal(labels.numpy(), truth["test"])
 

@@ -74,7 +74,7 @@ def inspect_records(files: list[str], request: Request, classes: Classes, *,
         counts=tuple(counts), image_shape=tuple(request.image_shape),
         num_classes=classes.num_classes, class_names=classes.names, terms=request.terms,
         image_key=image_key, label_key=label_key,
-        description=description or f"{len(files)} encoded-image TFRecord file(s)")
+        description=description or f"records in {len(files)} encoded-image TFRecord file(s)")
 
 
 def inspect(probe: Probe, request: Request) -> EncodedRecords:

@@ -160,12 +160,12 @@ def _source(probe: Probe, request: Request, items: list[manifests.Item], descrip
 
 def _inspect_folder(probe: Probe, request: Request) -> ImageFiles:
     return _source(probe, request, folder_items(probe.folder, request.origin),
-                   f"the class folders in {probe.folder}")
+                   "image(s) in class folders")
 
 
 def _inspect_manifests(probe: Probe, request: Request) -> ImageFiles:
     return _source(probe, request, _manifest_items(probe, request),
-                   f"the images {len(probe.files)} manifest(s) list")
+                   f"image(s) listed by {len(probe.files)} manifest(s)")
 
 
 def _inspect_images(probe: Probe, request: Request) -> ImageFiles:
@@ -176,14 +176,14 @@ def _inspect_images(probe: Probe, request: Request) -> ImageFiles:
     if known and set(folders) <= set(request.classes.names):
         return _source(probe, request, [manifests.Item(p, f, "", p) for p, f in zip(paths,
                                                                                    folders)],
-                       f"{len(paths)} image file(s) in class folders")
+                       "image file(s) in class folders")
     if request.labels_required or request.classes is None:
         raise TrainerError(f"{request.origin}: {paths[0]} is an image; give a folder with one "
                            "subfolder per class (ROOT/CLASS/image.jpg) or a JSONL/CSV manifest "
                            "that labels it")
     _check_first_exist([manifests.Item(p, "", "", p) for p in paths], request.origin)
     classes = request.classes
-    return ImageFiles(request.origin, tuple(paths), f"{len(paths)} image file(s) of no known class",
+    return ImageFiles(request.origin, tuple(paths), "image file(s) of no known class",
                       tuple(paths), (-1,) * len(paths), tuple(paths), tuple(request.image_shape),
                       classes.num_classes, classes.names, request.terms, labelled=False)
 

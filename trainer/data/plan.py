@@ -94,8 +94,8 @@ def resolve(config) -> DataPlan:
 
 
 def describe(source: Source) -> str:
-    count = "examples" if source.size is None else f"{source.size:,} examples"
-    return f"{count} from {source.description} ({source.flag})"
+    count = "" if source.size is None else f"{source.size:,} "
+    return f"{count}{source.description} from {source.flag}"
 
 
 def save_label_map(class_names, checkpoint_dir: str) -> None:

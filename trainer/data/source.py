@@ -74,7 +74,7 @@ class Source(Protocol):
     """
 
     flag: str  # names the input in errors
-    description: str  # what the input is, for the log
+    description: str  # what the examples are, for the log ("image(s) in class folders")
     image_shape: tuple[int, int, int]
     num_classes: int
     class_names: tuple[str, ...] | None
