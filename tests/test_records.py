@@ -137,6 +137,16 @@ def test_more_gzip_members_are_read_and_anything_after_them_is_not():
 payload_lists = st.lists(st.binary(max_size=300), max_size=12)
 
 
+def test_a_header_equal_to_the_last_good_one_is_the_only_one_not_recomputed():
+    good = framed([b"", b"abc"])
+    assert verdict(good, "") == records.Framing(2, 3)
+    # Zero bytes look like an empty record's header but for its checksum.
+    assert verdict(bytes(16), "") == "corrupt first record header at byte 0 (length checksum " \
+                                     "mismatch)"
+    assert verdict(good + bytes(16), "") == "corrupt record 2 header at byte 35 (length " \
+                                            "checksum mismatch)"
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=4000), st.sampled_from(["", "GZIP"]))
 def test_arbitrary_bytes_give_a_framing_or_one_line(data, compression):

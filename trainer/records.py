@@ -47,6 +47,9 @@ def masked_crc32c(data: bytes) -> int:
     return _mask(google_crc32c.value(data))
 
 
+_EMPTY_RECORD_HEADER = bytes(8) + _CRC.pack(masked_crc32c(bytes(8)))
+
+
 class RecordFormatError(ValueError):
     """The bytes are not TFRecord framing (the message says what is wrong, and where)."""
 
@@ -117,13 +120,18 @@ class Framing:
 
 
 def _records(raw: BinaryIO, compression: str, max_record: int,
-             keep: bool) -> Iterator[tuple[int, bytes | None]]:
-    """(length, payload when `keep`) of every record, each checked: header checksum, length at
-    most `max_record`, payload checksum, nothing cut short. Errors name the record and its byte
-    offset (in the uncompressed stream for GZIP files)."""
+             first_only: bool = False) -> Iterator[list[tuple[int, bytes]]]:
+    """Lists of (length, payload) of consecutive records, each checked: header checksum, length
+    at most `max_record`, payload checksum, nothing cut short. Errors name the record and its
+    byte offset (in the uncompressed stream for GZIP files). The records wholly inside the
+    buffer are checked in one tight loop; a record across chunks waits for `fill`."""
     chunks = _gzip_chunks(raw) if compression == "GZIP" else _plain_chunks(raw)
     where = "uncompressed byte" if compression == "GZIP" else "byte"
     buffer, pos, base, index = b"", 0, 0, 0  # base: stream offset of buffer[0]
+    checksum, unpack_header, unpack_crc = google_crc32c.value, _LENGTH_AND_CRC.unpack_from, \
+        _CRC.unpack_from
+    known, known_length = _EMPTY_RECORD_HEADER, 0  # the last header that checked out: a header
+    # equal to it needs no checking
 
     def fill(size: int) -> bool:
         """At least `size` bytes from `pos` on in the buffer; False at the end of the stream."""
@@ -141,7 +149,6 @@ def _records(raw: BinaryIO, compression: str, max_record: int,
         buffer = b"".join(parts)
         return True
 
-    checksum = google_crc32c.value
     while True:
         if len(buffer) - pos < _HEADER and not fill(_HEADER):
             if len(buffer) == pos:
@@ -149,28 +156,41 @@ def _records(raw: BinaryIO, compression: str, max_record: int,
             raise RecordFormatError(
                 f"truncated {_name(index)} header at {where} {base + pos:,}: the data ends "
                 f"{len(buffer) - pos} bytes into its {_HEADER}")
-        start = base + pos
-        length, crc = _LENGTH_AND_CRC.unpack_from(buffer, pos)
-        if _mask(checksum(buffer[pos:pos + 8])) != crc:
-            raise RecordFormatError(f"corrupt {_name(index)} header at {where} {start:,} "
-                                    "(length checksum mismatch)")
-        if length > max_record:
-            raise RecordFormatError(f"{_name(index)} at {where} {start:,} declares {length:,} "
-                                    f"bytes; at most {max_record:,} are allowed")
-        pos += _HEADER
-        end = pos + length
-        if end + _FOOTER > len(buffer) and not fill(length + _FOOTER):
-            raise RecordFormatError(f"truncated {_name(index)} at {where} {start:,}: it declares "
-                                    f"{length:,} bytes, the data ends {len(buffer) - pos:,} "
-                                    "bytes after its header")
-        end = pos + length
-        payload = buffer[pos:end]
-        if _mask(checksum(payload)) != _CRC.unpack_from(buffer, end)[0]:
-            raise RecordFormatError(f"corrupt {_name(index)} at {where} {start:,} "
-                                    "(data checksum mismatch)")
-        pos = end + _FOOTER
-        index += 1
-        yield length, payload if keep else None
+        batch, size, length = [], len(buffer), 0
+        while pos + _HEADER <= size:
+            if buffer.startswith(known, pos):
+                length = known_length
+            else:
+                length, crc = unpack_header(buffer, pos)
+                if _mask(checksum(buffer[pos:pos + 8])) != crc:
+                    raise RecordFormatError(f"corrupt {_name(index + len(batch))} header at "
+                                            f"{where} {base + pos:,} (length checksum mismatch)")
+                if length > max_record:
+                    raise RecordFormatError(f"{_name(index + len(batch))} at {where} "
+                                            f"{base + pos:,} declares {length:,} bytes; at most "
+                                            f"{max_record:,} are allowed")
+                known, known_length = buffer[pos:pos + _HEADER], length
+            end = pos + _HEADER + length
+            if end + _FOOTER > size:
+                break
+            payload = buffer[pos + _HEADER:end]
+            crc = checksum(payload)
+            if (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF != unpack_crc(buffer,
+                                                                                     end)[0]:
+                raise RecordFormatError(f"corrupt {_name(index + len(batch))} at {where} "
+                                        f"{base + pos:,} (data checksum mismatch)")
+            batch.append((length, payload))
+            pos = end + _FOOTER
+            if first_only:
+                yield batch
+                return
+        index += len(batch)
+        if batch:
+            yield batch
+        if pos + _HEADER <= size and not fill(_HEADER + length + _FOOTER):
+            raise RecordFormatError(f"truncated {_name(index)} at {where} {base + pos:,}: it "
+                                    f"declares {length:,} bytes, the data ends "
+                                    f"{len(buffer) - pos - _HEADER:,} bytes after its header")
 
 
 def _name(index: int) -> str:
@@ -181,17 +201,17 @@ def verify(raw: BinaryIO, compression: str, max_record: int = MAX_RECORD_BYTES) 
     """Reads a whole TFRecord stream and proves that TensorFlow's reader can read all of it;
     raises RecordFormatError naming the first problem and its byte offset."""
     count, largest = 0, 0
-    for length, _ in _records(raw, compression, max_record, keep=False):
-        count += 1
-        largest = max(largest, length)
+    for batch in _records(raw, compression, max_record):
+        count += len(batch)
+        largest = max(largest, max(length for length, _ in batch))
     return Framing(count, largest)
 
 
 def read_first_record(raw: BinaryIO, compression: str,
                       max_record: int = MAX_RECORD_BYTES) -> bytes | None:
     """The first record's payload, None for a file without records; checks both checksums."""
-    for _, payload in _records(raw, compression, max_record, keep=True):
-        return payload
+    for batch in _records(raw, compression, max_record, first_only=True):
+        return batch[0][1]
     return None
 
 
