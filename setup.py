@@ -23,7 +23,7 @@ setup(
         "serve": ["starlette>=0.37", "uvicorn>=0.29"],
         "predict": ["matplotlib"],
         # setuptools and wheel: the sdist test installs with --no-build-isolation, offline.
-        "test": ["pytest", "setuptools", "wheel", "tqdm", "pyyaml", "optuna", "matplotlib", "google-cloud-storage",
+        "test": ["pytest", "hypothesis", "setuptools", "wheel", "tqdm", "pyyaml", "optuna", "matplotlib", "google-cloud-storage",
                  "google-cloud-aiplatform", "starlette>=0.37", "uvicorn>=0.29",
                  "gcp-storage-emulator", "cryptography"],
     },
