@@ -54,7 +54,8 @@ def inspect(probe: Probe, request: Request) -> RawRecords:
         flag=request.origin, files=tuple(files), compressions=tuple(compressions),
         counts=tuple(counts), image_shape=tuple(request.image_shape),
         num_classes=classes.num_classes, class_names=classes.names, terms=request.terms,
-        description=f"records in {len(files)} raw-pixel TFRecord file(s)", image_key=first.image_key, image_dtype=first.image_dtype,
+        description=f"records in {len(files)} raw-pixel TFRecord file(s)",
+        image_key=first.image_key, image_dtype=first.image_dtype,
         has_shape_fields=any(f.has_shape_fields for f in formats))
 
 

@@ -128,7 +128,13 @@ class Probe:
 
     @functools.cached_property
     def head(self) -> bytes:
-        return storage.read_head(self.files[0], _HEAD)
+        import tensorflow as tf
+
+        try:
+            return storage.read_head(self.files[0], _HEAD)
+        except tf.errors.OpError as err:
+            raise TrainerError(f"{self.origin}: cannot read {self.files[0]} "
+                               f"({storage.problem(err, self.files[0])})") from None
 
     def holds(self, name: str) -> bool:
         """Whether the folder, or the first file's folder, holds a file of this name."""

@@ -133,7 +133,8 @@ def inspect(probe: Probe, request: Request) -> encoded_records.EncodedRecords:
         what = f"the {split!r} split"
     return encoded_records.inspect_records(
         files, request, _classes(layout, folder, request), image_key=layout.image_key,
-        label_key=layout.label_key, description=f"examples in {what} of TFDS {layout.name} {layout.version}")
+        label_key=layout.label_key,
+        description=f"examples in {what} of TFDS {layout.name} {layout.version}")
 
 
 DETECTOR = Detector("TFDS dataset folder",
