@@ -3,21 +3,18 @@
 from setuptools import find_packages, setup
 
 EXTRAS = {
-    "data": ["tqdm"],
-    # launch --local serves through the SDK's LocalModel ([prediction]: FastAPI, the docker SDK)
-    # and prepares photos (tqdm).
-    "cloud": ["google-cloud-storage", "google-cloud-aiplatform[prediction]", "docker", "pyyaml",
-              "tqdm"],
+    # launch --local serves through the SDK's LocalModel ([prediction]: FastAPI, the docker SDK).
+    "cloud": ["google-cloud-storage", "google-cloud-aiplatform[prediction]", "docker", "pyyaml"],
     "tune": ["optuna", "matplotlib", "pyyaml", "google-cloud-aiplatform"],
     "serve": ["starlette>=0.37", "uvicorn>=0.29"],
     "predict": ["matplotlib"],
     # setuptools and wheel: the sdist test installs with --no-build-isolation, offline.
-    "test": ["pytest", "setuptools", "wheel", "tqdm", "pyyaml", "optuna", "matplotlib",
+    "test": ["pytest", "hypothesis", "setuptools", "wheel", "pyyaml", "optuna", "matplotlib",
              "google-cloud-storage", "google-cloud-aiplatform", "starlette>=0.37", "uvicorn>=0.29",
              "gcp-storage-emulator", "cryptography"],
 }
 # Everything a user runs: every command of `vertex-trainer`.
-EXTRAS["all"] = sorted({r for name in ("data", "cloud", "tune", "serve", "predict")
+EXTRAS["all"] = sorted({r for name in ("cloud", "tune", "serve", "predict")
                         for r in EXTRAS[name]})
 
 setup(
@@ -33,7 +30,8 @@ setup(
                   "hptuning": ["*.yaml"]},
     # 2.17 is the newest Vertex prebuilt training image; the package must install on it without
     # replacing its TensorFlow. TF 2.21 no longer pulls in TensorBoard, which tf.summary needs.
-    install_requires=["tensorflow>=2.17", "tensorboard", "cloudml-hypertune"],
+    # google-crc32c (C, hardware CRC) checks every TFRecord before TensorFlow reads it.
+    install_requires=["tensorflow>=2.17", "tensorboard", "cloudml-hypertune", "google-crc32c"],
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["vertex-trainer=trainer.commands:cli"]},
 )

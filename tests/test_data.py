@@ -1,11 +1,14 @@
 """inspect_input's up-front checks and the streaming pipeline's output."""
 
+import json
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from tests.conftest import example, synthetic_images, write_dataset, write_records
-from trainer import data
+from trainer import data, records
+from trainer.data import record_guard
 from trainer.errors import TrainerError
 from trainer.records import serialize_example
 
@@ -27,7 +30,7 @@ def good(label=3, size=784, **shape):
     ([good(size=700)], "image has 700 bytes; expected 784 for 28x28x1"),
     ([good(label=10)], r"label 10 is outside \[0, 10\) \(--num-classes\)"),
     ([good(label=-1)], r"label -1 is outside \[0, 10\)"),
-    ([good(height=14, width=56)], "records declare images of 14x56x1; the flags say 28x28x1"),
+    ([good(height=14, width=56)], "records declare images of 14x56x1; expected 28x28x1"),
     ([b"\x08\x01garbage"], "not a serialized tf.train.Example|not a tf.train.Example"),
     ([example(image_raw=bytes(100), label=1)], r"image has 100 bytes; expected 784 \(uint8\) or 3136"),
 ])
@@ -177,10 +180,48 @@ def test_bad_record_deep_in_a_file_is_explained(tmp_path, bad, expected):
     assert_pipeline_error(source, expected)
 
 
-def test_truncated_file_is_found_and_named(tmp_path):
+def test_a_truncated_file_is_refused_up_front_naming_the_byte(tmp_path):
     path = tmp_path / "t.tfrecord"
     write_records(path, [good()] * 40)
     content = path.read_bytes()
     path.write_bytes(content[:len(content) // 2 + 100])
-    source = inspect(str(path))
-    assert_pipeline_error(source, f"{path} is corrupt or truncated (truncated record at")
+    with pytest.raises(TrainerError) as err:
+        inspect(str(path))
+    # 40 records of 871 bytes (784 pixels and the Example's fields) and 16 of framing each.
+    assert str(err.value) == (
+        f"--train-files: {path} is corrupt or truncated (truncated record 20 at byte 17,740: it "
+        "declares 871 bytes, the data ends 88 bytes after its header)"), err.value
+
+
+def test_verified_files_are_remembered_beside_them_until_one_changes(tmp_path, monkeypatch):
+    pattern = write_dataset(tmp_path, 90, 3, "eval")
+    assert inspect(pattern).counts == (30, 30, 30)
+    remembered = json.loads((tmp_path / record_guard.CACHE_NAME).read_text())["files"]
+    assert sorted(remembered) == [f"eval-0000{i}-of-00003.tfrecord" for i in range(3)]
+    assert {entry["records"] for entry in remembered.values()} == {30}
+
+    walked = []
+    verify = records.verify
+    monkeypatch.setattr(records, "verify", lambda raw, *args: walked.append(raw.name) or verify(
+        raw, *args))
+    record_guard.forget()  # what a new process knows
+    assert inspect(pattern).size == 90 and walked == []
+    # The cache file matches the pattern too: it is never taken for data.
+    assert inspect(str(tmp_path / "*")).files == inspect(pattern).files
+
+    damaged = tmp_path / "eval-00001-of-00003.tfrecord"
+    damaged.write_bytes(damaged.read_bytes()[:-3])
+    with pytest.raises(TrainerError, match=f"{damaged} is corrupt or truncated"):
+        inspect(pattern)
+    assert walked == [str(damaged)]
+
+
+def test_where_nothing_can_be_remembered_files_are_verified_each_process(tmp_path, monkeypatch,
+                                                                        caplog):
+    pattern = write_dataset(tmp_path, 20, 1, "eval")
+    monkeypatch.setattr(record_guard, "_cache_path",
+                        lambda folder: str(tmp_path / "missing" / record_guard.CACHE_NAME))
+    with caplog.at_level("INFO"):
+        assert inspect(pattern).size == 20
+    assert "could not remember the verified files" in caplog.text
+    assert not (tmp_path / record_guard.CACHE_NAME).exists()

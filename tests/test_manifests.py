@@ -5,13 +5,16 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import REPO
 from trainer.config import SAMPLE_EVAL_FILES, SAMPLE_TRAIN_FILES, config_from_flags
-from trainer.data import labels, manifests
+from trainer.data import labels, manifests, text
 from trainer.errors import TrainerError
 
 ORIGIN = "--train-files"
+ML_USE = manifests.ML_USE_KEY
 
 
 def jsonl_line(uri="gs://b/daisy/1.jpg", label="daisy", ml_use="training", **extra):
@@ -87,11 +90,13 @@ def test_each_flag_reads_its_own_ml_use_split():
     items = manifests.parse("\n".join([jsonl_line("gs://b/1.jpg", ml_use="training"),
                                        jsonl_line("gs://b/2.jpg", ml_use="validation")]),
                             "m.jsonl", ORIGIN)
-    assert [i.uri for i in manifests.for_flag(items, "--eval-files", "X")] == ["gs://b/2.jpg"]
-    assert "no items with ml_use 'test'" in one_line_error(
-        lambda: manifests.for_flag(items, "--test-files", "X"))
+    assert [i.uri for i in manifests.for_split(items, "validation", "--eval-files", "X")] == \
+        ["gs://b/2.jpg"]
+    assert "no items with ml_use 'test' (it has training, validation); --test-files reads" in \
+        one_line_error(lambda: manifests.for_split(items, "test", "--test-files", "X"))
+    assert manifests.for_split(items, None, "FILES", "X") == items  # predict's default: all
     unlabelled = manifests.parse("gs://b/1.jpg,a\n", "m.csv", ORIGIN)
-    assert manifests.for_flag(unlabelled, "--test-files", "X") == unlabelled
+    assert manifests.for_split(unlabelled, "test", "--test-files", "X") == unlabelled
 
 
 # --- the Vertex data environment -----------------------------------------------------------------
@@ -148,7 +153,8 @@ def test_bad_data_environments(environ, argv, expected):
 
 
 def test_vertex_env_stays_free_of_tensorflow():
-    code = ("import sys, trainer.config, trainer.data.manifests, trainer.data.labels; "
+    code = ("import sys, trainer.config, trainer.data.manifests, trainer.data.labels, "
+            "trainer.data.text; "
             "assert 'tensorflow' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
 
@@ -169,3 +175,69 @@ def test_label_maps():
     assert labels.parse(labels.text_of(names), "p", "s") == names
     assert "differs from this data's" in one_line_error(
         lambda: labels.check_resume(names, names[:2], "ckpt/labels.txt"))
+
+
+# --- encodings, and any bytes at all -------------------------------------------------------------
+
+@pytest.mark.parametrize("data, expected", [
+    (b"\xef\xbb\xbfa.jpg,x\n", "a.jpg,x\n"),
+    (b"a.jpg,caf\xc3\xa9\n", "a.jpg,caf\u00e9\n"),
+])
+def test_utf_8_reads_with_or_without_a_byte_order_mark(data, expected):
+    assert text.decode(data, "m.csv", ORIGIN) == expected
+
+
+@pytest.mark.parametrize("data, expected", [
+    (b"a.jpg,x\nb.jpg,caf\xe9\n", "--train-files: m.csv is not UTF-8: line 2, byte 17 (0xe9)"),
+    (b"\xef\xbb\xbfa\n\xff", "--train-files: m.csv is not UTF-8: line 2, byte 5 (0xff)"),
+    ("a,b\n".encode("utf-16"), "--train-files: m.csv is UTF-16 text, not UTF-8"),
+])
+def test_other_encodings_are_named_with_line_and_byte(data, expected):
+    assert one_line_error(lambda: text.decode(data, "m.csv", ORIGIN)).startswith(expected)
+
+
+def test_a_bom_never_reaches_the_first_item():
+    csv_items = manifests.parse(text.decode(b"\xef\xbb\xbfdaisy/1.jpg,daisy\n", "/d/m.csv",
+                                            ORIGIN), "/d/m.csv", ORIGIN)
+    assert (csv_items[0].uri, csv_items[0].label) == ("/d/daisy/1.jpg", "daisy")
+    jsonl = b"\xef\xbb\xbf" + jsonl_line().encode() + b"\n"
+    assert manifests.parse(text.decode(jsonl, "m.jsonl", ORIGIN), "m.jsonl", ORIGIN)[0].label == \
+        "daisy"
+
+
+def items_or_one_line(data: bytes):
+    try:
+        return manifests.parse(text.decode(data, "m", ORIGIN), "m", ORIGIN)
+    except TrainerError as err:
+        assert str(err) and "\n" not in str(err), str(err)
+        return str(err)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=2000))
+def test_any_bytes_give_items_or_one_line(data):
+    items_or_one_line(data)
+
+
+manifest_lines = st.one_of(
+    st.text(max_size=80),
+    st.builds(lambda uri, label, use: f"{use},{uri},{label}" if use else f"{uri},{label}",
+              st.text(max_size=30), st.text(max_size=20),
+              st.sampled_from(["", "training", "test", "TEST", "x"])),
+    st.builds(lambda uri, label, use: jsonl_line(uri, label, use), st.text(max_size=30),
+              st.text(max_size=20), st.sampled_from(["training", "validation", "", "bad"])),
+    st.builds(json.dumps, st.recursive(st.none() | st.booleans() | st.integers() | st.text(
+        max_size=10), lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.sampled_from(["imageGcsUri", "classificationAnnotation", "displayName",
+                         "classificationAnnotations", "dataItemResourceLabels", ML_USE]),
+        inner, max_size=4), max_leaves=8)))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(manifest_lines, max_size=8), st.booleans())
+def test_any_lines_give_items_with_a_uri_and_label_or_one_line(lines, bom):
+    data = ("\ufeff" if bom else "") + "\n".join(lines)
+    result = items_or_one_line(data.encode("utf-8", "surrogatepass"))
+    if not isinstance(result, str):
+        assert result and all(item.uri and item.label and item.ml_use in ("", *manifests.ML_USES)
+                              for item in result)

@@ -1,5 +1,6 @@
 """`python -m trainer.predict` over TFRecords and image files: lines, grid and confusion matrix."""
 
+import json
 import subprocess
 import sys
 
@@ -105,9 +106,10 @@ def test_images_without_class_folders_get_a_grid_only_with_the_label_map(tmp_pat
 
 @pytest.mark.parametrize("files, message", [
     (["{tmp}/none-*"], "FILES: no file matches '{tmp}/none-*'"),
-    (["{tmp}/fake.png"], "FILES: {tmp}/fake.png is not a PNG or JPEG image"),
-    (["{tmp}/fake.png", "{tmp}/data.tfrecord"], "FILES: give PNG/JPEG images or TFRecord files, "
-                                                "not both"),
+    (["{tmp}/fake.png"], "FILES: {tmp}/fake.png: image {tmp}/fake.png is corrupt, truncated or "
+                         "not a JPEG/PNG/GIF/BMP image (Unknown image file format."),
+    (["{tmp}/fake.png", "{tmp}/data.tfrecord"], "FILES: give image files or data files "
+                                                "(TFRecords, manifests), not both"),
     (["{tmp}/data.tfrecord"], "FILES: {tmp}/data.tfrecord: not a TFRecord file"),
 ])
 def test_bad_inputs_are_one_line_errors(trained, tmp_path, capsys, files, message):
@@ -167,3 +169,83 @@ def test_the_command_fails_in_one_line(tmp_path, argv, code, message):
     errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and message.format(tmp=tmp_path) in errors[0], done.stderr[-2000:]
     assert "Traceback" not in done.stderr
+
+
+@pytest.fixture(scope="module")
+def named_model(tmp_path_factory):
+    """(an untrained cnn_small exported with the DIGITS label map, 12 images, their classes (the
+    first ten one of each), what the model predicts for each)."""
+    model, model_dir = export_model(tmp_path_factory.mktemp("named"), class_names=DIGITS)
+    pixels, labels = synthetic_images(12, seed=4)[0], np.arange(12) % 10
+    served = tf.saved_model.load(model_dir).signatures["serving_default"]
+    want = served(image=tf.constant(pixels.astype(np.float32) / 255))["classes"].numpy()
+    return model_dir, pixels, labels, want
+
+
+def write_pngs(root, pixels, labels) -> list:
+    paths = []
+    for index, (image, label) in enumerate(zip(pixels, labels)):
+        path = root / DIGITS[label] / f"{index:02d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(png(image))
+        paths.append(path)
+    return paths
+
+
+def prediction_lines(out: str, count: int) -> dict:
+    """{input name: (predicted, true)} of the first `count` lines."""
+    rows = [line.split("  ") for line in out.splitlines()[:count]]
+    return {row[0]: (row[1].split(" ")[0], row[2].removeprefix("true ")) for row in rows}
+
+
+def test_a_class_folder_is_predicted_with_its_true_labels(named_model, tmp_path, capsys):
+    model_dir, pixels, labels, want = named_model
+    paths = write_pngs(tmp_path / "photos", pixels, labels)
+    code, out, err = run_predict(capsys, "--model-dir", model_dir, str(tmp_path / "photos"),
+                                 "--output-dir", str(tmp_path / "out"))
+    assert code == 0, err
+    assert prediction_lines(out, 12) == {str(path): (DIGITS[w], DIGITS[label]) for path, w, label
+                                         in zip(paths, want, labels)}
+    assert "12 predictions, accuracy" in out
+    check_png(tmp_path / "out" / "confusion_matrix.png")
+
+
+def test_a_combined_manifest_is_predicted_whole_or_by_split(named_model, tmp_path, capsys):
+    model_dir, pixels, labels, want = named_model
+    paths = write_pngs(tmp_path / "photos", pixels, labels)
+    uses = ["training"] * 10 + ["validation", "test"]
+    manifest = tmp_path / "all.jsonl"
+    manifest.write_text("".join(json.dumps({
+        "imageGcsUri": str(path), "classificationAnnotation": {"displayName": DIGITS[label]},
+        "dataItemResourceLabels": {"aiplatform.googleapis.com/ml_use": use}}) + "\n"
+        for path, label, use in zip(paths, labels, uses)))
+    expected = {f"{path} ({manifest} line {i + 1})": (DIGITS[w], DIGITS[label])
+                for i, (path, w, label) in enumerate(zip(paths, want, labels))}
+    code, out, err = run_predict(capsys, "--model-dir", model_dir, str(manifest),
+                                 "--output-dir", str(tmp_path / "out"))
+    assert code == 0, err
+    assert prediction_lines(out, 12) == expected
+    code, out, err = run_predict(capsys, "--model-dir", model_dir, str(manifest), "--split",
+                                 "test", "--output-dir", str(tmp_path / "out"))
+    assert code == 0, err
+    assert prediction_lines(out, 1) == dict(list(expected.items())[11:])
+    assert "1 predictions, accuracy" in out
+
+
+def test_manifest_errors_name_predicts_own_arguments(named_model, tmp_path, capsys):
+    model_dir, pixels, labels, _ = named_model
+    paths = write_pngs(tmp_path / "photos", pixels[:2], labels[:2])
+    manifest = tmp_path / "train.csv"
+    manifest.write_text(f"training,{paths[0]},{DIGITS[labels[0]]}\n"
+                        f"validation,{paths[1]},{DIGITS[labels[1]]}\n")
+    code, _, err = run_predict(capsys, "--model-dir", model_dir, str(manifest), "--split", "test",
+                               "--output-dir", str(tmp_path / "out"))
+    assert code == 1
+    assert err == ("error: FILES: the manifest has no items with ml_use 'test' (it has "
+                   "training, validation); --split test reads that split\n")
+    manifest.write_text(f"{paths[0]},lion\n")
+    code, _, err = run_predict(capsys, "--model-dir", model_dir, str(manifest),
+                               "--output-dir", str(tmp_path / "out"))
+    assert code == 1
+    assert err.startswith(f"error: FILES: {manifest} line 1: label 'lion' is not one of the "
+                          f"classes of the model ({model_dir}) (digit-0, ")

@@ -1,14 +1,16 @@
-"""Run an exported model over images or TFRecords: `python -m trainer.predict`.
+"""Run an exported model over anything the trainer reads: `python -m trainer.predict`.
 
     python -m trainer.predict --model-dir trainer-output/export/1700000000 \
         'data/mnist/eval-*' --output-dir predictions
 
-FILES are paths or globs (local, /gcs/ or gs://): PNG/JPEG files (by their .png/.jpg/.jpeg
-suffix) go through the model's `encoded_image` signature, as a client's upload would; anything
-else is read as TFRecords of the trainer's schema through the training input pipeline (so the
-same checks and messages apply) and the `serving_default` signature. Each prediction prints as
-one line. True labels come from the records' `label`, or for images from their folder's name
-when every folder names a class (`digits/3/a.png`, or `digits/cat/a.png` with a label map).
+FILES are read as --train-files/--eval-files are, through the same data code (trainer.data:
+the same detection, up-front checks, pipeline and one-line errors): TFRecords (raw pixels or
+encoded images), a class folder (ROOT/CLASS/img), JSONL/CSV manifests (every item, or one ml_use
+split with --split), a TFDS dataset folder, or image files and globs of them. Images are decoded
+and resized as evaluation does them, then go through the model's `serving_default` signature.
+Each prediction prints as one line naming its input (FILE#N for a record). True labels come with
+the data (records, class folders, manifests), or for image files from their folder's name when
+every folder names one of the model's classes.
 
 Written to --output-dir: `predictions.png`, a grid of the first --grid images titled with the
 true and predicted label (misclassified ones in red), and with true labels
@@ -18,10 +20,8 @@ true and predicted label (misclassified ones in red), and with true labels
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import io
 import os
-import posixpath
 import sys
 from dataclasses import dataclass
 from typing import Sequence
@@ -31,9 +31,9 @@ import numpy as np
 from trainer.cli import OneLineParser, run_cli
 from trainer.errors import TrainerError, short_reason
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 GRID_FILE = "predictions.png"
 CONFUSION_FILE = "confusion_matrix.png"
+SPLITS = ("training", "validation", "test")
 _COLUMNS = 5
 
 
@@ -46,100 +46,51 @@ class Predictions:
     images: list[np.ndarray]  # the first --grid inputs, H x W x C, for display
 
 
-def _batches(items: list, size: int):
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
-
-
-def _folder_labels(paths: list[str], names: list[str]) -> np.ndarray | None:
-    folders = [posixpath.basename(posixpath.dirname(path.replace(os.sep, "/"))) for path in paths]
-    if not all(folder in names for folder in folders):
-        return None
-    return np.array([names.index(folder) for folder in folders])
-
-
-def predict_images(model, paths: list[str], names: list[str], batch_size: int,
-                   grid: int, channels: int) -> Predictions:
-    import tensorflow as tf
-
-    signature = model.signatures["encoded_image"]
-    classes, confidence, images = [], [], []
-    for batch in _batches(paths, batch_size):
-        encoded = []
-        for path in batch:
-            try:
-                with tf.io.gfile.GFile(path, "rb") as f:
-                    encoded.append(f.read())
-            except tf.errors.OpError as err:
-                raise TrainerError(f"FILES: cannot read {path} ({short_reason(err)})") from None
-        try:
-            outputs = signature(image_bytes=tf.constant(encoded))
-        except tf.errors.InvalidArgumentError:
-            for path, data in zip(batch, encoded):  # find the file at fault
-                try:
-                    signature(image_bytes=tf.constant([data]))
-                except tf.errors.InvalidArgumentError as err:
-                    raise TrainerError(f"FILES: {path} is not a PNG or JPEG image "
-                                       f"({short_reason(err)})") from None
-            raise
-        classes.append(outputs["classes"].numpy())
-        confidence.append(outputs["probabilities"].numpy().max(axis=1))
-        for data in encoded[:max(0, grid - len(images))]:
-            images.append(tf.io.decode_image(data, channels=channels,
-                                             expand_animations=False).numpy())
-    return Predictions(list(paths), np.concatenate(classes), np.concatenate(confidence),
-                       _folder_labels(paths, names), images)
-
-
-def predict_records(model, files: list[str], image_shape, num_classes: int, batch_size: int,
-                    grid: int, limit: int | None) -> Predictions:
+def predict(model, source, batch_size: int, grid: int, limit: int | None) -> Predictions:
+    """The model's predictions for every example of `source` (the first `limit`), in
+    evaluation order."""
     import tensorflow as tf
 
     from trainer import data
 
-    source = data.inspect_input(tuple(files), "FILES", image_shape, num_classes)
     signature = model.signatures["serving_default"]
+    batches = iter(data.make_dataset(source, batch_size=batch_size, training=False,
+                                     num_batches=None if limit is None else -(-limit //
+                                                                             batch_size)))
     sources, classes, confidence, labels, images = [], [], [], [], []
-    # One pipeline per file keeps records in file order, so each result names its record.
-    for path, compression in zip(source.files, source.compressions):
-        single = dataclasses.replace(source, files=(path,), compressions=(compression,))
-        index = 0
+    for names in source.example_names().batch(batch_size):
+        names = [name.decode("utf-8", "replace") for name in names.numpy()]
         try:
-            for batch_images, batch_labels in data.make_dataset(single, batch_size=batch_size,
-                                                                training=False):
-                if limit is not None:
-                    batch_images = batch_images[:limit - len(sources)]
-                    batch_labels = batch_labels[:limit - len(sources)]
-                outputs = signature(image=batch_images)
-                count = len(batch_labels)
-                sources += [f"{path}#{index + i}" for i in range(count)]
-                index += count
-                classes.append(outputs["classes"].numpy())
-                confidence.append(outputs["probabilities"].numpy().max(axis=1))
-                labels.append(batch_labels.numpy())
-                images += list(batch_images.numpy()[:max(0, grid - len(images))])
-                if limit is not None and len(sources) >= limit:
-                    break
-        except (tf.errors.OpError, UnicodeDecodeError) as err:
-            raise _record_error(err, single, index, batch_size) from None
+            batch_images, batch_labels = next(batches)
+        except StopIteration:
+            break
+        except UnicodeDecodeError:
+            # TensorFlow's error quotes the record and cannot say which of the batch it was.
+            raise TrainerError(f"{source.flag}: {_among(names)} is not a serialized "
+                               "tf.train.Example") from None
+        except tf.errors.OpError as err:
+            raise data.explain_pipeline_error(err, source) or TrainerError(
+                f"{source.flag}: cannot read {_among(names)} ({short_reason(err)})") from None
+        count = len(names) if limit is None else min(len(names), limit - len(sources))
+        outputs = signature(image=batch_images[:count])
+        sources += names[:count]
+        classes.append(outputs["classes"].numpy())
+        confidence.append(outputs["probabilities"].numpy().max(axis=1))
+        labels.append(batch_labels.numpy()[:count])
+        images += list(batch_images.numpy()[:max(0, min(count, grid - len(images)))])
         if limit is not None and len(sources) >= limit:
             break
     return Predictions(sources, np.concatenate(classes), np.concatenate(confidence),
-                       np.concatenate(labels), images)
+                       np.concatenate(labels) if source.labelled else None, images)
 
 
-def _record_error(err: Exception, source, first: int, batch_size: int) -> TrainerError:
-    """One line naming the file (`source` holds one) for an error met reading its records
-    from record number `first` on."""
-    from trainer import data
-
-    path = source.files[0]
-    if isinstance(err, UnicodeDecodeError):
-        # A batch is parsed at once, and TensorFlow's error cannot say which record failed.
-        return TrainerError(f"FILES: {path}: a record among #{first}-#{first + batch_size - 1} "
-                            "is not a serialized tf.train.Example")
-    return data.explain_pipeline_error(err, source) or TrainerError(
-        f"FILES: {path}: cannot read its records ({short_reason(err)})")
+def _among(names: list[str]) -> str:
+    """The examples of a batch, in words: "FILE: a record among #A-#B" within one file."""
+    files = {name.rsplit("#", 1)[0] for name in names}
+    if len(files) == 1 and all("#" in name for name in names):
+        return (f"{files.pop()}: a record among #{names[0].rsplit('#', 1)[1]}-"
+                f"#{names[-1].rsplit('#', 1)[1]}")
+    return f"a record among {names[0]} ... {names[-1]}"
 
 
 def _figure(width: float, height: float):
@@ -222,9 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                        description=__doc__.split("\n\n")[0])
     p.add_argument("files", nargs="+", metavar="FILES",
-                   help="PNG/JPEG files or TFRecords (paths or globs), not both")
+                   help="what --train-files takes: TFRecords, a class folder, JSONL/CSV "
+                        "manifests, a TFDS folder, or images (paths or globs)")
     p.add_argument("--model-dir", required=True, help="a SavedModel exported by trainer.task")
     p.add_argument("--output-dir", default="predictions", help="where the PNGs go")
+    p.add_argument("--split", choices=SPLITS,
+                   help="the ml_use split of a manifest (or TFDS split) to predict; default: all")
     p.add_argument("--batch-size", type=_positive, default=64)
     p.add_argument("--grid", type=_positive, default=25, help="images in predictions.png")
     p.add_argument("--limit", type=_positive, help="predict the first N inputs only")
@@ -233,32 +187,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> list[str]:
     """Predicts, prints one line per input, writes the PNGs; returns their paths."""
-    from trainer import export, storage
+    from trainer import data, export, storage
+    from trainer.data.source import Classes, Request, Terms
     from trainer.storage import join
 
     model = export.load(args.model_dir, "--model-dir")
-    missing = sorted({"serving_default", "encoded_image"} - set(model.signatures))
-    if missing:
-        raise TrainerError(f"--model-dir: {args.model_dir} lacks the signature(s) {missing}; "
-                           "export it with trainer.task")
+    if "serving_default" not in model.signatures:
+        raise TrainerError(f"--model-dir: {args.model_dir} lacks the signature "
+                           "'serving_default'; export it with trainer.task")
     serving = model.signatures["serving_default"]
     image_shape = tuple(serving.structured_input_signature[1]["image"].shape[1:])
     num_classes = serving.structured_outputs["probabilities"].shape[-1]
     names = export.class_names_of(args.model_dir) or [str(i) for i in range(num_classes)]
-    files = storage.expand_patterns(tuple(args.files), "FILES")
-    is_image = [path.lower().endswith(IMAGE_SUFFIXES) for path in files]
-    if any(is_image) and not all(is_image):
-        raise TrainerError("FILES: give PNG/JPEG images or TFRecord files, not both")
+    model_terms = Terms(image_shape="the model's input, --model-dir",
+                        num_classes="the model's classes, --model-dir", skip_hint=None)
+    source = data.inspect(Request(
+        tuple(args.files), "FILES", args.split, f"--split {args.split}", image_shape,
+        num_classes, None, Classes(tuple(names), num_classes, f"the model ({args.model_dir})"),
+        model_terms, labels_required=False))
     storage.ensure_writable_dir(args.output_dir, "--output-dir")
-    if all(is_image):
-        predictions = predict_images(model, files[:args.limit], names, args.batch_size,
-                                     args.grid, image_shape[-1])
-    else:
-        predictions = predict_records(model, files, image_shape, num_classes, args.batch_size,
-                                      args.grid, args.limit)
+    predictions = predict(model, source, args.batch_size, args.grid, args.limit)
 
-    for i, source in enumerate(predictions.sources):
-        line = f"{source}  {names[predictions.classes[i]]} ({predictions.confidence[i]:.3f})"
+    for i, name in enumerate(predictions.sources):
+        line = f"{name}  {names[predictions.classes[i]]} ({predictions.confidence[i]:.3f})"
         if predictions.labels is not None:
             truth = names[predictions.labels[i]]
             line += f"  true {truth}" + ("" if predictions.labels[i] == predictions.classes[i]

@@ -15,12 +15,10 @@ import numpy as np
 import tensorflow as tf
 
 from trainer.data import images
-from trainer.data.image_files import ImageFiles
 from trainer.errors import TrainerError, short_reason
 
 SCAN_SECONDS = 60.0
 SCAN_BATCH = 256
-HINT = "--skip-corrupt-images skips such images"
 
 # The ops of reading and decoding an image, as TensorFlow names the failing node.
 _IMAGE_OP = re.compile(r"\{\{node [^}]*\b(ReadFile|ExtractJpegShape|Decode(Image|Jpeg|AndCropJpeg|"
@@ -36,16 +34,17 @@ def explain(err: tf.errors.OpError, source) -> TrainerError:
     """A one-line error naming the first image of `source` that fails, or how far the scan got."""
     started = time.monotonic()
     index, checked = _first_failure(source, started + SCAN_SECONDS)
+    hint = f"; {source.terms.skip_hint}" if source.terms.skip_hint else ""
     if index is not None:
-        return TrainerError(f"{source.flag}: {_problem(source, index)}; {HINT}")
+        return TrainerError(f"{source.flag}: {_problem(source, index)}{hint}")
     reason = short_reason(err)
     if checked is None:
         return TrainerError(f"{source.flag}: an image could not be read or decoded ({reason}); "
-                            f"every image reads and decodes when checked again; {HINT}")
+                            f"every image reads and decodes when checked again{hint}")
     return TrainerError(
         f"{source.flag}: an image could not be read or decoded ({reason}); the first "
         f"{checked:,} images (in evaluation order, checked for {time.monotonic() - started:.0f} s)"
-        f" decode, the bad one is further on; {HINT}")
+        f" decode, the bad one is further on{hint}")
 
 
 def _units(source):
@@ -53,8 +52,7 @@ def _units(source):
 
 
 def _encoded(source, unit):
-    data = source.parse_one(*unit)[0]
-    return tf.io.read_file(data) if isinstance(source, ImageFiles) else data
+    return source.read(source.parse_one(*unit)[0])
 
 
 def _first_failure(source, deadline: float) -> tuple[int | None, int | None]:
@@ -86,16 +84,12 @@ def _first_failure(source, deadline: float) -> tuple[int | None, int | None]:
 
 def _problem(source, index: int) -> str:
     """Why the unit at `index` fails, read and decoded once more to get the decoder's reason."""
-    unit = next(iter(_units(source).skip(index).take(1)))
-    where = unit[-1].numpy().decode("utf-8", "replace")  # each image source's units end with it
-    subject = f"{where}: the image"
-    if isinstance(source, ImageFiles):
-        uri = unit[0].numpy().decode("utf-8", "replace")
-        if not tf.io.gfile.exists(uri):
-            return f"{where}: image {uri} does not exist"
-        subject = f"{where}: image {uri}"
+    data, _, where = source.parse_one(*next(iter(_units(source).skip(index).take(1))))
+    subject = f"{where.numpy().decode('utf-8', 'replace')}: {source.name_image(data)}"
     try:
-        images.decode(_encoded(source, unit), source.image_shape[2])
+        images.decode(source.read(data), source.image_shape[2])
+    except tf.errors.NotFoundError:
+        return f"{subject} does not exist"
     except tf.errors.OpError as err:
         return f"{subject} {_NOT_AN_IMAGE} ({short_reason(err)})"
     return f"{subject} could not be read or decoded"

@@ -1,4 +1,5 @@
-"""Source: image files, listed by JSONL/CSV manifests or found in class folders (ROOT/CLASS/x.jpg).
+"""Source: image files, listed by JSONL/CSV manifests, found in class folders (ROOT/CLASS/x.jpg),
+or given one by one (their folder names the class, or, for predict, no class is known).
 
 The list (URI, label) is read up front, which is also where the label map comes from; the images
 themselves are read inside tf.data, in parallel, and never downloaded up front. The first few
@@ -7,31 +8,36 @@ URIs are checked to exist, so that a manifest pointing at the wrong bucket fails
 
 from __future__ import annotations
 
+import posixpath
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import tensorflow as tf
 
 from trainer import storage
-from trainer.data import manifests
+from trainer.data import labels, manifests, text
+from trainer.data.source import IMAGE_SUFFIXES, Classes, Detector, Probe, Request, Terms
+from trainer.data.source import is_folder as is_folder  # prepare_images reads folders as we do
 from trainer.errors import TrainerError, short_reason
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 _CHECK_FIRST = 8
 _THREADS = 16
+read_text = text.read  # prepare_images reads manifests as we do
 
 
 @dataclass(frozen=True)
 class ImageFiles:
     flag: str
-    files: tuple[str, ...]  # the manifests, or the root folder
+    files: tuple[str, ...]  # the manifests, the root folder, or the images
     description: str
     uris: tuple[str, ...]
-    labels: tuple[int, ...]
+    labels: tuple[int, ...]  # -1 each when not labelled
     wheres: tuple[str, ...]  # "URI (MANIFEST line N)" or the URI, for error messages
     image_shape: tuple[int, int, int]
     num_classes: int
-    class_names: tuple[str, ...] | None = None
+    class_names: tuple[str, ...] | None
+    terms: Terms
+    labelled: bool = True
     parses_batches = False
 
     @property
@@ -53,27 +59,20 @@ class ImageFiles:
         return dataset
 
     def parse_one(self, uri, label, where):
-        # The pipeline reads the file where a failure can be caught and named.
+        # The pipeline reads the file (`read`) where a failure can be caught and named.
         return uri, label, where
 
+    def read(self, uri):
+        return tf.io.read_file(uri)
 
-def read_text(path: str, origin: str) -> str:
-    try:
-        with tf.io.gfile.GFile(path, "r") as f:
-            return f.read()
-    except (tf.errors.OpError, UnicodeDecodeError) as err:
-        raise TrainerError(f"{origin}: cannot read {path} ({short_reason(err)})") from None
+    def name_image(self, uri) -> str:
+        return f"image {uri.numpy().decode('utf-8', 'replace')}"
 
+    def example_names(self):
+        return tf.data.Dataset.from_tensor_slices(list(self.wheres))
 
-def manifest_items(files: list[str], flag: str, origin: str) -> list[manifests.Item]:
-    items = []
-    for path in files:
-        items += manifests.parse(read_text(path, origin), path, origin)
-    return manifests.for_flag(items, flag, origin)
-
-
-def is_folder(pattern: str) -> bool:
-    return not any(c in pattern for c in "*?[") and tf.io.gfile.isdir(pattern)
+    def explain(self, err: Exception) -> None:
+        return None  # image errors are the pipeline's; there is nothing else to read
 
 
 def folder_items(root: str, origin: str) -> list[manifests.Item]:
@@ -108,7 +107,29 @@ def folder_items(root: str, origin: str) -> list[manifests.Item]:
     return items
 
 
-def check_first_exist(items: list[manifests.Item], origin: str) -> None:
+def _manifest_items(probe: Probe, request: Request) -> list[manifests.Item]:
+    items = []
+    for path in probe.files:
+        items += manifests.parse(text.read(path, request.origin), path, request.origin)
+    return manifests.for_split(items, request.split, request.split_origin, request.origin)
+
+
+def _named_classes(items: list[manifests.Item], request: Request) -> Classes:
+    """The training data's classes: --label-map, else the names its items use, sorted."""
+    if request.label_map:
+        names = labels.parse(text.read(request.label_map, "--label-map"), request.label_map,
+                             "--label-map")
+        origin = f"--label-map {request.label_map}"
+    else:
+        names, origin = labels.build(item.label for item in items), request.origin
+    if len(names) < 2:
+        raise TrainerError(f"{request.origin}: the training data has {len(names)} class "
+                           f"({', '.join(names)}); expected at least 2")
+    return Classes(tuple(names), labels.check_num_classes(request.num_classes, list(names),
+                                                          origin), origin)
+
+
+def _check_first_exist(items: list[manifests.Item], origin: str) -> None:
     def exists(item):
         return item, tf.io.gfile.exists(item.uri)
 
@@ -119,10 +140,56 @@ def check_first_exist(items: list[manifests.Item], origin: str) -> None:
                 raise TrainerError(f"{origin}: {item.where}: image {item.uri} does not exist")
 
 
-def make(flag: str, files: list[str], description: str, items: list[manifests.Item],
-         indices: list[int], image_shape, num_classes: int, class_names) -> ImageFiles:
-    wheres = tuple(item.uri if item.where == item.uri else f"{item.uri} ({item.where})"
-                   for item in items)
-    return ImageFiles(flag, tuple(files), description, tuple(item.uri for item in items),
-                      tuple(indices), wheres, tuple(image_shape), num_classes,
-                      tuple(class_names))
+def _source(probe: Probe, request: Request, items: list[manifests.Item], description: str,
+            classes: Classes | None = None) -> ImageFiles:
+    """Named items checked against the classes (the training data's, or those they define)."""
+    classes = classes or request.classes or _named_classes(items, request)
+    if classes.names is None:
+        raise TrainerError(f"{request.origin}: labels are class names, but the training data has "
+                           "integer labels and no label map; give --label-map")
+    indices = labels.indices(((item.label, item.where) for item in items), list(classes.names),
+                             request.origin, classes.origin)
+    _check_first_exist(items, request.origin)
+    return ImageFiles(
+        request.origin, tuple(probe.files if probe.folder is None else [probe.folder]),
+        description, tuple(item.uri for item in items), tuple(indices),
+        tuple(item.uri if item.where == item.uri else f"{item.uri} ({item.where})"
+              for item in items),
+        tuple(request.image_shape), classes.num_classes, classes.names, request.terms)
+
+
+def _inspect_folder(probe: Probe, request: Request) -> ImageFiles:
+    return _source(probe, request, folder_items(probe.folder, request.origin),
+                   "image(s) in class folders")
+
+
+def _inspect_manifests(probe: Probe, request: Request) -> ImageFiles:
+    return _source(probe, request, _manifest_items(probe, request),
+                   f"image(s) listed by {len(probe.files)} manifest(s)")
+
+
+def _inspect_images(probe: Probe, request: Request) -> ImageFiles:
+    """Images named one by one: labelled by their folders when every folder names a class."""
+    paths = probe.files
+    folders = [posixpath.basename(posixpath.dirname(path)) for path in paths]
+    known = request.classes is not None and request.classes.names is not None
+    if known and set(folders) <= set(request.classes.names):
+        return _source(probe, request, [manifests.Item(p, f, "", p) for p, f in zip(paths,
+                                                                                   folders)],
+                       "image file(s) in class folders")
+    if request.labels_required or request.classes is None:
+        raise TrainerError(f"{request.origin}: {paths[0]} is an image; give a folder with one "
+                           "subfolder per class (ROOT/CLASS/image.jpg) or a JSONL/CSV manifest "
+                           "that labels it")
+    _check_first_exist([manifests.Item(p, "", "", p) for p in paths], request.origin)
+    classes = request.classes
+    return ImageFiles(request.origin, tuple(paths), "image file(s) of no known class",
+                      tuple(paths), (-1,) * len(paths), tuple(paths), tuple(request.image_shape),
+                      classes.num_classes, classes.names, request.terms, labelled=False)
+
+
+CLASS_FOLDERS = Detector("class folders", lambda probe: probe.folder is not None, _inspect_folder)
+IMAGES = Detector("image files", lambda probe: probe.folder is None and all(
+    probe.named(IMAGE_SUFFIXES)), _inspect_images)
+MANIFESTS = Detector("JSONL/CSV manifests", lambda probe: probe.folder is None and probe.text,
+                     _inspect_manifests)

@@ -27,7 +27,7 @@ from trainer.errors import TrainerError
 
 ML_USE_KEY = "aiplatform.googleapis.com/ml_use"
 ML_USES = ("training", "validation", "test")
-# flag -> the ml_use it reads from a manifest that labels its items
+# flag -> the ml_use split it reads (from a manifest that labels its items, or a TFDS folder)
 FLAG_ML_USE = {"--train-files": "training", "--eval-files": "validation", "--test-files": "test"}
 
 
@@ -65,16 +65,16 @@ def parse(text: str, path: str, origin: str) -> list[Item]:
     return items
 
 
-def for_flag(items: list[Item], flag: str, origin: str) -> list[Item]:
-    """The items a flag reads: its own ml_use split when the manifest labels items by use."""
-    wanted = FLAG_ML_USE[flag]
-    if not any(item.ml_use for item in items):
+def for_split(items: list[Item], split: str | None, chosen_by: str, origin: str) -> list[Item]:
+    """The items of one ml_use split when the manifest labels items by use (None: every item);
+    `chosen_by` names what asked for the split, for the error."""
+    if split is None or not any(item.ml_use for item in items):
         return items
-    kept = [item for item in items if item.ml_use in (wanted, "")]
+    kept = [item for item in items if item.ml_use in (split, "")]
     if not kept:
         uses = sorted({item.ml_use for item in items})
-        raise TrainerError(f"{origin}: the manifest has no items with ml_use {wanted!r} "
-                           f"(it has {', '.join(uses)}); {flag} reads that split")
+        raise TrainerError(f"{origin}: the manifest has no items with ml_use {split!r} "
+                           f"(it has {', '.join(uses)}); {chosen_by} reads that split")
     return kept
 
 

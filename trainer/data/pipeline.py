@@ -19,9 +19,8 @@ import warnings
 
 import tensorflow as tf
 
-from trainer.data import bad_images, images, raw_records, tfrecords
-from trainer.data.image_files import ImageFiles
-from trainer.errors import TrainerError, short_reason
+from trainer.data import bad_images, images
+from trainer.errors import TrainerError
 
 log = logging.getLogger(__name__)
 
@@ -108,11 +107,9 @@ def make_dataset(source, *, batch_size: int, training: bool, shuffle_buffer: int
 
 def _decoded(units, source, training: bool, augment: bool, skipped: SkippedImages | None):
     shape = source.image_shape
-    reads_files = isinstance(source, ImageFiles)
 
     def preprocess(data):
-        if reads_files:
-            data = tf.io.read_file(data)
+        data = source.read(data)
         if training:
             return images.train_image(data, shape, augment)
         return images.eval_image(data, shape)
@@ -149,22 +146,12 @@ def _decoded(units, source, training: bool, augment: bool, skipped: SkippedImage
 
 def explain_pipeline_error(err: Exception, source) -> TrainerError | None:
     """A one-line TrainerError for a data problem met while reading `source`, else None."""
-    flag = source.flag
-    if isinstance(err, UnicodeDecodeError):
-        # TensorFlow quotes the undecodable record in its error text and fails to decode that.
-        return TrainerError(f"{flag}: a record is not a serialized tf.train.Example")
-    if isinstance(err, tf.errors.DataLossError) and hasattr(source, "compressions"):
-        culprit = tfrecords.find_corrupt_file(source)
-        where = f"{culprit[0]} is corrupt or truncated ({culprit[1]})" if culprit else \
-            f"a file is corrupt or truncated ({short_reason(err)})"
-        return TrainerError(f"{flag}: {where}")
     if not source.parses_batches and bad_images.is_image_error(err):
         return bad_images.explain(err, source)
-    if not isinstance(err, tf.errors.InvalidArgumentError):
-        return None
-    message = err.message or ""
-    found = re.search(r"assertion failed: \[\[\[(.*?)\]\]\](.*)", message, re.S)
-    if found:
-        text, seen = found.group(1), " ".join(found.group(2).split("\n")[0].split())
-        return TrainerError(f"{text} {seen}".strip())
-    return raw_records.explain_parse_error(message, flag)
+    if isinstance(err, tf.errors.InvalidArgumentError):
+        found = re.search(r"assertion failed: \[\[\[(.*?)\]\]\](.*)", err.message or "", re.S)
+        if found:
+            text, seen = found.group(1), " ".join(found.group(2).split("\n")[0].split())
+            return TrainerError(f"{text} {seen}".strip())
+    return source.explain(err)
+

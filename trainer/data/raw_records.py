@@ -6,7 +6,6 @@ than a record at a time), so this source parses batches, not records.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,33 +13,19 @@ import tensorflow as tf
 
 from trainer import records
 from trainer.data import tfrecords
+from trainer.data.source import Detector, Probe, Request
+from trainer.data.tfrecords import FileProblem, RecordFiles, assert_that
 from trainer.errors import TrainerError
-from trainer.data.tfrecords import FileProblem
 
 
-@dataclass(frozen=True)
-class RawRecords:
+@dataclass(frozen=True, kw_only=True)
+class RawRecords(RecordFiles):
     """Inspected TFRecord files of raw pixels and how to decode them."""
 
-    flag: str
-    files: tuple[str, ...]
-    compressions: tuple[str, ...]
     image_key: str
     image_dtype: str  # "uint8" or "float32"
     has_shape_fields: bool
-    image_shape: tuple[int, int, int]
-    num_classes: int
-    class_names: tuple[str, ...] | None = None
     parses_batches = True
-    description = "raw-pixel TFRecord file(s)"
-
-    @property
-    def size(self) -> int:
-        return len(self.files)
-
-    def units(self, **kwargs):
-        return tfrecords.record_units(self.files, self.compressions, with_position=False,
-                                      **kwargs)
 
     def parse_batch(self, serialized):
         return _parse_fn(self)(serialized)
@@ -48,34 +33,40 @@ class RawRecords:
 
 @dataclass(frozen=True)
 class _FileFormat:
-    compression: str
     image_key: str
     image_dtype: str
     has_shape_fields: bool
 
 
-def is_raw(features) -> bool:
-    return records.IMAGE in features or records.LEGACY_IMAGE in features
-
-
-def inspect(files: list[str], flag: str, image_shape, num_classes: int,
-            class_names=None) -> RawRecords:
-    formats = tfrecords.inspect_files(
-        files, flag, lambda path, compression, features: _check_first_record(
-            compression, features, image_shape, num_classes))
+def inspect(probe: Probe, request: Request) -> RawRecords:
+    files = probe.files
+    classes = tfrecords.record_classes(request, files)
+    formats, compressions, counts = tfrecords.inspect_files(
+        files, request.origin, lambda path, compression, features: _check_first_record(
+            features, request, classes.num_classes))
     first = formats[0]
     for path, fmt in zip(files, formats):
         if (fmt.image_key, fmt.image_dtype) != (first.image_key, first.image_dtype):
             raise TrainerError(
-                f"{flag}: {path} stores images as {fmt.image_key!r} ({fmt.image_dtype}) but "
-                f"{files[0]} as {first.image_key!r} ({first.image_dtype}); use one schema")
-    return RawRecords(flag, tuple(files), tuple(f.compression for f in formats), first.image_key,
-                      first.image_dtype, any(f.has_shape_fields for f in formats),
-                      tuple(image_shape), num_classes,
-                      tuple(class_names) if class_names else None)
+                f"{request.origin}: {path} stores images as {fmt.image_key!r} ({fmt.image_dtype}) "
+                f"but {files[0]} as {first.image_key!r} ({first.image_dtype}); use one schema")
+    return RawRecords(
+        flag=request.origin, files=tuple(files), compressions=tuple(compressions),
+        counts=tuple(counts), image_shape=tuple(request.image_shape),
+        num_classes=classes.num_classes, class_names=classes.names, terms=request.terms,
+        description=f"records in {len(files)} raw-pixel TFRecord file(s)",
+        image_key=first.image_key, image_dtype=first.image_dtype,
+        has_shape_fields=any(f.has_shape_fields for f in formats))
 
 
-def _check_first_record(compression, features, image_shape, num_classes) -> _FileFormat:
+# Anything that is not text or an image is read as TFRecords, so that the error says what a
+# TFRecord file must be.
+DETECTOR = Detector("raw-pixel TFRecords",
+                    lambda probe: tfrecords.looks_like_records(probe) or not probe.text, inspect)
+
+
+def _check_first_record(features, request: Request, num_classes: int) -> _FileFormat:
+    image_shape, terms = request.image_shape, request.terms
     image_key = records.IMAGE if records.IMAGE in features else records.LEGACY_IMAGE
     if image_key not in features:
         raise FileProblem(f"records lack the image feature; expected {records.IMAGE!r} (uint8 "
@@ -101,26 +92,18 @@ def _check_first_record(compression, features, image_shape, num_classes) -> _Fil
         expected = str(pixels) if image_key == records.IMAGE else \
             f"{pixels} (uint8) or {4 * pixels} (float32)"
         raise FileProblem(f"image has {size} bytes; expected {expected} for "
-                          f"{shape_text(image_shape)} (--image-height/--image-width/"
-                          "--image-channels)")
+                          f"{shape_text(image_shape)} ({terms.image_shape})")
     declared = tuple(features[k].int64_list.value[0] for k in records.SHAPE_KEYS
                      if k in features and features[k].int64_list.value)
     if len(declared) == 3 and declared != tuple(image_shape):
-        raise FileProblem(f"records declare images of {shape_text(declared)}; the flags say "
-                          f"{shape_text(image_shape)} (--image-height/--image-width/"
-                          "--image-channels)")
-    if not 0 <= label[0] < num_classes:
-        raise FileProblem(f"label {label[0]} is outside [0, {num_classes}) (--num-classes)")
-    return _FileFormat(compression, image_key, dtype, len(declared) == 3)
+        raise FileProblem(f"records declare images of {shape_text(declared)}; expected "
+                          f"{shape_text(image_shape)} ({terms.image_shape})")
+    tfrecords.check_label(label[0], num_classes, terms)
+    return _FileFormat(image_key, dtype, len(declared) == 3)
 
 
 def shape_text(shape) -> str:
     return "x".join(str(d) for d in shape)
-
-
-def assert_that(condition, message: str, *data):
-    # The message is recovered from the op error by pipeline.explain_pipeline_error.
-    return tf.debugging.Assert(condition, [f"[[{message}]]", *data], summarize=5)
 
 
 def _parse_fn(source: RawRecords):
@@ -133,7 +116,7 @@ def _parse_fn(source: RawRecords):
         # Records without the fields default to the expected shape, so only wrong ones fail.
         for key, dim in zip(records.SHAPE_KEYS, source.image_shape):
             spec[key] = tf.io.FixedLenFeature([], tf.int64, default_value=dim)
-    flag, shape = source.flag, shape_text(source.image_shape)
+    flag, shape, terms = source.flag, shape_text(source.image_shape), source.terms
 
     def parse(serialized):
         features = tf.io.parse_example(serialized, spec)
@@ -143,18 +126,18 @@ def _parse_fn(source: RawRecords):
         checks = [
             assert_that(tf.reduce_all(sizes == num_bytes),
                         f"{flag}: a record holds an image of the wrong size; expected "
-                        f"{num_bytes} bytes for {shape} {source.image_dtype} (--image-height/"
-                        f"--image-width/--image-channels), found",
+                        f"{num_bytes} bytes for {shape} {source.image_dtype} "
+                        f"({terms.image_shape}), found",
                         tf.boolean_mask(sizes, sizes != num_bytes)),
             assert_that(tf.reduce_all(label_ok),
                         f"{flag}: a record holds a label outside [0, {source.num_classes}) "
-                        f"(--num-classes):", tf.boolean_mask(labels, ~label_ok)),
+                        f"({terms.num_classes}):", tf.boolean_mask(labels, ~label_ok)),
         ]
         if source.has_shape_fields:
             declared = tf.stack([features[k] for k in records.SHAPE_KEYS], axis=1)
             checks.append(assert_that(tf.reduce_all(declared == source.image_shape),
                                       f"{flag}: a record declares a shape other than {shape} "
-                                      f"(--image-height/--image-width/--image-channels)"))
+                                      f"({terms.image_shape})"))
         with tf.control_dependencies(checks):
             images = tf.io.decode_raw(images, dtype)
         images = tf.reshape(images, [-1, height, width, channels])
@@ -163,23 +146,3 @@ def _parse_fn(source: RawRecords):
         return images, tf.cast(labels, tf.int32)
 
     return parse
-
-
-_MISSING_FEATURE = re.compile(r"Feature: (\S+) \(data type: (\w+)\) is required")
-_WRONG_TYPE = re.compile(r"Key: ([^\s,]+?)[.,]?\s.*?Data types don't match\. Data type: (\w+) but "
-                         r"expected type: (\w+)")
-
-
-def explain_parse_error(message: str, flag: str) -> TrainerError | None:
-    """A one-line error for parse_example's complaints about a record's features, else None."""
-    found = _MISSING_FEATURE.search(message)
-    if found:
-        return TrainerError(f"{flag}: a record lacks the {found.group(1)!r} feature "
-                            f"({found.group(2)}); every record needs an image and a label")
-    found = _WRONG_TYPE.search(message)
-    if found:
-        return TrainerError(f"{flag}: feature {found.group(1)!r} of a record holds {found.group(2)}"
-                            f"; expected {found.group(3)}")
-    if "parse" in message.lower() and "example" in message.lower():
-        return TrainerError(f"{flag}: a record is not a serialized tf.train.Example")
-    return None
