@@ -28,10 +28,11 @@ def model(tmp_path_factory):
     return export_model(tmp_path_factory.mktemp("serve") / "model", class_names=DIGITS)
 
 
-@pytest.fixture(scope="module")
-def port(model):
-    with server_thread(model[1], max_instances=MAX_INSTANCES,
-                       max_request_bytes=MAX_BYTES) as port:
+@pytest.fixture(scope="module", params=["litert", "tensorflow"])
+def port(model, request):
+    """The server on each runtime: every check below holds for both."""
+    with server_thread(model[1], max_instances=MAX_INSTANCES, max_request_bytes=MAX_BYTES,
+                       runtime=request.param) as port:
         yield port
 
 
@@ -265,8 +266,8 @@ def test_a_busy_port_is_a_one_line_error(model):
 
 
 def test_rows_and_columns_without_a_server():
-    signature = serve.Signature("s", None, {"a": serve.InputSpec(np.dtype("float32"), (None, 2)),
-                                            "b": serve.InputSpec(None, (None,))}, ("out",))
+    signature = serve.Signature("s", {"a": serve.InputSpec(np.dtype("float32"), (None, 2)),
+                                      "b": serve.InputSpec(None, (None,))}, ("out",))
     arrays = serve.rows_to_arrays([{"a": [1, 2], "b": "x"}, {"a": [3, 4], "b": b64(b"\0")}],
                                   signature, 4)
     assert arrays["a"].tolist() == [[1, 2], [3, 4]] and arrays["b"].tolist() == [b"x", b"\0"]
