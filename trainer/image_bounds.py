@@ -35,7 +35,7 @@ def cover_problem(height: int, width: int, target: tuple[int, int]) -> str | Non
     cover_height, cover_width = max(height * scale, target[0]), max(width * scale, target[1])
     if cover_height * cover_width <= limit:
         return None
-    return (f"its {width} x {height} pixels would be resized to {round(cover_width):,} x "
+    return (f"its {width:,} x {height:,} pixels would be resized to {round(cover_width):,} x "
             f"{round(cover_height):,} to cover the model's {target[1]} x {target[0]}; at most "
             f"{MAX_COVER_FACTOR} x {target[1]} x {target[0]} = {limit:,} pixels (an aspect ratio "
             f"up to {MAX_COVER_FACTOR} times the model's)")

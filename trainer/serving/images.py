@@ -6,8 +6,9 @@ TensorFlow's), and its antialiased bilinear resize to within float32 rounding (~
 grey follows each TensorFlow decoder: libpng's fixed-point weights for PNG, luma for JPEG,
 `tf.image.rgb_to_grayscale` for GIF and BMP. JPEG decodes through simplejpeg (libjpeg-turbo with
 TensorFlow's fast integer DCT, which Pillow does not offer). tests/test_serving_images.py compares every path
-with TensorFlow. What TensorFlow would read differently (CMYK JPEG, 16-bit colour PNG, BMP other
-than uncompressed 8/24/32 bits) is refused by name instead of served approximately.
+with TensorFlow. What TensorFlow would read differently (CMYK JPEG, 16-bit colour PNG for a grey
+model, BMP other than uncompressed 8/24/32 bits) is refused by name instead of served
+approximately.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 from trainer.image_bounds import cover_size
 
 
-class ImageError(ValueError):
+class ImageError(Exception):
     """Bytes this decoder refuses; the message says why, in one line."""
 
 
@@ -66,7 +67,21 @@ def _tf_grey(rgb: np.ndarray) -> np.ndarray:
     return (grey * np.float32(255.5)).astype(np.uint8)
 
 
-def _png(image, channels: int) -> np.ndarray:
+def _check_png_chunks(data: bytes) -> None:
+    """libpng (TensorFlow) reads a PNG through its IEND chunk; Pillow stops after the pixels."""
+    offset = 8
+    while offset + 8 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, offset)
+        offset += 12 + length
+        if kind == b"IEND":
+            if offset <= len(data):
+                return
+            break
+    raise ImageError("cannot decode the image (its PNG data is cut short before IEND)")
+
+
+def _png(data: bytes, image, channels: int) -> np.ndarray:
+    _check_png_chunks(data)
     mode = image.mode
     if mode in ("I", "I;16", "I;16B", "I;16L"):  # 16-bit grey: libpng keeps the high byte
         values = (np.asarray(image).astype(np.uint32) >> 8).astype(np.uint8)
@@ -74,9 +89,11 @@ def _png(image, channels: int) -> np.ndarray:
     elif mode in ("1", "L", "LA", "La"):
         values, grey = np.asarray(image.convert("L")), True
     elif mode in ("P", "PA", "RGB", "RGBA"):
-        if mode in ("RGB", "RGBA") and _png_bit_depth(image) == 16:
-            raise ImageError("a 16-bit colour PNG is not served by this runtime; send 8 bits "
-                             "per channel")
+        # Pillow keeps the high byte of 16-bit colour, as libpng does, but libpng makes grey
+        # from the 16-bit values first.
+        if channels == 1 and data[24:25] == b"\x10":
+            raise ImageError("a 16-bit colour PNG is not served by this runtime for a grey "
+                             "model; send 8 bits per channel")
         values, grey = np.asarray(image.convert("RGB")), False
     else:
         raise ImageError(f"a PNG of mode {mode} is not served by this runtime")
@@ -85,16 +102,16 @@ def _png(image, channels: int) -> np.ndarray:
     return np.repeat(values[..., None], 3, axis=2) if grey else values
 
 
-def _png_bit_depth(image) -> int:
-    return getattr(image, "png", None) and image.png.im_info.get("bitdepth") or 8
-
-
 def _jpeg(data: bytes, channels: int) -> np.ndarray:
     import simplejpeg
 
     # TensorFlow decodes with libjpeg-turbo's fast integer DCT (its default dct_method) and
     # fancy upsampling; grey comes from the luma plane. Pillow only runs the accurate DCT.
     try:
+        colourspace = simplejpeg.decode_jpeg_header(data)[2]
+        if colourspace in ("CMYK", "YCCK"):
+            raise ImageError(f"a {colourspace} JPEG is not served by this runtime; send RGB or "
+                             "grey")
         values = simplejpeg.decode_jpeg(data, colorspace="GRAY" if channels == 1 else "RGB",
                                         fastdct=True, fastupsample=False)
     except ValueError as err:
@@ -152,7 +169,7 @@ def decode(data: bytes, channels: int) -> np.ndarray:
     image = _open(data)
     kind = image.format
     if kind == "PNG":
-        return _png(_load(image), channels)
+        return _png(data, _load(image), channels)
     if kind == "JPEG":
         return _jpeg(data, channels)
     if kind == "GIF":
