@@ -2,6 +2,8 @@
 
 from setuptools import find_packages, setup
 
+SLIM_RUNTIME = "ai-edge-litert>=2.1; platform_system != 'Windows'"
+
 setup(
     name="vertex-trainer",
     version="0.1.0",
@@ -15,17 +17,23 @@ setup(
                   "hptuning": ["*.yaml"]},
     # 2.17 is the newest Vertex prebuilt training image; the package must install on it without
     # replacing its TensorFlow. TF 2.21 no longer pulls in TensorBoard, which tf.summary needs.
+    # Our images pick their own TensorFlow (tensorflow-cpu, CUDA wheels, none for serving) and
+    # install the rest from this list: trainer/containers/requirements.py.
     install_requires=["tensorflow>=2.17", "tensorboard", "cloudml-hypertune"],
     extras_require={
         "data": ["tqdm"],
         "cloud": ["google-cloud-storage", "google-cloud-aiplatform", "pyyaml", "tqdm"],
         "tune": ["optuna", "matplotlib", "pyyaml", "google-cloud-aiplatform"],
-        "serve": ["starlette>=0.37", "uvicorn>=0.29"],
+        # The server runs without TensorFlow on LiteRT (no wheels for Windows: TensorFlow
+        # serves there); Pillow and simplejpeg decode as the encoded_image signature does.
+        "serve": ["starlette>=0.37", "uvicorn>=0.29", SLIM_RUNTIME, "simplejpeg", "pillow",
+                  "numpy", "protobuf", "google-cloud-storage"],
         "predict": ["matplotlib"],
         # setuptools and wheel: the sdist test installs with --no-build-isolation, offline.
         "test": ["pytest", "setuptools", "wheel", "tqdm", "pyyaml", "optuna", "matplotlib", "google-cloud-storage",
                  "google-cloud-aiplatform", "starlette>=0.37", "uvicorn>=0.29",
-                 "gcp-storage-emulator", "cryptography"],
+                 "gcp-storage-emulator", "cryptography", SLIM_RUNTIME, "simplejpeg", "pillow",
+                 "hypothesis"],
     },
     entry_points={"console_scripts": ["vertex-trainer=trainer.commands:cli"]},
 )

@@ -4,15 +4,14 @@
 #   docker build -f CONTEXT/training.Dockerfile -t IMAGE CONTEXT
 #   (--network host --build-arg BASE_IMAGE=$(python -m trainer.containers.base_image) without
 #   Docker Hub: a base built from Debian's mirror)
-# GPU: --build-arg TENSORFLOW='tensorflow[and-cuda]==2.21.0' (CUDA, cuDNN and NCCL come as
-# wheels from the package index); add --build-arg NCCL_PLUGIN=google-reduction-server for jobs
-# with Reduction Server (scripts/submit_job.py --reduction-servers).
+# CPU by default (tensorflow-cpu: no GPU kernels). GPU: --build-arg
+# TENSORFLOW='tensorflow[and-cuda]==2.21.0' (CUDA, cuDNN and NCCL come as wheels from the package
+# index); add --build-arg NCCL_PLUGIN=google-reduction-server for jobs with Reduction Server
+# (scripts/submit_job.py --reduction-servers).
 ARG BASE_IMAGE=python:3.11.11-slim-bookworm
 FROM ${BASE_IMAGE}
 
-# Everything up to the TensorFlow layer is the same in serving.Dockerfile, so the two images
-# share that layer (most of their size) in the build cache and in the registry.
-ARG TENSORFLOW=tensorflow==2.21.0
+ARG TENSORFLOW=tensorflow-cpu==2.21.0
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -33,8 +32,12 @@ RUN if [ -n "${NCCL_PLUGIN}" ]; then \
       && apt-get clean && rm -rf /var/lib/apt/lists/*; \
     fi
 
+# The wheel requires `tensorflow`, which pip would install beside tensorflow-cpu: it goes in
+# without its dependencies, then the rest of them (trainer/containers/requirements.py).
 COPY vertex_trainer-*.whl /tmp/wheels/
-RUN python -m pip install /tmp/wheels/vertex_trainer-*.whl \
+RUN python -m pip install --no-deps /tmp/wheels/vertex_trainer-*.whl \
+    && python -m trainer.containers.requirements core --without tensorflow \
+       | python -m pip install -r /dev/stdin \
     && rm -rf /tmp/wheels \
     && useradd --create-home --uid 1000 trainer
 
