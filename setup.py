@@ -29,11 +29,12 @@ setup(
         "serve": ["starlette>=0.37", "uvicorn>=0.29", SLIM_RUNTIME, "simplejpeg", "pillow",
                   "numpy", "protobuf", "google-cloud-storage"],
         "predict": ["matplotlib"],
-        # setuptools and wheel: the sdist test installs with --no-build-isolation, offline.
+        # setuptools and wheel: the sdist test installs with --no-build-isolation, offline;
+        # fastapi: the aiplatform SDK's local endpoint, run against the serving image.
         "test": ["pytest", "setuptools", "wheel", "tqdm", "pyyaml", "optuna", "matplotlib", "google-cloud-storage",
                  "google-cloud-aiplatform", "starlette>=0.37", "uvicorn>=0.29",
                  "gcp-storage-emulator", "cryptography", SLIM_RUNTIME, "simplejpeg", "pillow",
-                 "hypothesis"],
+                 "hypothesis", "fastapi"],
     },
     entry_points={"console_scripts": ["vertex-trainer=trainer.commands:cli"]},
 )

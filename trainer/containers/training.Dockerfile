@@ -18,8 +18,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     TF_CPP_MIN_LOG_LEVEL=2
 
-# TensorFlow first, in its own layer: it is most of the image and changes least often.
-RUN python -m pip install "${TENSORFLOW}"
+# TensorFlow first, in its own layer: it is most of the image and changes least often. Its C++
+# headers (287 MB) and libclang (62 MB) serve only to build custom ops, never to train.
+RUN python -m pip install "${TENSORFLOW}" \
+    && rm -rf "$(python -c "import importlib.util as u; print(u.find_spec('tensorflow').submodule_search_locations[0])")/include" \
+    && python -m pip uninstall --yes --quiet libclang
 
 # Reduction Server's NCCL transport plugin, from Google's apt repository (the apt key is fetched
 # with Python: the slim base has no curl).
