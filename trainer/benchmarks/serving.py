@@ -339,7 +339,8 @@ def _benchmark(args: argparse.Namespace) -> None:
             order = ("old", "new") if number % 2 == 0 else ("new", "old")
             for server in order:
                 print(f"round {number + 1}: {server} server", flush=True)
-                results[server].append(_round(model_dir, SERVERS[server],
+                flags = tuple(args.old_flags.split()) if server == "old" else SERVERS["new"]
+                results[server].append(_round(model_dir, flags,
                                               images and images[server], payloads,
                                               int(args.requests), args.seconds))
     _report(results, images, args.training_image)
@@ -367,6 +368,9 @@ def main(argv=None) -> int:
     parser.add_argument("--old-image", help="the full-TensorFlow serving image")
     parser.add_argument("--new-image", help="the slim serving image")
     parser.add_argument("--training-image", help="also report this training image's size")
+    parser.add_argument("--old-flags", default=" ".join(SERVERS["old"]),
+                        help="the old server's flags ('' for an image of the server as it was, "
+                             "which knows none of them)")
     return run_benchmark(parser, _benchmark, argv)
 
 
