@@ -57,6 +57,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -366,7 +367,8 @@ class Predictor:
                              shape, max_example_bytes(shape))
         self._arrivals = batching.Arrivals()
         self._budget = batching.InstanceBudget(2 * max(max_instances, batch_max_size))
-        self._batchers = {}
+        self._batchers: dict[str, batching.Batcher] = {}
+        self._batchers_lock = threading.Lock()
         self._batch_max_size = batch_max_size
         self._batch_timeout = batch_timeout
 
@@ -375,11 +377,13 @@ class Predictor:
         return sorted(self.model.signatures)
 
     def _batcher(self, queue: str) -> batching.Batcher:
-        if queue not in self._batchers:
-            self._batchers[queue] = batching.Batcher(
-                lambda payloads: self.model.run(queue, payloads), max_size=self._batch_max_size,
-                timeout=self._batch_timeout, arrivals=self._arrivals, name=f"batch-{queue}")
-        return self._batchers[queue]
+        with self._batchers_lock:
+            if queue not in self._batchers:
+                self._batchers[queue] = batching.Batcher(
+                    lambda payloads: self.model.run(queue, payloads),
+                    max_size=self._batch_max_size, timeout=self._batch_timeout,
+                    arrivals=self._arrivals, name=f"batch-{queue}")
+            return self._batchers[queue]
 
     def batch_sizes(self) -> dict[int, int]:
         """How many batches of each instance count ran, over all queues."""
