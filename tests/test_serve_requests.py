@@ -36,7 +36,9 @@ def test_corpus_bodies_are_one_line_400s_and_the_server_keeps_serving(port, name
     status, response = request(port, "POST", "/predict", (CORPUS / f"{name}.body").read_bytes())
     assert status == 400, response
     assert set(response) == {"error"} and "\n" not in response["error"]
-    assert EXPECTED[name] in response["error"], response["error"]
+    # A list: the runtimes word it differently (LiteRT's decoder, or TensorFlow's).
+    wanted = EXPECTED[name] if isinstance(EXPECTED[name], list) else [EXPECTED[name]]
+    assert any(text in response["error"] for text in wanted), response["error"]
     assert request(port, "GET", "/health")[0] == 200
 
 
