@@ -19,10 +19,17 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     TF_CPP_MIN_LOG_LEVEL=2
 
 # TensorFlow first, in its own layer: it is most of the image and changes least often. Its C++
-# headers (287 MB) and libclang (62 MB) serve only to build custom ops, never to train.
+# headers (287 MB) and libclang (62 MB) serve only to build custom ops, never to train, and its
+# libraries ship their full symbol tables (only the dynamic ones are needed to load them):
+# binutils' strip comes and goes within this layer.
 RUN python -m pip install "${TENSORFLOW}" \
-    && rm -rf "$(python -c "import importlib.util as u; print(u.find_spec('tensorflow').submodule_search_locations[0])")/include" \
-    && python -m pip uninstall --yes --quiet libclang
+    && TF_DIR="$(python -c "import importlib.util as u; print(u.find_spec('tensorflow').submodule_search_locations[0])")" \
+    && rm -rf "${TF_DIR}/include" \
+    && python -m pip uninstall --yes --quiet libclang \
+    && apt-get update -qq && apt-get install -y -qq --no-install-recommends binutils > /dev/null \
+    && find "${TF_DIR}" -name "*.so*" -type f -exec strip --strip-unneeded {} + \
+    && apt-get purge -y -qq --auto-remove binutils > /dev/null \
+    && apt-get clean && rm -rf /var/lib/apt/lists/* /var/cache/apt/*
 
 # Reduction Server's NCCL transport plugin, from Google's apt repository (the apt key is fetched
 # with Python: the slim base has no curl).
