@@ -2,16 +2,22 @@
 
 from setuptools import find_packages, setup
 
+SLIM_RUNTIME = "ai-edge-litert>=2.1; platform_system != 'Windows'"
 EXTRAS = {
     # launch --local serves through the SDK's LocalModel ([prediction]: FastAPI, the docker SDK).
     "cloud": ["google-cloud-storage", "google-cloud-aiplatform[prediction]", "docker", "pyyaml"],
     "tune": ["optuna", "matplotlib", "pyyaml", "google-cloud-aiplatform"],
-    "serve": ["starlette>=0.37", "uvicorn>=0.29"],
+    # The server runs without TensorFlow on LiteRT (no wheels for Windows: TensorFlow serves
+    # there); Pillow and simplejpeg decode as the encoded_image signature does.
+    "serve": ["starlette>=0.37", "uvicorn>=0.29", SLIM_RUNTIME, "simplejpeg", "pillow", "numpy",
+              "protobuf", "google-cloud-storage"],
     "predict": ["matplotlib"],
-    # setuptools and wheel: the sdist test installs with --no-build-isolation, offline.
+    # setuptools and wheel: the sdist test installs with --no-build-isolation, offline;
+    # fastapi: the aiplatform SDK's local endpoint, run against the serving image.
     "test": ["pytest", "hypothesis", "setuptools", "wheel", "pyyaml", "optuna", "matplotlib",
              "google-cloud-storage", "google-cloud-aiplatform", "starlette>=0.37", "uvicorn>=0.29",
-             "gcp-storage-emulator", "cryptography"],
+             "gcp-storage-emulator", "cryptography", SLIM_RUNTIME, "simplejpeg", "pillow",
+             "fastapi"],
 }
 # Everything a user runs: every command of `vertex-trainer`.
 EXTRAS["all"] = sorted({r for name in ("cloud", "tune", "serve", "predict")
@@ -30,7 +36,9 @@ setup(
                   "hptuning": ["*.yaml"]},
     # 2.17 is the newest Vertex prebuilt training image; the package must install on it without
     # replacing its TensorFlow. TF 2.21 no longer pulls in TensorBoard, which tf.summary needs.
-    # google-crc32c (C, hardware CRC) checks every TFRecord before TensorFlow reads it.
+    # google-crc32c (C, hardware CRC) checks every TFRecord before TensorFlow reads it. Our
+    # images pick their own TensorFlow (tensorflow-cpu, CUDA wheels, none for serving) and
+    # install the rest from this list: trainer/containers/requirements.py.
     install_requires=["tensorflow>=2.17", "tensorboard", "cloudml-hypertune", "google-crc32c"],
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["vertex-trainer=trainer.commands:cli"]},

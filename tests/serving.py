@@ -14,19 +14,24 @@ import threading
 import time
 
 from tests.conftest import REPO
-from trainer import export, serve
+from trainer import serve
 
 
 @contextlib.contextmanager
 def server_thread(model_dir: str, **options):
-    """`build_app` for `model_dir` served by Uvicorn in a thread; yields the port; always stops."""
+    """`build_app` for `model_dir` served by Uvicorn in a thread (`runtime` auto unless given);
+    yields the port; always stops."""
     import uvicorn
 
     settings = {"model_name": "model", "predict_route": "/predict", "health_route": "/health",
                 "max_request_bytes": serve.VERTEX_MAX_REQUEST_BYTES, "max_instances": 256,
-                **options}
-    predictor = serve.Predictor(export.load(model_dir, "--model-dir"),
-                                settings.pop("max_instances"), settings.pop("max_image_pixels", None))
+                "runtime": "auto", "batch_max_size": 32, **options}
+    batch_max_size = settings.pop("batch_max_size")
+    model = serve.load_model(model_dir, settings.pop("runtime"), batch_max_size)
+    model.warm_up()
+    predictor = serve.Predictor(model, settings.pop("max_instances"),
+                                settings.pop("max_image_pixels", None),
+                                batch_max_size=batch_max_size)
     sock = serve.listen("127.0.0.1", 0)
     # log_config=None: Uvicorn's own config would bind handlers to pytest's captured streams.
     server = uvicorn.Server(uvicorn.Config(serve.build_app(predictor, **settings),
@@ -39,6 +44,7 @@ def server_thread(model_dir: str, **options):
         server.should_exit = True
         thread.join(timeout=30)
         sock.close()
+        predictor.close()
 
 
 @contextlib.contextmanager

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -27,12 +28,15 @@ from trainer.tools.local_cluster import free_ports
 from tests.conftest import REPO
 from tests.exports import current_example, images, png, scaled
 from tests.serving import request
+from tests.test_serve_requests import CORPUS, EXPECTED
 
 pytestmark = pytest.mark.images
 
-TRAINING_IMAGE = "vertex-trainer/trainer:test"
-SERVING_IMAGE = "vertex-trainer/serving:test"
-GPU_IMAGE = "vertex-trainer/trainer-gpu:test"
+# Helpers sharing a Docker daemon can keep their test images apart with VT_TEST_IMAGE_TAG.
+TAG = os.environ.get("VT_TEST_IMAGE_TAG", "test")
+TRAINING_IMAGE = f"vertex-trainer/trainer:{TAG}"
+SERVING_IMAGE = f"vertex-trainer/serving:{TAG}"
+GPU_IMAGE = f"vertex-trainer/trainer-gpu:{TAG}"
 CONTAINER_UID = 1000  # the `trainer`/`serve` user both Dockerfiles create
 SIGNATURES = ["encoded_image", "serving_default", "tf_example"]
 
@@ -186,8 +190,8 @@ def test_training_writes_checkpoints_logs_and_export_to_the_mount_and_resumes(tr
 
 @contextlib.contextmanager
 def serving_container(image: str, model_dir: Path):
-    """The serving image on a free 127.0.0.1 port (host network); yields the port; always
-    removes the container, showing its log if it never became healthy."""
+    """The serving image on a free 127.0.0.1 port (host network); yields (port, container name);
+    always removes the container, showing its log if it never became healthy."""
     (port,) = free_ports(1)
     name = f"vt-serving-test-{os.getpid()}"
     started = subprocess.run(
@@ -212,7 +216,7 @@ def serving_container(image: str, model_dir: Path):
             logs = subprocess.run(["docker", "logs", name], capture_output=True, text=True)
             pytest.fail(f"run of the serving image: not healthy on 127.0.0.1:{port}\n"
                         f"{(logs.stdout + logs.stderr)[-2000:]}", pytrace=False)
-        yield port
+        yield port, name
     finally:
         subprocess.run(["docker", "rm", "--force", name], capture_output=True)
 
@@ -221,8 +225,31 @@ def b64(data: bytes) -> dict:
     return {"b64": base64.b64encode(data).decode()}
 
 
-def test_serving_image_answers_every_signature_from_the_mounted_export(serving_image, trained):
+@pytest.fixture(scope="module")
+def served_export(training_image, trained) -> Path:
+    """The trained export with its LiteRT conversion stored in it, made by the training image
+    (the serving image has no TensorFlow to convert)."""
     (export,) = sorted((trained[0] / "export").iterdir())[:1]
+    docker_run("conversion in the training image", "--network", "none", "--volume",
+               f"{export}:/model", "--entrypoint", "python", training_image, "-m",
+               "trainer.serving.litert", "/model")
+    assert (export / "litert" / "model.tflite").is_file()
+    return export
+
+
+def test_serving_image_is_slim_and_has_no_tensorflow(serving_image):
+    size = int(subprocess.run(["docker", "image", "inspect", "-f", "{{.Size}}", serving_image],
+                              capture_output=True, text=True).stdout)
+    assert size <= 600 * 2**20, f"the serving image is {size / 2**20:.0f} MiB"
+    found = docker_run("run of the serving image", "--network", "none", "--entrypoint", "python",
+                       serving_image, "-c", "import importlib.util as u; "
+                       "print(u.find_spec('tensorflow') is None, u.find_spec('ai_edge_litert') "
+                       "is not None)")
+    assert found.split() == ["True", "True"]
+
+
+def test_serving_image_answers_every_signature_from_the_mounted_export(serving_image,
+                                                                       served_export):
     pixels = images(1)
     bodies = {
         "serving_default": {"instances": scaled(pixels).tolist()},
@@ -231,7 +258,7 @@ def test_serving_image_answers_every_signature_from_the_mounted_export(serving_i
         "tf_example": {"signature_name": "tf_example",
                        "instances": [b64(current_example(pixels[0]))]},
     }
-    with serving_container(serving_image, export) as port:
+    with serving_container(serving_image, served_export) as (port, name):
         status, health = request(port, "GET", "/health")
         assert status == 200 and health["signatures"] == SIGNATURES
         answers = {}
@@ -245,6 +272,59 @@ def test_serving_image_answers_every_signature_from_the_mounted_export(serving_i
         status, response = request(port, "POST", "/predict",
                                    {"instances": scaled(pixels).tolist(), "signature_name": "nope"})
         assert status == 400 and "unknown signature_name 'nope'" in response["error"]
+        for corpus in ("wide-png-1x990000", "booleans-utf-16"):
+            status, response = request(port, "POST", "/predict",
+                                       (CORPUS / f"{corpus}.body").read_bytes())
+            assert status == 400 and EXPECTED[corpus] in response["error"], response
+        log = subprocess.run(["docker", "logs", name], capture_output=True, text=True).stdout
+        assert re.search(r"with LiteRT .* ready \d+\.\d+ s after start", log), log
+
+
+def test_serving_image_refuses_an_export_it_cannot_run_in_one_line(serving_image, trained,
+                                                                   tmp_path):
+    (export,) = sorted((trained[0] / "export").iterdir())[:1]
+    bare = tmp_path / "bare"
+    shutil.copytree(export, bare, ignore=shutil.ignore_patterns("litert"))
+    done = subprocess.run(["docker", "run", "--rm", "--network", "none", "--volume",
+                           f"{bare}:/model:ro", "-e", "AIP_STORAGE_URI=/model", serving_image],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: --runtime auto: LiteRT cannot serve it: /model holds no "
+                           "litert/model.tflite made from its SavedModel; this installation has "
+                           "no TensorFlow to convert it"), last
+
+
+def test_the_sdk_local_endpoint_serves_from_the_image(serving_image, served_export,
+                                                      monkeypatch):
+    """google-cloud-aiplatform's LocalModel / LocalEndpoint (what `launch --local` drives): it
+    mounts the export, polls health and posts predictions. Host network: no bridge here."""
+    import docker.models.containers
+    from google.cloud.aiplatform.prediction import LocalModel
+
+    run = docker.models.containers.ContainerCollection.run
+
+    def on_host_network(self, *args, **kwargs):
+        kwargs.pop("ports", None)
+        return run(self, *args, **{**kwargs, "network_mode": "host"})
+
+    (port,) = free_ports(1)
+    local_model = LocalModel(serving_container_image_uri=serving_image,
+                             serving_container_ports=[port],
+                             serving_container_args=["--host", "127.0.0.1"])
+    monkeypatch.setattr(docker.models.containers.ContainerCollection, "run", on_host_network)
+    with local_model.deploy_to_local_endpoint(artifact_uri=str(served_export),
+                                              host_port=str(port)) as endpoint:
+        assert endpoint.run_health_check().status_code == 200
+        body = {"instances": [{"image_bytes": b64(png(images(1)[0]))}],
+                "parameters": {"signature_name": "encoded_image"}}
+        answer = endpoint.predict(request=json.dumps(body),
+                                  headers={"Content-Type": "application/json"})
+        assert answer.status_code == 200, answer.text
+        assert len(answer.json()["predictions"][0]["probabilities"]) == 10
+        bad = endpoint.predict(request="{bad", headers={"Content-Type": "application/json"})
+        assert bad.status_code == 400 and "not valid JSON" in bad.json()["error"]
 
 
 def test_local_cluster_of_containers_trains_in_sync(training_image, tmp_path):

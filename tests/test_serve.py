@@ -18,6 +18,7 @@ from tests.exports import (DIGITS, classic_example, current_example, expected, e
                            images, png, scaled, webp)
 from tests.serving import request, server_process, server_thread
 from trainer import serve
+from trainer.errors import TrainerError
 
 MAX_INSTANCES = 8
 MAX_BYTES = 200_000
@@ -28,10 +29,11 @@ def model(tmp_path_factory):
     return export_model(tmp_path_factory.mktemp("serve") / "model", class_names=DIGITS)
 
 
-@pytest.fixture(scope="module")
-def port(model):
-    with server_thread(model[1], max_instances=MAX_INSTANCES,
-                       max_request_bytes=MAX_BYTES) as port:
+@pytest.fixture(scope="module", params=["litert", "tensorflow"])
+def port(model, request):
+    """The server on each runtime: every check below holds for both."""
+    with server_thread(model[1], max_instances=MAX_INSTANCES, max_request_bytes=MAX_BYTES,
+                       runtime=request.param) as port:
         yield port
 
 
@@ -164,10 +166,10 @@ PNG = b64(png(PIXELS[0]))
      "tf_example: example_bytes: a record holds an image of the wrong size; expected feature "
      "image of 784 uint8 bytes"),
     (b"x" * (MAX_BYTES + 1), f"request body is over {MAX_BYTES} bytes (--max-request-bytes)"),
-    (iter([b"x" * 65536] * 4), f"request body is over {MAX_BYTES} bytes"),
+    (lambda: iter([b"x" * 65536] * 4), f"request body is over {MAX_BYTES} bytes"),  # chunked
 ])
 def test_bad_requests_get_400_with_one_line_and_the_server_keeps_serving(port, body, message):
-    status, response = request(port, "POST", "/predict", body)
+    status, response = request(port, "POST", "/predict", body() if callable(body) else body)
     assert status == 400, response
     assert set(response) == {"error"} and message in response["error"], response["error"]
     assert "\n" not in response["error"]
@@ -216,6 +218,10 @@ def one_line_error(done, code, message):
     (["--model-dir", "m", "--max-instances", "0"], {}, 2, "--max-instances must be positive"),
     (["--model-dir", "m", "--max-image-pixels", "-1"], {}, 2,
      "--max-image-pixels must be positive"),
+    (["--model-dir", "m", "--batch-max-size", "0"], {}, 2, "--batch-max-size must be positive"),
+    (["--model-dir", "m", "--batch-timeout-ms", "nan"], {}, 2,
+     "--batch-timeout-ms must be between 0 and 10000"),
+    (["--model-dir", "m", "--runtime", "onnx"], {}, 2, "argument --runtime: invalid choice"),
     (["--model-dir", "{tmp}"], {}, 1, "--model-dir: {tmp} holds no saved_model.pb"),
 ])
 def test_server_flag_and_model_errors_are_one_line(tmp_path, args, env, code, message):
@@ -265,8 +271,8 @@ def test_a_busy_port_is_a_one_line_error(model):
 
 
 def test_rows_and_columns_without_a_server():
-    signature = serve.Signature("s", None, {"a": serve.InputSpec(np.dtype("float32"), (None, 2)),
-                                            "b": serve.InputSpec(None, (None,))}, ("out",))
+    signature = serve.Signature("s", {"a": serve.InputSpec(np.dtype("float32"), (None, 2)),
+                                      "b": serve.InputSpec(None, (None,))}, ("out",))
     arrays = serve.rows_to_arrays([{"a": [1, 2], "b": "x"}, {"a": [3, 4], "b": b64(b"\0")}],
                                   signature, 4)
     assert arrays["a"].tolist() == [[1, 2], [3, 4]] and arrays["b"].tolist() == [b"x", b"\0"]
@@ -277,3 +283,30 @@ def test_rows_and_columns_without_a_server():
         serve.rows_to_arrays([[1, 2]], signature, 4)
     assert json.loads(json.dumps(serve._jsonable("x_bytes", np.array([b"\xff"], object)))) == \
         [{"b64": "/w=="}]
+
+
+def test_an_export_litert_cannot_take_is_served_by_tensorflow_with_a_one_line_notice(tmp_path,
+                                                                                     caplog):
+    import tensorflow as tf
+
+    class Doubler(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x")])
+        def double(self, x):
+            return {"y": 2 * x}
+
+    module = Doubler()
+    tf.saved_model.save(module, str(tmp_path), signatures={"serving_default": module.double})
+    caplog.set_level(logging.WARNING, logger="trainer.serve")
+    model = serve.load_model(str(tmp_path), "auto", 8)
+    assert model.runtime == "TensorFlow"
+    (notice,) = [r.getMessage() for r in caplog.records if r.name == "trainer.serve"]
+    assert notice.startswith("serving with TensorFlow: LiteRT cannot serve it: its signatures ")
+    assert "\n" not in notice
+    predictor = serve.Predictor(model, 4)
+    try:
+        assert predictor.predict(b'{"instances": [[1, 2]]}') == {"predictions": [[2.0, 4.0]]}
+    finally:
+        predictor.close()
+    with pytest.raises(TrainerError, match=r"^--runtime litert: LiteRT cannot serve it: its "
+                                           r"signatures .* are not trainer.export's$"):
+        serve.load_model(str(tmp_path), "litert", 8)

@@ -14,20 +14,35 @@ the signature is `serving_default` unless `"signature_name"` (TF Serving) or
 ends in `_bytes` are returned so. Responses: `{"predictions": [...]}` (one object per instance,
 or the bare value for a one-output signature) or, for columnar requests, `{"outputs": ...}`.
 Every bad request (malformed JSON, unknown fields or signature, wrong shapes or types, JSON
-booleans, bad b64, more than --max-instances instances, a body over --max-request-bytes, an
-image whose header declares more than --max-image-pixels or is not PNG/JPEG/GIF/BMP, a
+booleans in any of JSON's encodings, bad b64, more than --max-instances instances, a body over
+--max-request-bytes, an image whose header declares more than --max-image-pixels, whose
+resize-to-cover would exceed trainer/image_bounds.py's bound, or that is not PNG/JPEG/GIF/BMP, a
 serialized example larger than the model's largest valid record) gets HTTP 400
 `{"error": "<one line>"}`; the server keeps serving.
 
+Runtimes (trainer/serving/runtime.py): LiteRT with XNNPACK when the export converts (the
+conversion stored in the export, or made at start where TensorFlow is installed), the server then
+decoding images and parsing examples itself exactly as the signatures do; else, or with
+`--runtime tensorflow` (GPUs), the SavedModel in TensorFlow, announced by a one-line notice.
+The model is loaded, converted and warmed before the port opens, so `/health` answers 200 only
+when predictions are fast; the log line says how long that took.
+
+Batching (trainer/serving/batching.py): concurrent requests are gathered into one model call of
+up to --batch-max-size instances, waiting at most --batch-timeout-ms for requests still being
+parsed; a lone request never waits. A bad request is answered alone and never fails its
+batch-mates.
+
 Cost bounds: the request body is capped before it is buffered; encoded images are measured from
-their headers (trainer/image_header.py) before TensorFlow decodes anything, so a few hundred
-bytes declaring 16000 x 16000 pixels cost nothing; predictions run at most
---max-concurrent-predictions at a time, so peak memory is bounded by that many worst-case
-requests (README, "Serve predictions", states the measured figure).
+their headers (trainer/image_header.py) before anything decodes them, so a few hundred bytes
+declaring 16000 x 16000 pixels cost nothing; at most --max-concurrent-predictions requests are
+parsed and decoded at a time, and the instances waiting for a batch are capped at twice
+max(--max-instances, --batch-max-size), so peak memory is bounded (README, "Serve predictions",
+states the measured figures).
 
 Starlette on Uvicorn: a maintained, small ASGI stack (anyio, h11) with explicit routing and
-streaming request bodies (so the size cap holds before a body is buffered); model calls run in
-Starlette's thread pool, so health checks answer while a prediction runs.
+streaming request bodies (so the size cap holds before a body is buffered); parsing runs in
+Starlette's thread pool and model calls on each batch queue's thread, so health checks answer
+while a prediction runs.
 """
 
 from __future__ import annotations
@@ -36,32 +51,35 @@ import argparse
 import base64
 import binascii
 import gc
+import importlib.util
 import json
 import logging
 import os
-import re
 import socket
 import sys
+import threading
+import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
 
-from trainer import image_header
+from trainer import image_bounds, image_header
 from trainer.cli import OneLineParser, run_cli, usage_errors
+from trainer.data.labels import FILE_NAME as LABELS_FILE
 from trainer.errors import TrainerError, short_reason
 from trainer.logs import log_to_stdout
+from trainer.serving import batching, files, images, litert, runtime
+from trainer.serving.runtime import (DEFAULT_SIGNATURE, EXAMPLE_BYTES, IMAGE_BYTES, InputSpec,
+                                     Signature)
 
 log = logging.getLogger("trainer.serve")
 
-DEFAULT_SIGNATURE = "serving_default"
+RUNTIMES = ("auto", "litert", "tensorflow")
 VERTEX_MAX_REQUEST_BYTES = 1_500_000  # shared public endpoints' cap
 _DRAIN_BYTES = 64 << 20  # over-size bodies up to this are read, so the client gets its 400
-_MAX_ERROR_CHARS = 300
 _REQUEST_FIELDS = ("instances", "inputs", "signature_name", "parameters")
-# The byte inputs of trainer.export's signatures (export.SIGNATURE_INPUTS): checked before
-# TensorFlow sees them.
-IMAGE_BYTES, EXAMPLE_BYTES = "image_bytes", "example_bytes"
 _IMAGE_PIXELS_PER_MODEL_PIXEL = 4096
 _MAX_DEFAULT_IMAGE_PIXELS = 1 << 24
 _EXAMPLE_OVERHEAD_BYTES = 1024  # label, height/width/depth and the proto framing of a record
@@ -69,39 +87,6 @@ _EXAMPLE_OVERHEAD_BYTES = 1024  # label, height/width/depth and the proto framin
 
 class BadRequest(Exception):
     """A client error; the message is the one-line `error` of the 400 response."""
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    dtype: np.dtype | None  # None: strings (bytes)
-    shape: tuple[int | None, ...]  # including the batch dimension
-
-    def describe(self, batched: bool) -> str:
-        shape = self.shape if batched else self.shape[1:]
-        if self.dtype is None and not shape:
-            return 'a string or {"b64": "..."}'
-        dims = ", ".join("N" if batched and i == 0 else "?" if d is None else str(d)
-                         for i, d in enumerate(shape))
-        return f"{'string' if self.dtype is None else self.dtype.name} of shape [{dims}]"
-
-
-@dataclass(frozen=True)
-class Signature:
-    name: str
-    function: object  # the SavedModel's concrete function
-    inputs: dict[str, InputSpec]
-    outputs: tuple[str, ...]
-
-
-def signatures_of(loaded) -> dict[str, Signature]:
-    result = {}
-    for name, function in loaded.signatures.items():
-        inputs = {key: InputSpec(None if spec.dtype.name == "string" else
-                                 np.dtype(spec.dtype.as_numpy_dtype),
-                                 tuple(spec.shape.as_list()))
-                  for key, spec in function.structured_input_signature[1].items()}
-        result[name] = Signature(name, function, inputs, tuple(sorted(function.structured_outputs)))
-    return result
 
 
 def _is_b64(value) -> bool:
@@ -233,12 +218,25 @@ def _boolean_at(value, where: str) -> str | None:
     return None
 
 
-def parse_body(body: bytes):
+def _body_text(body: bytes) -> str:
+    """The body decoded as JSON texts are (RFC 8259: UTF-8, or UTF-16/32 told by the first
+    bytes), so every check after this one reads the text the JSON parser reads."""
+    encoding = json.detect_encoding(body)
     try:
-        request = json.loads(body, parse_constant=_reject_constant)
+        return body.decode(encoding)
+    except UnicodeDecodeError as err:
+        name = encoding.upper().replace("-SIG", "")
+        raise BadRequest(f"request body is not valid JSON (not {name}: {err.reason} at byte "
+                         f"{err.start})") from None
+
+
+def parse_body(body: bytes):
+    text = _body_text(body)
+    try:
+        request = json.loads(text, parse_constant=_reject_constant)
     except RecursionError:
         raise BadRequest("request body nests too deeply") from None
-    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+    except ValueError as err:
         raise BadRequest(f"request body is not valid JSON ({err})") from None
     if not isinstance(request, dict):
         raise BadRequest('request body must be a JSON object: {"instances": [...]} or '
@@ -250,9 +248,9 @@ def parse_body(body: bytes):
     if ("instances" in request) == ("inputs" in request):
         raise BadRequest('give exactly one of "instances" (row format) and "inputs" (columnar '
                          "format)")
-    # NumPy would read true/false as 1/0. Only a body holding the words can hold a boolean, so
+    # NumPy would read true/false as 1/0. Only a text holding the words can hold a boolean, so
     # ordinary requests skip the walk.
-    if b"true" in body or b"false" in body:
+    if "true" in text or "false" in text:
         field = "instances" if "instances" in request else "inputs"
         try:
             found = _boolean_at(request[field], field)
@@ -280,37 +278,14 @@ def _signature_name(request: dict) -> str:
     return given[0] if given else DEFAULT_SIGNATURE
 
 
-_ASSERTION = re.compile(r"assertion failed: \[(.*?)\]")
-
-
-def _op_error(err: BaseException) -> str:
-    if isinstance(err, UnicodeDecodeError):
-        # TensorFlow echoed the client's bytes into its message, which then failed to decode
-        # on the way to Python: decode it leniently instead.
-        err = ValueError(err.object.decode("utf-8", "replace"))
-    message = getattr(err, "message", None) or str(err)
-    found = _ASSERTION.search(message)
-    reason = found.group(1) if found else short_reason(err)
-    return reason if len(reason) <= _MAX_ERROR_CHARS else reason[:_MAX_ERROR_CHARS] + "..."
-
-
 @dataclass(frozen=True)
 class Limits:
     """What one request may ask the model to decode."""
 
     max_instances: int
     max_image_pixels: int
+    image_shape: tuple[int, int, int] | None  # the model's float input: bounds the resizing
     max_example_bytes: int | None  # None: the model has no float image input to size it by
-
-
-def model_image_shape(signatures: Mapping[str, Signature]) -> tuple[int, ...] | None:
-    """H x W x C of the model's float image input (trainer.export's serving_default)."""
-    signature = signatures.get(DEFAULT_SIGNATURE)
-    specs = list(signature.inputs.values()) if signature else []
-    if len(specs) == 1 and specs[0].dtype is not None and len(specs[0].shape) == 4 and \
-            all(specs[0].shape[1:]):
-        return specs[0].shape[1:]
-    return None
 
 
 def default_max_image_pixels(image_shape: tuple[int, ...] | None) -> int:
@@ -328,75 +303,158 @@ def max_example_bytes(image_shape: tuple[int, ...] | None) -> int | None:
     return 4 * int(np.prod(image_shape)) + _EXAMPLE_OVERHEAD_BYTES
 
 
-def _check_image(data: bytes, where: str, limit: int) -> None:
+def _check_image(data: bytes, where: str, limits: Limits) -> None:
     try:
         count = image_header.pixels(data)
     except image_header.HeaderError as err:
         raise BadRequest(f"{where}: cannot read the image's size ({err}); expected a "
                          f"{image_header.FORMATS} image") from None
-    if count > limit:
-        raise BadRequest(f"{where}: the image declares {count:,} pixels; at most {limit:,} are "
-                         "accepted (--max-image-pixels)")
+    if count > limits.max_image_pixels:
+        raise BadRequest(f"{where}: the image declares {count:,} pixels; at most "
+                         f"{limits.max_image_pixels:,} are accepted (--max-image-pixels)")
+    if limits.image_shape is None:
+        return
+    try:
+        height, width = images.size(data)
+    except images.ImageError as err:
+        raise BadRequest(f"{where}: {err}") from None
+    problem = image_bounds.cover_problem(height, width, limits.image_shape[:2])
+    if problem:
+        raise BadRequest(f"{where}: {problem}")
 
 
-def _check_example(data: bytes, where: str, limit: int) -> None:
-    if len(data) > limit:
+def _check_example(data: bytes, where: str, limits: Limits) -> None:
+    if limits.max_example_bytes is not None and len(data) > limits.max_example_bytes:
         raise BadRequest(f"{where}: a serialized example of {len(data):,} bytes; this model's "
-                         f"records take at most {limit:,}")
+                         f"records take at most {limits.max_example_bytes:,}")
 
 
 def check_payloads(arrays: Mapping[str, np.ndarray], limits: Limits, field: str) -> None:
     """Refuses byte inputs that would cost more to decode than this model's limits allow."""
-    checks = {IMAGE_BYTES: (_check_image, limits.max_image_pixels),
-              EXAMPLE_BYTES: (_check_example, limits.max_example_bytes)}
+    checks = {IMAGE_BYTES: _check_image, EXAMPLE_BYTES: _check_example}
     for name, array in arrays.items():
-        check, limit = checks.get(name, (None, None))
-        if check is None or limit is None or array.dtype != object:
+        check = checks.get(name)
+        if check is None or array.dtype != object:
             continue
         for index, data in enumerate(array.flat):
-            check(data, f"{field}[{index}].{name}", limit)
+            check(data, f"{field}[{index}].{name}", limits)
+
+
+@dataclass
+class Prepared:
+    """One request between its preparation and its answer."""
+
+    rows: bool
+    count: int
+    queue: str
+    payload: object
+    outputs: tuple[str, ...]
 
 
 class Predictor:
-    """Turns request bodies into signature calls and their outputs into response bodies."""
+    """Turns request bodies into batched model calls and their outputs into response bodies.
 
-    def __init__(self, loaded, max_instances: int, max_image_pixels: int | None = None):
-        self._signatures = signatures_of(loaded)
-        shape = model_image_shape(self._signatures)
+    `prepare` (in a worker thread) parses, checks and decodes a request; `submit` queues it for
+    its batch; `respond` shapes the batch's answer for that request. `predict` does all three,
+    for callers without an event loop.
+    """
+
+    def __init__(self, model, max_instances: int, max_image_pixels: int | None = None, *,
+                 batch_max_size: int = 32, batch_timeout: float = 0.002):
+        self.model = model
+        shape = model.image_shape
         self.limits = Limits(max_instances, max_image_pixels or default_max_image_pixels(shape),
-                             max_example_bytes(shape))
+                             shape, max_example_bytes(shape))
+        self._arrivals = batching.Arrivals()
+        self._budget = batching.InstanceBudget(2 * max(max_instances, batch_max_size))
+        self._batchers: dict[str, batching.Batcher] = {}
+        self._batchers_lock = threading.Lock()
+        self._batch_max_size = batch_max_size
+        self._batch_timeout = batch_timeout
 
     @property
     def signature_names(self) -> list[str]:
-        return sorted(self._signatures)
+        return sorted(self.model.signatures)
 
-    def predict(self, body: bytes) -> dict:
-        import tensorflow as tf
+    def _batcher(self, queue: str) -> batching.Batcher:
+        with self._batchers_lock:
+            if queue not in self._batchers:
+                self._batchers[queue] = batching.Batcher(
+                    lambda payloads: self.model.run(queue, payloads),
+                    max_size=self._batch_max_size, timeout=self._batch_timeout,
+                    arrivals=self._arrivals, name=f"batch-{queue}")
+            return self._batchers[queue]
 
-        request = parse_body(body)
-        name = _signature_name(request)
-        signature = self._signatures.get(name)
-        if signature is None:
-            raise BadRequest(f"unknown signature_name {name!r}; this model has "
-                             f"{self.signature_names}")
-        rows = "instances" in request
-        max_instances = self.limits.max_instances
-        arrays = (rows_to_arrays(request["instances"], signature, max_instances) if rows
-                  else columns_to_arrays(request["inputs"], signature, max_instances))
-        check_payloads(arrays, self.limits, "instances" if rows else "inputs")
-        try:
-            outputs = signature.function(**{key: tf.constant(value)
-                                            for key, value in arrays.items()})
-        except (tf.errors.InvalidArgumentError, UnicodeDecodeError) as err:
-            raise BadRequest(f"{name}: {_op_error(err)}") from None
-        values = {key: _jsonable(key, outputs[key].numpy()) for key in signature.outputs}
-        if not rows:
-            return {"outputs": values[signature.outputs[0]] if len(values) == 1 else values}
-        count = len(next(iter(arrays.values())))
+    def batch_sizes(self) -> dict[int, int]:
+        """How many batches of each instance count ran, over all queues."""
+        total: dict[int, int] = {}
+        for batcher in list(self._batchers.values()):
+            for size, count in batcher.batch_sizes.items():
+                total[size] = total.get(size, 0) + count
+        return total
+
+    def prepare(self, body: bytes) -> Prepared:
+        with self._arrivals:
+            request = parse_body(body)
+            name = _signature_name(request)
+            signature = self.model.signatures.get(name)
+            if signature is None:
+                raise BadRequest(f"unknown signature_name {name!r}; this model has "
+                                 f"{self.signature_names}")
+            rows = "instances" in request
+            field = "instances" if rows else "inputs"
+            max_instances = self.limits.max_instances
+            arrays = (rows_to_arrays(request["instances"], signature, max_instances) if rows
+                      else columns_to_arrays(request["inputs"], signature, max_instances))
+            del request
+            check_payloads(arrays, self.limits, field)
+            count = len(next(iter(arrays.values())))
+            self._budget.acquire(count)
+            try:
+                queue, payload = self.model.prepare(name, arrays, field)
+            except runtime.PayloadError as err:
+                self._budget.release(count)
+                raise BadRequest(str(err)) from None
+            except BaseException:
+                self._budget.release(count)
+                raise
+            return Prepared(rows, count, queue, payload, signature.outputs)
+
+    def submit(self, prepared: Prepared) -> Future:
+        """The batch's answer for this request: its outputs, or the BadRequest it caused."""
+        result: Future = Future()
+
+        def done(batched: Future) -> None:
+            self._budget.release(prepared.count)
+            err = batched.exception()
+            if isinstance(err, runtime.PayloadError):
+                result.set_exception(BadRequest(str(err)))
+            elif err is not None:
+                result.set_exception(err)
+            else:
+                result.set_result(batched.result())
+
+        self._batcher(prepared.queue).submit(prepared.count, prepared.payload) \
+            .add_done_callback(done)
+        return result
+
+    @staticmethod
+    def respond(prepared: Prepared, outputs: Mapping[str, np.ndarray]) -> dict:
+        values = {key: _jsonable(key, outputs[key]) for key in prepared.outputs}
+        if not prepared.rows:
+            return {"outputs": values[prepared.outputs[0]] if len(values) == 1 else values}
         if len(values) == 1:
             return {"predictions": next(iter(values.values()))}
         return {"predictions": [{key: value[i] for key, value in values.items()}
-                                for i in range(count)]}
+                                for i in range(prepared.count)]}
+
+    def predict(self, body: bytes) -> dict:
+        prepared = self.prepare(body)
+        return self.respond(prepared, self.submit(prepared).result())
+
+    def close(self) -> None:
+        for batcher in self._batchers.values():
+            batcher.close()
 
 
 async def _read_body(request, limit: int) -> bytes:
@@ -418,6 +476,8 @@ async def _read_body(request, limit: int) -> bytes:
 
 def build_app(predictor: Predictor, *, model_name: str, predict_route: str, health_route: str,
               max_request_bytes: int, max_concurrent_predictions: int = 2):
+    import asyncio
+
     import anyio
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
@@ -425,9 +485,10 @@ def build_app(predictor: Predictor, *, model_name: str, predict_route: str, heal
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
-    # Bodies are read concurrently, but only this many predictions hold decoded tensors at once;
-    # the others wait their turn with nothing but their (capped) body in memory.
-    predicting = anyio.CapacityLimiter(max_concurrent_predictions)
+    # Bodies are read concurrently, but only this many are parsed and decoded at once; the
+    # others wait their turn with nothing but their (capped) body in memory. Prepared requests
+    # then wait for their batch without a thread.
+    preparing = anyio.CapacityLimiter(max_concurrent_predictions)
 
     async def predict(request):
         if "name" in request.path_params and request.path_params["name"] != model_name:
@@ -435,8 +496,11 @@ def build_app(predictor: Predictor, *, model_name: str, predict_route: str, heal
                                           f"this server serves {model_name!r}"}, status_code=404)
         try:
             body = await _read_body(request, max_request_bytes)
-            return JSONResponse(await anyio.to_thread.run_sync(predictor.predict, body,
-                                                               limiter=predicting))
+            prepared = await anyio.to_thread.run_sync(predictor.prepare, body,
+                                                      limiter=preparing)
+            del body
+            outputs = await asyncio.wrap_future(predictor.submit(prepared))
+            return JSONResponse(predictor.respond(prepared, outputs))
         except BadRequest as err:
             return JSONResponse({"error": str(err)}, status_code=400)
         except ClientDisconnect:  # nobody is left to answer; not the model's failure
@@ -490,6 +554,10 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
                    help="falls back to $AIP_PREDICT_ROUTE")
     p.add_argument("--model-name", default="model",
                    help="the <name> of TF Serving's /v1/models/<name>:predict")
+    p.add_argument("--runtime", choices=RUNTIMES, default="auto",
+                   help="auto: LiteRT when the export converts (stored in it, or converted at "
+                        "start where TensorFlow is installed), else TensorFlow; tensorflow for "
+                        "GPUs")
     p.add_argument("--max-instances", type=int, default=256, help="per request")
     p.add_argument("--max-request-bytes", type=int, default=VERTEX_MAX_REQUEST_BYTES,
                    help="largest request body accepted")
@@ -498,7 +566,12 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
                         f"before decoding; default {_IMAGE_PIXELS_PER_MODEL_PIXEL} x the model's "
                         f"input H x W, at most {_MAX_DEFAULT_IMAGE_PIXELS:,}")
     p.add_argument("--max-concurrent-predictions", type=int, default=2,
-                   help="predictions computed at once; further requests wait their turn")
+                   help="requests parsed and decoded at once; further requests wait their turn")
+    p.add_argument("--batch-max-size", type=int, default=32,
+                   help="instances of concurrent requests gathered into one model call")
+    p.add_argument("--batch-timeout-ms", type=float, default=2.0,
+                   help="how long a batch waits for requests still being parsed; a lone "
+                        "request never waits")
     return p
 
 
@@ -518,42 +591,95 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _has_tensorflow() -> bool:
+    return importlib.util.find_spec("tensorflow") is not None
+
+
+def _has_litert() -> bool:
+    return importlib.util.find_spec("ai_edge_litert") is not None
+
+
+def load_model(model_dir: str, choice: str, batch_max_size: int):
+    """The model in the runtime `choice` asks for; for auto, LiteRT unless it cannot be had, with
+    a one-line notice saying why."""
+    tensorflow = _has_tensorflow()
+    if choice != "tensorflow":
+        reason = None
+        if not _has_litert():
+            reason = "the LiteRT runtime is not installed (pip install ai-edge-litert)"
+        else:
+            try:
+                if not tensorflow and not files.exists(files.join(model_dir, "saved_model.pb")):
+                    raise TrainerError(f"--model-dir: {model_dir} holds no saved_model.pb; "
+                                       "expected a SavedModel directory written by "
+                                       "trainer.task")
+                return runtime.load_litert(model_dir, _class_names(model_dir), batch_max_size,
+                                           convert=tensorflow)
+            except litert.ConversionError as err:
+                reason = f"LiteRT cannot serve it: {err}"
+            except files.FileError as err:
+                raise TrainerError(f"--model-dir: {err}") from None
+        if choice == "litert" or not tensorflow:
+            hint = "" if tensorflow else (
+                "; this installation has no TensorFlow to convert it: run `python -m "
+                "trainer.serving.litert EXPORT_DIR` where TensorFlow is installed (the training "
+                "image has it), or serve it with a TensorFlow serving image")
+            raise TrainerError(f"--runtime {choice}: {reason}{hint}")
+        log.warning("serving with TensorFlow: %s", reason)
+    from trainer import export
+
+    return runtime.TensorFlowModel(export.load(model_dir, "--model-dir"))
+
+
+def _class_names(model_dir: str) -> list[str] | None:
+    path = files.join(model_dir, LABELS_FILE)
+    if not files.exists(path):
+        return None
+    return files.read(path).decode("utf-8").splitlines()
+
+
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] = os.environ) -> int:
     return run_cli(lambda: _serve(argv, environ))
 
 
 def _serve(argv: Sequence[str] | None, environ: Mapping[str, str]) -> None:
+    started = time.monotonic()
     log_to_stdout()
     with usage_errors():
         args = build_parser(environ).parse_args(argv)
         if not args.model_dir:
             raise TrainerError("--model-dir is required (or set $AIP_STORAGE_URI)")
         for flag in ("max_instances", "max_request_bytes", "max_image_pixels",
-                     "max_concurrent_predictions"):
+                     "max_concurrent_predictions", "batch_max_size"):
             if getattr(args, flag) is not None and getattr(args, flag) <= 0:
                 raise TrainerError(f"--{flag.replace('_', '-')} must be positive")
+        if not 0 <= args.batch_timeout_ms <= 10_000:  # also refuses nan
+            raise TrainerError("--batch-timeout-ms must be between 0 and 10000")
         routes = {flag: _route(getattr(args, flag.replace("-", "_")), f"--{flag}")
                   for flag in ("health-route", "predict-route")}
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import uvicorn
 
-    from trainer import export
-
-    predictor = Predictor(export.load(args.model_dir, "--model-dir"), args.max_instances,
-                          args.max_image_pixels)
+    model = load_model(args.model_dir, args.runtime, args.batch_max_size)
+    model.warm_up()
+    predictor = Predictor(model, args.max_instances, args.max_image_pixels,
+                          batch_max_size=args.batch_max_size,
+                          batch_timeout=args.batch_timeout_ms / 1000)
     sock = listen(args.host, args.port)
     app = build_app(predictor, model_name=args.model_name, predict_route=routes["predict-route"],
                     health_route=routes["health-route"],
                     max_request_bytes=args.max_request_bytes,
                     max_concurrent_predictions=args.max_concurrent_predictions)
-    # The loaded model leaves ~350k long-lived objects that every full collection would scan
-    # again (~150 ms, seen as p99 latency); frozen, collections only walk request garbage.
+    # A loaded TensorFlow model leaves ~350k long-lived objects that every full collection would
+    # scan again (~150 ms, seen as p99 latency); frozen, collections only walk request garbage.
     gc.freeze()
     host, port = sock.getsockname()[:2]
-    log.info("serving %s (signatures %s) on http://%s:%d: POST %s, POST /v1/models/%s:predict, "
-             "GET %s; images up to %s pixels", args.model_dir,
-             ", ".join(predictor.signature_names), host, port, routes["predict-route"],
-             args.model_name, routes["health-route"], f"{predictor.limits.max_image_pixels:,}")
+    log.info("serving %s with %s (signatures %s; batches of up to %d instances) on "
+             "http://%s:%d: POST %s, POST /v1/models/%s:predict, GET %s; images up to %s pixels; "
+             "ready %.2f s after start", args.model_dir, model.runtime,
+             ", ".join(predictor.signature_names), args.batch_max_size, host, port,
+             routes["predict-route"], args.model_name, routes["health-route"],
+             f"{predictor.limits.max_image_pixels:,}", time.monotonic() - started)
     # Uvicorn stops gracefully on SIGTERM, as Vertex sends it when it scales a node down.
     uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(
         sockets=[sock])

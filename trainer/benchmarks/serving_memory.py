@@ -30,8 +30,8 @@ import time
 import zlib
 
 
-from trainer.benchmarks.serving import (benchmark_parser, run_benchmark, running_server, send,
-                                       tutorial_model)
+from trainer.benchmarks.serving import (benchmark_parser, cpu_name, memory_mib, run_benchmark,
+                                       send, started, tutorial_model)
 
 KINDS = ("bomb", "images", "examples", "floats")
 MAX_INSTANCES = 256  # the server's default
@@ -83,24 +83,11 @@ def body(kind: str) -> bytes:
     return json.dumps({"instances": [image] * min(count, MAX_INSTANCES)}).encode()
 
 
-def memory_mib(pid: int) -> dict[str, float]:
-    """VmRSS and VmHWM (peak) of a process, in MiB."""
-    with open(f"/proc/{pid}/status") as f:
-        fields = dict(line.split(":", 1) for line in f)
-    return {key: int(fields[key].split()[0]) / 1024 for key in ("VmRSS", "VmHWM")}
-
-
-def cpu_name() -> str:
-    with open("/proc/cpuinfo") as f:
-        names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-    return f"{names[0]} x {len(names)}" if names else "unknown CPU"
-
-
 def _benchmark(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as scratch, \
-            running_server(args.model_dir or tutorial_model(scratch)) as (server, port):
+            started(args.model_dir or tutorial_model(scratch), (), None) as (pid, port, _):
         print(f"{cpu_name()}; server 127.0.0.1:{port}, {int(args.concurrency)} connection(s)")
-        print(f"idle: RSS {memory_mib(server.pid)['VmRSS']:.0f} MiB")
+        print(f"idle: RSS {memory_mib(pid)['VmRSS']:.0f} MiB")
         print(f"{'kind':>9} {'body KB':>8} {'answers':>16} {'seconds':>8} "
               f"{'peak RSS MiB':>12}")
         for kind in args.kinds:
@@ -113,7 +100,7 @@ def _benchmark(args: argparse.Namespace) -> None:
                                 for status, count in sorted(statuses.items()))
             print(f"{kind:>9} {len(payload) / 1000:>8.0f} {answers:>16} "
                   f"{time.perf_counter() - start:>8.1f} "
-                  f"{memory_mib(server.pid)['VmHWM']:>12.0f}")
+                  f"{memory_mib(pid)['VmHWM']:>12.0f}")
 
 
 def main(argv=None) -> int:

@@ -2,23 +2,27 @@
 # (AIP_HTTP_PORT, AIP_HEALTH_ROUTE, AIP_PREDICT_ROUTE, the model from AIP_STORAGE_URI).
 #   docker build -f CONTEXT/serving.Dockerfile -t IMAGE CONTEXT   (see training.Dockerfile)
 #   docker run -p 8080:8080 -e AIP_STORAGE_URI=gs://B/model IMAGE     (or -v + --model-dir)
+# By default it has no TensorFlow: the model runs on LiteRT (the export's litert/model.tflite,
+# written by `python -m trainer.serving.litert EXPORT_DIR`). For GPUs, or exports LiteRT cannot
+# take: --build-arg TENSORFLOW='tensorflow[and-cuda]==2.21.0' (or tensorflow-cpu==2.21.0).
 ARG BASE_IMAGE=python:3.11.11-slim-bookworm
 FROM ${BASE_IMAGE}
 
-# Up to the TensorFlow layer this is the training Dockerfile, so the layer is shared.
-ARG TENSORFLOW=tensorflow==2.21.0
+ARG TENSORFLOW=
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     TF_CPP_MIN_LOG_LEVEL=2
 
-# TensorFlow first, in its own layer: it is most of the image and changes least often.
-RUN python -m pip install "${TENSORFLOW}"
+# TensorFlow first, in its own layer, when asked for: it is most of such an image.
+RUN if [ -n "${TENSORFLOW}" ]; then python -m pip install "${TENSORFLOW}"; fi
 
 ENV AIP_HTTP_PORT=8080
+# The wheel without its dependencies (they name `tensorflow`), then the server's own.
 COPY vertex_trainer-*.whl /tmp/wheels/
-RUN python -m pip install "$(echo /tmp/wheels/vertex_trainer-*.whl)[serve]" \
+RUN python -m pip install --no-deps /tmp/wheels/vertex_trainer-*.whl \
+    && python -m trainer.containers.requirements serve | python -m pip install -r /dev/stdin \
     && rm -rf /tmp/wheels \
     && useradd --create-home --uid 1000 serve
 
