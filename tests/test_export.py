@@ -9,6 +9,7 @@ import tensorflow as tf
 from tests.exports import (DIGITS, classic_example, current_example, expected, export_model,
                            images, jpeg, png, scaled)
 from trainer import export, models
+from trainer.serving import litert
 from trainer.errors import TrainerError
 
 
@@ -27,8 +28,8 @@ def check(outputs, probabilities, atol=1e-6):
 
 def test_signatures_and_their_inputs(exported):
     _, loaded, _ = exported
-    assert set(loaded.signatures) == set(export.SIGNATURE_INPUTS)
-    for name, input_name in export.SIGNATURE_INPUTS.items():
+    assert set(loaded.signatures) == set(litert.SIGNATURE_INPUTS)
+    for name, input_name in litert.SIGNATURE_INPUTS.items():
         signature = loaded.signatures[name]
         assert list(signature.structured_input_signature[1]) == [input_name]
         assert set(signature.structured_outputs) == {"probabilities", "classes", "labels"}
@@ -74,7 +75,7 @@ def test_encoded_images_are_converted_to_the_model_channels_and_resized(exported
 ], ids=["not-an-image", "not-an-example", "wrong-size", "wrong-declared-shape"])
 def test_bad_signature_inputs_fail_with_a_message(exported, signature, value, message):
     _, loaded, _ = exported
-    input_name = export.SIGNATURE_INPUTS[signature]
+    input_name = litert.SIGNATURE_INPUTS[signature]
     with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(message)):
         loaded.signatures[signature](**{input_name: tf.constant([value])})
 

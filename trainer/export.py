@@ -41,11 +41,10 @@ from trainer import records, storage
 from trainer.data import images, labels
 from trainer.storage import join
 from trainer.errors import TrainerError, short_reason
+from trainer.serving import litert
 
 log = logging.getLogger(__name__)
 
-SIGNATURE_INPUTS = {"serving_default": "image", "encoded_image": "image_bytes",
-                    "tf_example": "example_bytes"}
 LABELS_FILE = labels.FILE_NAME
 STAGING_SUFFIX = ".tmp-"  # + pid: an export is written beside its place, then moved in
 
@@ -139,11 +138,25 @@ def write_saved_model(model, path: str, image_shape: tuple[int, int, int],
         if class_names:
             with tf.io.gfile.GFile(join(staging, LABELS_FILE), "w") as f:
                 f.write("".join(f"{name}\n" for name in class_names))
+        _convert_for_slim_serving(staging)
         storage.replace_dir(staging, path)
     except (tf.errors.OpError, OSError):
         if tf.io.gfile.exists(staging):
             tf.io.gfile.rmtree(staging)
         raise
+
+
+def _convert_for_slim_serving(staging: str) -> None:
+    """The LiteRT model the slim serving image runs (it has no TensorFlow to convert with), stored
+    in the export; an export LiteRT cannot take is still a complete export, served by TensorFlow."""
+    started = time.perf_counter()
+    try:
+        litert.write_beside(staging)
+    except litert.ConversionError as err:
+        log.warning("export: no LiteRT model (%s); serve it with TensorFlow", err)
+        return
+    log.info("export: LiteRT model for the slim server converted in %.1f s",
+             time.perf_counter() - started)
 
 
 def remove_staging_leftovers(path_pattern: str) -> None:
