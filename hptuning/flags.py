@@ -13,16 +13,12 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from trainer.cli import UsageError
+from trainer.cloud.checks import first_local_path
 from trainer.config import METRICS, build_parser, config_from_flags, integer, number
 from trainer.errors import TrainerError
 
 # Picks the metric the trainer reports; tuning it would change what the study measures.
 _METRIC_FLAG = "hypertune_metric"
-# Flags (dests) that name files a trial reads or writes.
-PATH_FLAGS = ("train_files", "eval_files", "test_files", "label_map", "init_checkpoint",
-              "pretrained_weights", "job_dir")
-# Paths a Vertex trial can reach: Cloud Storage, directly or through its FUSE mount.
-CLOUD_PREFIXES = ("gs://", "/gcs/")
 
 
 @dataclass(frozen=True)
@@ -115,17 +111,9 @@ def data_reason(args: Sequence[str]) -> str | None:
 
 
 def local_path(args: Sequence[str]) -> tuple[str, str] | None:
-    """(flag, value) of the first path flag whose value a Vertex trial cannot reach (neither
+    """(flag, path) of the first path flag whose value a Vertex trial cannot reach (neither
     gs:// nor /gcs/), or None."""
-    parsed = build_parser().parse_args(list(args))
-    for dest in PATH_FLAGS:
-        value = getattr(parsed, dest)
-        if not value or (dest == "pretrained_weights" and value == "imagenet"):
-            continue
-        if not all(part.strip().startswith(CLOUD_PREFIXES) for part in value.split(",")
-                   if part.strip()):
-            return f"--{dest.replace('_', '-')}", value
-    return None
+    return first_local_path(build_parser().parse_args(list(args)))
 
 
 def reported_metric(args: Sequence[str]) -> str:

@@ -28,6 +28,7 @@ from google.cloud.aiplatform_v1.types import HyperparameterTuningJob
 from google.protobuf import json_format
 
 from hptuning import cli, flags, spec
+from trainer.cloud import checks
 from trainer.cloud.prebuilt import past_end_warning
 from trainer.cli import OneLineParser, run_cli, usage_errors
 from trainer.errors import TrainerError
@@ -93,6 +94,15 @@ def request_job(tuning: spec.TuningSpec, display_name: str | None,
     return job
 
 
+def prerequisites(job: HyperparameterTuningJob, project: str | None, session=None) -> list:
+    """What the study needs in the project: the trial image's repository, the output bucket."""
+    spec_ = job.trial_job_spec
+    return checks.prerequisites(
+        project, images=[pool.container_spec.image_uri for pool in spec_.worker_pool_specs
+                         if pool.container_spec.image_uri],
+        buckets=[spec_.base_output_directory.output_uri_prefix], session=session)
+
+
 def to_json(job: HyperparameterTuningJob) -> str:
     """The request body, checked to parse back into the SDK's type unchanged."""
     text = json_format.MessageToJson(HyperparameterTuningJob.pb(job), indent=2)
@@ -141,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                "their paths must be gs:// (or /gcs/).")
     cli.add_common(parser, parallel_default="the config's parallelTrialCount")
     parser.add_argument("--project", help="Google Cloud project (also fills ${PROJECT}); "
-                                          "required unless --dry-run")
+                                          "required unless --dry-run, which writes PROJECT")
     parser.add_argument("--region", default=DEFAULT_REGION,
                         help="Vertex AI region (also fills ${REGION})")
     parser.add_argument("--display-name", help="default: the config's displayName, else "
@@ -155,17 +165,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not args.project and not args.dry_run:
                 raise TrainerError("--project is required to submit (or use --dry-run)")
             _init_sdk(args.project, args.region)
-            defaults = {"REGION": args.region,
-                        **({"PROJECT": args.project} if args.project else {})}
+            defaults = {"REGION": args.region, "PROJECT": args.project or "PROJECT"}
             tuning = spec.load(args.config, cli.placeholder_values(args.set, defaults),
                                extra_args=trainer_args, max_trials=args.max_trials,
                                parallel=args.parallel_trials)
             job = request_job(tuning, args.display_name, datetime.date.today())
         if args.dry_run:
             print(to_json(job))
+            # On stderr: stdout stays the request body alone, for piping.
+            print("prerequisites (each with the command that creates it):\n" + "\n".join(
+                f"- {p.line()}" for p in prerequisites(job, args.project)), file=sys.stderr)
             print(f"dry run: valid; would create it in projects/{args.project or 'PROJECT'}/"
                   f"locations/{args.region}", file=sys.stderr)
             return 0
+        session = checks.authorized_session() if checks.adc_present() else None
+        checks.verify(prerequisites(job, args.project, session))
         name = create(job, args.project, args.region)
         print(name)
         print(f"follow it: gcloud ai hp-tuning-jobs describe {name.rsplit('/', 1)[-1]} "

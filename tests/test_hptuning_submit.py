@@ -10,6 +10,7 @@ import pytest
 from google.cloud.aiplatform_v1.types import HyperparameterTuningJob, StudySpec
 
 from hptuning import spec, submit
+from trainer.cloud import checks
 from tests.conftest import REPO
 from tests.test_hptuning_spec import SAMPLE, as_legacy, smoke_config, write
 
@@ -26,8 +27,10 @@ def test_dry_run_prints_a_job_the_sdk_parses_back():
     result = dry_run("hptuning/models.yaml", "--set", "BUCKET=test-bucket", "--project", "proj",
                      "--display-name", "models-tuning")
     assert result.returncode == 0, result.stderr
-    assert result.stderr == ("dry run: valid; would create it in "
-                             "projects/proj/locations/us-central1\n")
+    assert result.stderr.endswith("dry run: valid; would create it in "
+                                  "projects/proj/locations/us-central1\n")
+    assert "- the Artifact Registry repository us-docker.pkg.dev/proj/vertex-trainer: gcloud " \
+        "artifacts repositories create vertex-trainer" in result.stderr
     job = HyperparameterTuningJob.from_json(result.stdout, ignore_unknown_fields=False)
     assert job.display_name == "models-tuning"
     assert (job.max_trial_count, job.parallel_trial_count, job.max_failed_trial_count) == (
@@ -55,16 +58,21 @@ def test_dry_run_prints_a_job_the_sdk_parses_back():
     assert document["studySpec"]["metrics"] == [{"metricId": "accuracy", "goal": "MAXIMIZE"}]
 
 
-@pytest.mark.parametrize("args, message", [
-    ([], "trialJobSpec.workerPoolSpecs[0].containerSpec.imageUri: ${PROJECT} is not set; pass "
-         "--set PROJECT=VALUE or export PROJECT"),
-    (["--project", "proj"], "trialJobSpec.baseOutputDirectory.outputUriPrefix: ${BUCKET} is not "
-                            "set; pass --set BUCKET=VALUE or export BUCKET"),
-])
-def test_dry_run_needs_every_placeholder(args, message):
-    result = dry_run("hptuning/cnn.yaml", *args)
+def test_dry_run_needs_every_placeholder_but_the_project():
+    result = dry_run("hptuning/cnn.yaml", "--project", "proj")
     assert result.returncode == 2 and result.stdout == ""
-    assert result.stderr == f"error: hptuning/cnn.yaml: {message}\n"
+    assert result.stderr == (
+        "error: hptuning/cnn.yaml: trialJobSpec.baseOutputDirectory.outputUriPrefix: ${BUCKET} "
+        "is not set; pass --set BUCKET=VALUE or export BUCKET\n")
+
+
+def test_a_dry_run_without_a_project_writes_a_placeholder():
+    result = dry_run("hptuning/cnn.yaml", "--set", "BUCKET=b")
+    assert result.returncode == 0, result.stderr
+    job = HyperparameterTuningJob.from_json(result.stdout, ignore_unknown_fields=False)
+    assert job.trial_job_spec.worker_pool_specs[0].container_spec.image_uri == (
+        "us-docker.pkg.dev/PROJECT/vertex-trainer/trainer:latest")
+    assert "gcloud services enable aiplatform.googleapis.com --project=PROJECT" in result.stderr
 
 
 @pytest.mark.parametrize("args, message", [
@@ -104,7 +112,14 @@ class FakeJobServiceClient:
         return created
 
 
-def test_submit_creates_the_job_and_prints_its_name(monkeypatch, capsys):
+@pytest.fixture
+def credentials_here(monkeypatch):
+    """Credentials on this machine, and no online checks of the prerequisites."""
+    monkeypatch.setattr(checks, "adc_present", lambda: True)
+    monkeypatch.setattr(checks, "authorized_session", lambda: None)
+
+
+def test_submit_creates_the_job_and_prints_its_name(monkeypatch, capsys, credentials_here):
     from google.cloud import aiplatform
 
     monkeypatch.setattr(aiplatform.gapic, "JobServiceClient", FakeJobServiceClient)
@@ -122,7 +137,7 @@ def test_submit_creates_the_job_and_prints_its_name(monkeypatch, capsys):
         "us-docker.pkg.dev/proj/vertex-trainer/trainer:latest")
 
 
-def test_a_refusal_is_a_one_line_error(monkeypatch, capsys):
+def test_a_refusal_is_a_one_line_error(monkeypatch, capsys, credentials_here):
     from google.api_core import exceptions
     from google.cloud import aiplatform
 
@@ -189,7 +204,7 @@ ARGS = "trialJobSpec.workerPoolSpecs[0].containerSpec.args"
      "the args after --: --train-files 'data/train-*' is a local path, which a Vertex trial "
      "cannot read; upload it (gcloud storage cp -r) and give its gs:// (or /gcs/) path"),
     (["--", "--train-files", "gs://b/t,/tmp/more-*", "--eval-files", "gs://b/e"],
-     "the args after --: --train-files 'gs://b/t,/tmp/more-*' is a local path"),
+     "the args after --: --train-files '/tmp/more-*' is a local path"),
     (["--", "--bundled-sample", "--label-map", "labels.txt"],
      "the args after --: --label-map 'labels.txt' is a local path"),
 ])
@@ -210,3 +225,17 @@ def test_a_local_path_in_the_configs_own_args_is_refused_naming_the_field(tmp_pa
         f"error: {path}: {ARGS}: --train-files '/data/train-*' is a local path, which a Vertex "
         "trial cannot read; upload it (gcloud storage cp -r) and give its gs:// (or /gcs/) "
         "path\n")
+
+
+def test_missing_credentials_stop_the_submission_before_anything_is_sent(monkeypatch, capsys):
+    from google.cloud import aiplatform
+
+    monkeypatch.setattr(checks, "adc_present", lambda: False)
+    monkeypatch.setattr(aiplatform.gapic, "JobServiceClient", FakeJobServiceClient)
+    sent = len(FakeJobServiceClient.requests)
+    assert submit.main(["hptuning/cnn.yaml", "--project", "proj", "--set", "BUCKET=b",
+                        *DATA]) == 1
+    err = capsys.readouterr().err
+    assert "application-default credentials on this machine: gcloud auth " \
+           "application-default login" in err and err.count("\n") == 1
+    assert len(FakeJobServiceClient.requests) == sent

@@ -44,19 +44,27 @@ def is_cloud_path(path: str) -> bool:
     return path.startswith(_CLOUD_PREFIXES)
 
 
-def require_cloud_paths(flags, where: str = "trainer flags after --") -> None:
-    """Refuses paths of this machine in flags a Vertex job reads: the job would not find them."""
+def first_local_path(flags) -> tuple[str, str] | None:
+    """(flag, the path) of the first path flag naming a file of this machine, or None."""
     for name in PATH_FLAGS:
         value = getattr(flags, name, None)
         if not value or (name == "pretrained_weights" and value == "imagenet"):
             continue
         local = [p.strip() for p in value.split(",") if p.strip() and not is_cloud_path(p.strip())]
         if local:
-            flag = "--" + name.replace("_", "-")
-            raise TrainerError(
-                f"{where}: {flag} {local[0]} is a path on this machine, which a Vertex job "
-                "cannot read; give gs://BUCKET/... (upload a photo folder or manifest with "
-                "`vertex-trainer prepare --input PATH --output-dir gs://BUCKET/data`)")
+            return "--" + name.replace("_", "-"), local[0]
+    return None
+
+
+def require_cloud_paths(flags, where: str = "trainer flags after --") -> None:
+    """Refuses paths of this machine in flags a Vertex job reads: the job would not find them."""
+    local = first_local_path(flags)
+    if local:
+        flag, path = local
+        raise TrainerError(
+            f"{where}: {flag} {path} is a path on this machine, which a Vertex job "
+            "cannot read; give gs://BUCKET/... (upload a photo folder or manifest with "
+            "`vertex-trainer prepare --input PATH --output-dir gs://BUCKET/data`)")
 
 
 def require_output(base_output_dir: str | None, flags, flag: str = "--base-output-dir") -> None:
