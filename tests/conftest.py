@@ -14,11 +14,39 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parent.parent
+# The tests' own helpers import as `tests.*`, so the checkout goes on the path, but LAST: an
+# installed vertex-trainer (what `pip install ".[test]" && pytest` and CI test) wins over the
+# checkout's sources, and a module or package file missing from the wheel fails here.
+if str(REPO) not in sys.path:
+    sys.path.append(str(REPO))
+import trainer  # noqa: E402  (after the path is set)
+
+UNDER_TEST = Path(trainer.__file__).resolve().parent
+INSTALLED = UNDER_TEST.parent != REPO
+# Subprocesses (`python -m trainer.task`, run in the checkout) must run the same code: `-m` would
+# put their working directory first, so with an installed package it stays off their path; the
+# checkout's sources reach them through PYTHONPATH.
+if INSTALLED:
+    os.environ["PYTHONSAFEPATH"] = "1"
+elif str(REPO) not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO),
+                                                             os.environ.get("PYTHONPATH")]))
 # Training tests run in float32 on every machine: --mixed-precision defaults to auto, which picks
 # bf16 on CPUs with AMX-BF16/AVX512_BF16 and none on others, so an unpinned suite would train
 # differently from one CI machine to the next. Tests of auto inject the device facts instead
 # (tests/test_precision.py, tests/test_loss_scale.py).
 FP32 = ("--mixed-precision", "none")
+
+
+def pytest_report_header(config):
+    return f"trainer under test: {UNDER_TEST} ({'installed' if INSTALLED else 'the checkout'})"
+
+
+def pytest_configure(config):
+    if os.environ.get("VT_TEST_INSTALLED") == "1" and not INSTALLED:
+        raise pytest.UsageError(f"VT_TEST_INSTALLED=1, but trainer comes from the checkout "
+                                f"({UNDER_TEST}): pip install . first, and run `pytest`, not "
+                                "`python -m pytest` (which puts the checkout first)")
 
 
 def synthetic_images(count: int, seed: int = 0, shape=(28, 28, 1), num_classes: int = 10):

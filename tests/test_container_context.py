@@ -9,7 +9,8 @@ import venv
 import zipfile
 from pathlib import Path
 
-from trainer.containers.images import DOCKERFILES, build_context
+from tests.conftest import REPO
+from trainer.containers.images import DOCKERFILES, build_context, build_wheel
 
 
 def _names(wheel: Path) -> set[str]:
@@ -23,12 +24,17 @@ def _metadata(wheel: Path, name: str) -> str:
         return archive.read(path).decode()
 
 
-def test_a_package_installed_without_its_checkout_repacks_into_the_same_wheel(tmp_path):
-    built = build_context(tmp_path / "from-checkout")
+def test_a_context_holds_the_wheel_and_every_dockerfile(tmp_path):
+    built = build_context(tmp_path / "context")
     (wheel,) = built.glob("*.whl")
     assert {"trainer/task.py", "trainer/sample/eval-00000-of-00001.tfrecord.gz",
             "hptuning/cnn.yaml", "trainer/containers/serving.Dockerfile"} <= _names(wheel)
     assert all((built / dockerfile).is_file() for dockerfile in DOCKERFILES.values())
+
+
+def test_a_package_installed_without_its_checkout_repacks_into_the_same_wheel(tmp_path):
+    (tmp_path / "from-checkout").mkdir()
+    wheel = build_wheel(REPO, tmp_path / "from-checkout")
 
     # Installed in a virtualenv elsewhere, run from another directory: no checkout in sight.
     env_dir = tmp_path / "venv"
@@ -53,4 +59,4 @@ def test_a_package_installed_without_its_checkout_repacks_into_the_same_wheel(tm
                            capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
     assert (tmp_path / "target" / "trainer" / "task.py").read_bytes() == \
-        Path(__file__).resolve().parents[1].joinpath("trainer", "task.py").read_bytes()
+        (REPO / "trainer" / "task.py").read_bytes()

@@ -347,7 +347,9 @@ def test_cloudbuild_structure():
         assert push["args"][-1] == f"${{_{kind}IMAGE}}" and "test" in push["waitFor"]
     gpu = by_id["gpu-image"]
     assert '"${_BUILD_GPU}" != "true"' in gpu["args"][-1] and "test" in gpu["waitFor"]
-    assert by_id["build-serving-image"]["waitFor"] == ["build-image"]  # reuses its TF layer
+    # The two share no TensorFlow layer (the serving image has none): built side by side.
+    assert by_id["build-serving-image"]["waitFor"] == by_id["build-image"]["waitFor"] == [
+        "context"]
     assert by_id["test"]["waitFor"] == by_id["context"]["waitFor"] == ["-"]  # in parallel
     submit = " ".join(by_id["submit-job"]["args"])
     assert "--container-image-uri=${_IMAGE}:${SHORT_SHA}" in submit

@@ -39,11 +39,11 @@ def package_wheel(directory: Path) -> Path:
     else repacked from the installed distribution."""
     source = checkout()
     if source is not None:
-        return _build_wheel(source, directory)
+        return build_wheel(source, directory)
     return repack_installed(directory)
 
 
-def _build_wheel(source: Path, directory: Path) -> Path:
+def build_wheel(source: Path, directory: Path) -> Path:
     """`pip wheel` of a copy of the checkout's package files: building in place would leave
     build/ behind, whose stale files a later build packs again."""
     with tempfile.TemporaryDirectory(prefix="vertex-trainer-src-") as copy:
