@@ -116,7 +116,7 @@ def test_real_images_and_examples_of_any_size_predict_or_are_refused_in_one_line
     assert (answer is not None) == (signature == "encoded_image" or (height, width) == (28, 28))
 
 
-def test_concurrent_requests_share_batches_and_a_bad_one_fails_alone(predictor):
+def test_concurrent_requests_share_batches_and_a_bad_one_fails_alone(predictor, monkeypatch):
     pixels = images(6)
     good = [json.dumps({"signature_name": "tf_example",
                         "instances": [b64(current_example(image))]}).encode()
@@ -124,7 +124,43 @@ def test_concurrent_requests_share_batches_and_a_bad_one_fails_alone(predictor):
     bad = json.dumps({"signature_name": "tf_example",
                       "instances": [b64(current_example(pixels[0][:20]))]}).encode()
     alone = [predictor.predict(body)["predictions"][0]["probabilities"] for body in good]
+    bodies = good[:3] + [bad] + good[3:]
     results: dict[int, object] = {}
+
+    # However the threads are scheduled, the first model call waits until every request is
+    # prepared and queued (the bad one may be refused while prepared), so the rest must share.
+    counts = {"prepared": 0, "refused": 0, "submitted": 0}
+    lock, everyone_queued = threading.Lock(), threading.Event()
+    prepare, submit, run = predictor.prepare, predictor.submit, predictor.model.run
+
+    def note(key):
+        with lock:
+            counts[key] += 1
+            if counts["prepared"] + counts["refused"] == len(bodies) and \
+                    counts["submitted"] == counts["prepared"]:
+                everyone_queued.set()
+
+    def counted_prepare(body):
+        try:
+            prepared = prepare(body)
+        except serve.BadRequest:
+            note("refused")
+            raise
+        note("prepared")
+        return prepared
+
+    def counted_submit(prepared):
+        future = submit(prepared)
+        note("submitted")
+        return future
+
+    def gated_run(queue, payloads):
+        assert everyone_queued.wait(60)
+        return run(queue, payloads)
+
+    monkeypatch.setattr(predictor, "prepare", counted_prepare)
+    monkeypatch.setattr(predictor, "submit", counted_submit)
+    monkeypatch.setattr(predictor.model, "run", gated_run)
 
     def send(index, body):
         try:
@@ -133,8 +169,7 @@ def test_concurrent_requests_share_batches_and_a_bad_one_fails_alone(predictor):
             results[index] = err
 
     before = sum(count for size, count in predictor.batch_sizes().items() if size > 1)
-    threads = [threading.Thread(target=send, args=(i, body))
-               for i, body in enumerate(good[:3] + [bad] + good[3:])]
+    threads = [threading.Thread(target=send, args=(i, body)) for i, body in enumerate(bodies)]
     for thread in threads:
         thread.start()
     for thread in threads:
