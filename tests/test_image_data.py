@@ -17,6 +17,7 @@ from tests.conftest import FP32, example, write_records
 from tests.image_data import NAMES, encode, make_image_set
 from tests.test_training import EVALUATOR, scalars
 from trainer import data, task
+from trainer.cli import UsageError
 from trainer.config import config_from_flags
 from trainer.data import bad_images, images
 from trainer.errors import TrainerError
@@ -226,3 +227,26 @@ def test_bad_image_inputs_fail_up_front_with_one_line(image_set, tmp_path):
     assert "is an image; give a folder" in resolve(first, image_set.eval_dir)
     assert "--num-classes is 12 but --train-files has 10 classes" in resolve(
         image_set.csv, image_set.eval_dir, "--num-classes", "12")
+
+
+@pytest.mark.parametrize("channels", [2, 4])
+def test_encoded_images_take_one_or_three_channels_and_raw_records_any(image_set, tmp_path,
+                                                                       channels):
+    # Before (issue 22, rows 7 and 19): 2 was an InvalidArgumentError traceback mid-run, 4 a JPEG
+    # named "corrupt".
+    argv = ["--train-files", str(image_set.train_dir), "--eval-files", str(image_set.eval_dir),
+            "--image-channels", str(channels)]
+    with pytest.raises(UsageError) as err:
+        data.resolve(config_from_flags(argv, {}).data)
+    assert str(err.value) == (
+        "--image-channels must be 1 (grey) or 3 (RGB) for encoded images (400 image(s) in class "
+        f"folders from --train-files), got {channels}")
+
+    from trainer.records import serialize_example
+
+    pixels = bytes(range(256)) * (28 * 28 * channels // 256 + 1)
+    records = write_records(tmp_path / "raw.tfrecord", [serialize_example(
+        pixels[:28 * 28 * channels], label, 28, 28, channels) for label in range(10)])
+    plan = data.resolve(config_from_flags(["--train-files", records, "--eval-files", records,
+                                           "--image-channels", str(channels)], {}).data)
+    assert plan.train.image_shape == (28, 28, channels)
