@@ -84,7 +84,8 @@ class DataConfig:
                               "horizontal flip")
     skip_corrupt_images: bool = flag(
         "skip-corrupt-images", False, switch=True,
-        help="drop images that cannot be read or decoded, counting them (log and TensorBoard), "
+        help="drop images that cannot be read, decoded or resized to cover the model's input "
+             "(an aspect ratio over 64 times its own), counting them (log and TensorBoard), "
              "instead of stopping with an error")
     label_map: str | None = flag(
         "label-map", metavar="PATH",
