@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from trainer import storage
 from trainer.cli import UsageError
 from trainer.data import encoded_records, image_files, labels, manifests, raw_records, \
-    record_guard, text, tfds
+    record_guard, tfds
 from trainer.data.source import ENCODED_CHANNELS, IMAGE_SUFFIXES, Classes, Probe, Request, Source
 from trainer.errors import TrainerError
 
@@ -103,7 +103,7 @@ def save_label_map(class_names, checkpoint_dir: str) -> None:
     """labels.txt beside the checkpoints; one already there must agree (a resumed run)."""
     path = storage.join(checkpoint_dir, labels.FILE_NAME)
     if storage.exists(path):
-        saved = labels.parse(text.read(path, "checkpoints"), path, "checkpoints")
+        saved = labels.read(path, "checkpoints")
         labels.check_resume(saved, list(class_names), path)
         return
     storage.write_text(path, labels.text_of(list(class_names)))
