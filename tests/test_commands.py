@@ -40,7 +40,7 @@ def test_no_command_is_train_and_help_lists_the_commands():
     flags_first = _run("--max-steps", "0")
     assert flags_first.returncode == 2
     assert flags_first.stderr.strip().splitlines()[-2] == \
-        "error: --max-steps must be positive, got 0"
+        "error: --max-steps must be positive and at most 2^53 = 9,007,199,254,740,992, got 0"
 
 
 def test_an_unknown_command_is_one_line_with_the_choices():
