@@ -120,11 +120,28 @@ def test_images_no_machine_could_train_name_the_model_and_the_sizes():
     assert problem(shape=(20_000, 20_000, 1)) == (
         "--model cnn on 20,000 x 20,000 x 1 images (--image-height/--image-width) with 10 classes "
         "cannot fit in this machine's memory: its 1,638,400,063,370 weights with their gradients "
-        "and optimizer state take 26,214 GB and one training example 106 GB, more than the 20.0 "
-        "GB this process can get (MemAvailable in /proc/meminfo); use smaller images, fewer "
+        "and optimizer state take 26,214 GB and one training example takes 106 GB, more than the "
+        "20.0 GB this process can get (MemAvailable in /proc/meminfo); use smaller images, fewer "
         "classes or another --model")
     # A backbone's weights do not grow with the image, its activations do.
-    assert "one training example 32.1 GB" in problem("efficientnet_v2_b0", (5000, 5000, 3))
+    assert "one training example takes 32.1 GB" in problem("efficientnet_v2_b0",
+                                                          (5000, 5000, 3))
+
+
+def test_on_an_accelerator_only_the_input_pipeline_is_counted_on_the_host():
+    # The weights, their state and the activations are in device memory, not seen here.
+    need = memory.training_need("resnet50", (224, 224, 3), 10, "adam", False, True,
+                                on_accelerator=True)
+    assert (need.state, need.per_example) == (0, 2 * 4 * 224 * 224 * 3)
+    assert memory.problem(need, memory.Room(20 * GB, "MemAvailable in /proc/meminfo"),
+                          model="resnet50", image_shape=(224, 224, 3), num_classes=10,
+                          batch=1024, eval_batch=1024) is None
+    assert memory.problem(need, memory.Room(GB, "MemAvailable in /proc/meminfo"),
+                          model="resnet50", image_shape=(224, 224, 3), num_classes=10,
+                          batch=1024, eval_batch=100).startswith(
+        "--batch-size 1,024 cannot fit in this machine's memory: a training step of --model "
+        "resnet50 on 224 x 224 x 3 images holds at least 1.2 GB (1.2 MB per example in the input "
+        "pipeline), more than the 1.0 GB")
 
 
 def test_an_eval_batch_is_checked_for_its_images():

@@ -9,7 +9,8 @@ A run whose floor exceeds the memory this process can get (MemAvailable in /proc
 room left under its cgroup's limit) could only grow until the kernel killed it without a word
 (`--batch-size 100000000`) or fail in a ResourceExhaustedError traceback (`--image-height 20000
 --image-width 20000`, where the `cnn`'s dense layer alone is 1.6 trillion weights); it is refused
-up front, with the numbers. Device memory (GPUs, TPUs) is not seen here.
+up front, with the numbers. Device memory (GPUs, TPUs) is not seen here: where the model runs
+on one, only the input pipeline's share of the host is checked.
 """
 
 from __future__ import annotations
@@ -106,12 +107,17 @@ class Need:
 
 
 def training_need(model: str, image_shape: tuple[int, int, int], num_classes: int,
-                  optimizer: str, averaged: bool, half_precision: bool) -> Need:
-    """What one example and the model's state hold in a training step, at the least.
-    `half_precision`: the activations may be 16-bit (--mixed-precision other than none)."""
+                  optimizer: str, averaged: bool, half_precision: bool,
+                  on_accelerator: bool = False) -> Need:
+    """What one example and the model's state hold in this machine's memory during a training
+    step, at the least. `half_precision`: the activations are 16-bit. `on_accelerator`: the
+    weights, their state and the activations live in GPU or TPU memory, which is not seen
+    here; the host holds the input pipeline's images."""
     footprint = MODELS[model].footprint(image_shape, num_classes)
-    copies = 2 + OPTIMIZER_SLOTS[optimizer] + averaged  # weights, gradients, slots, average
     image = _FLOAT * math.prod(image_shape)
+    if on_accelerator:
+        return Need(footprint.weights, 0, 2 * image, image)
+    copies = 2 + OPTIMIZER_SLOTS[optimizer] + averaged  # weights, gradients, slots, average
     activations = (_HALF if half_precision else _FLOAT) * footprint.activations
     return Need(footprint.weights, _FLOAT * copies * footprint.weights,
                 2 * image + activations, image)
@@ -122,19 +128,22 @@ def problem(need: Need, available: Room, *, model: str, image_shape: tuple[int, 
     """Why the run cannot fit in `available`, naming the flags to change; None if it may."""
     where = f"the {size(available.bytes)} this process can get ({available.source})"
     shape = f"{image_shape[0]:,} x {image_shape[1]:,} x {image_shape[2]}"
+    state = (f"its {need.weights:,} weights with their gradients and optimizer state take "
+             f"{size(need.state)} and " if need.state else "")
     if need.state + need.per_example > available.bytes:
         return (f"--model {model} on {shape} images (--image-height/--image-width) with "
-                f"{num_classes:,} classes cannot fit in this machine's memory: its "
-                f"{need.weights:,} weights with their gradients and optimizer state take "
-                f"{size(need.state)} and one training example {size(need.per_example)}, more "
-                f"than {where}; use smaller images, fewer classes or another --model")
+                f"{num_classes:,} classes cannot fit in this machine's memory: {state}one "
+                f"training example takes {size(need.per_example)}, more than {where}; use "
+                "smaller images, fewer classes or another --model")
     fit = (available.bytes - need.state) // need.per_example
     total = need.state + batch * need.per_example
     if total > available.bytes:
+        held = (f"{size(need.per_example)} per example and {size(need.state)} of weights and "
+                "optimizer state" if need.state else
+                f"{size(need.per_example)} per example in the input pipeline")
         return (f"--batch-size {batch:,} cannot fit in this machine's memory: a training step "
-                f"of --model {model} on {shape} images holds at least {size(total)} "
-                f"({size(need.per_example)} per example and {size(need.state)} of weights and "
-                f"optimizer state), more than {where}; at most {fit:,} examples fit")
+                f"of --model {model} on {shape} images holds at least {size(total)} ({held}), "
+                f"more than {where}; at most {fit:,} examples fit")
     # Evaluation keeps no activations for a backward pass: its batch of images and the next.
     evaluating = need.state + 2 * eval_batch * need.image
     if evaluating > available.bytes:
@@ -145,9 +154,11 @@ def problem(need: Need, available: Room, *, model: str, image_shape: tuple[int, 
     return None
 
 
-def check(config, plan, available: Room | None = None) -> None:
+def check(config, plan, *, half_precision: bool, on_accelerator: bool,
+          available: Room | None = None) -> None:
     """Raises UsageError when this training task's share of the run (a trainer.config.Config,
-    over a trainer.data.DataPlan) cannot fit in this machine's memory."""
+    over a trainer.data.DataPlan, in the precision chosen for its devices) cannot fit in this
+    machine's memory."""
     available = available or room()
     if available is None:
         return
@@ -159,7 +170,7 @@ def check(config, plan, available: Room | None = None) -> None:
     # Evaluation reads its data once: a batch larger than the data holds only the data.
     eval_batch = min(model.eval_batch_size, plan.eval.size or model.eval_batch_size)
     need = training_need(model.name, data.image_shape, plan.num_classes, model.optimizer,
-                         config.recipe.ema_decay is not None, model.mixed_precision != "none")
+                         config.recipe.ema_decay is not None, half_precision, on_accelerator)
     found = problem(need, available, model=model.name, image_shape=data.image_shape,
                     num_classes=plan.num_classes, batch=-(-model.batch_size // machines),
                     eval_batch=eval_batch)
