@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -39,10 +40,26 @@ def test_no_command_is_train_and_help_lists_the_commands():
     flags_first = _run("--max-steps", "0")
     assert flags_first.returncode == 2
     assert flags_first.stderr.strip().splitlines()[-2] == \
-        "error: --max-steps must be positive, got 0"
+        "error: --max-steps must be positive and at most 2^53 = 9,007,199,254,740,992, got 0"
 
 
 def test_an_unknown_command_is_one_line_with_the_choices():
     done = _run("trian")
     assert done.returncode == 2
     assert "error: unknown command 'trian'; expected one of launch, train, predict" in done.stderr
+
+
+def test_every_entry_point_ends_through_trainer_cli():
+    # Only run_cli makes a failure one `error: ...` line, last, with the right exit code; issue
+    # 22 found scripts printing tracebacks or two-line argparse output instead.
+    repo = Path(__file__).resolve().parent.parent
+    through = ("run_cli(", "run_command(", "run_benchmark(", "from trainer.commands import cli")
+    scripts = [*repo.glob("trainer/**/*.py"), *repo.glob("hptuning/**/*.py"),
+               *repo.glob("scripts/*.py")]
+    entry_points = [path for path in scripts if path.name == "__main__.py"
+                    or path.parent.name == "scripts"
+                    or 'if __name__ == "__main__":' in path.read_text(encoding="utf-8")]
+    assert len(entry_points) > 30
+    bypassing = [str(path.relative_to(repo)) for path in entry_points
+                 if not any(call in path.read_text(encoding="utf-8") for call in through)]
+    assert bypassing == []

@@ -245,6 +245,34 @@ def test_dropout_in_range_is_accepted(value):
     assert config_from_flags([f"--dropout={value}"], {}).model.dropout == float(value)
 
 
+@pytest.mark.parametrize("value", ["-1", "1e30", "4294967296"])
+def test_a_seed_numpy_cannot_take_is_an_error_naming_the_range(value):
+    # NumPy's ValueError traceback before (issue 22, row 6).
+    assert error_of(["--seed", value]) == (
+        f"--seed must be in [0, 4,294,967,295], got {'1e+30' if value == '1e30' else value}")
+
+
+@pytest.mark.parametrize("value", ["0", "4294967295"])
+def test_seeds_at_the_ends_of_the_range_are_accepted(value):
+    assert config_from_flags(["--seed", value], {}).model.seed == int(value)
+
+
+@pytest.mark.parametrize("value, shown", [("1e30", "1e+30"), (str(2 ** 53 + 1), str(2 ** 53 + 1))])
+def test_max_steps_beyond_2_to_the_53_is_an_error(value, shown):
+    # 1e30 trained "forever" before (issue 22, row 17).
+    assert error_of(["--max-steps", value]) == (
+        f"--max-steps must be positive and at most 2^53 = 9,007,199,254,740,992, got {shown}")
+    assert config_from_flags(["--max-steps", str(2 ** 53)], {}).loop.max_steps == 2 ** 53
+
+
+@pytest.mark.parametrize("flag", ["--shuffle-buffer", "--eval-steps", "--keep-checkpoints",
+                                  "--log-every-steps", "--image-height"])
+def test_an_integer_beyond_64_bits_is_an_error(flag):
+    # --shuffle-buffer 1e30 and --eval-steps 1e30 were ValueError tracebacks in tf.data.
+    assert error_of([flag, "1e30"]) == (
+        f"{flag} must fit a 64-bit integer (at most 9,223,372,036,854,775,807), got 1e+30")
+
+
 @pytest.mark.parametrize("value", ["1", "0", "-3"])
 def test_num_classes_below_two_is_an_error(value):
     assert "--num-classes" in error_of([f"--num-classes={value}"])

@@ -69,6 +69,7 @@ def command(kind: str, path, tmp_path, model_dir) -> list[str]:
     ("trainer", "forged-length.tfrecord", "--eval-files"),
     ("trainer", "cut-gzip-50.tfrecord.gz", "--eval-files"),
     ("predict", "forged-length.tfrecord", "FILES"),
+    ("predict", "wide-1x990000.png", "FILES"),
     ("verify", "forged-length.tfrecord", "patterns"),
 ])
 def test_each_command_ends_with_one_error_line_instead_of_a_crash(corpus, model_dir, tmp_path,

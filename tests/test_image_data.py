@@ -16,7 +16,8 @@ import tensorflow as tf
 from tests.conftest import FP32, example, write_records
 from tests.image_data import NAMES, encode, make_image_set
 from tests.test_training import EVALUATOR, scalars
-from trainer import data, task
+from trainer import data, image_bounds, task
+from trainer.cli import UsageError
 from trainer.config import config_from_flags
 from trainer.data import bad_images, images
 from trainer.errors import TrainerError
@@ -127,6 +128,50 @@ def test_the_evaluator_task_skips_corrupt_images_as_the_chief_does(image_set, co
         assert abs(evaluator.metrics[name] - chief.metrics[name]) <= 1e-6, (evaluator, chief)
 
 
+def wide_png() -> bytes:
+    """Issue 22, row 1: 2 KB of grey PNG, 1 x 990,000 pixels, under any pixel cap; resized to
+    cover 28 x 28 it became 27,720,000 x 28 floats (trainer RSS 0.34 -> 4.0 GB)."""
+    return tf.io.encode_png(np.zeros((1, 990_000, 1), np.uint8)).numpy()
+
+
+def test_an_image_too_wide_to_cover_the_input_is_named_or_skipped(image_set, tmp_path, caplog):
+    root = tmp_path / "wide"
+    shutil.copytree(image_set.eval_dir, root)
+    wide = root / "three" / "wide.png"
+    wide.write_bytes(wide_png())
+    with pytest.raises(TrainerError) as err:
+        train(tmp_path / "a", image_set.train_dir, root, steps=10)
+    assert str(err.value) == (
+        f"--eval-files: {wide}: image {wide} cannot be resized for the model: "
+        f"{image_bounds.cover_problem(1, 990_000, (28, 28))}; --skip-corrupt-images skips such "
+        "images")
+    with caplog.at_level("INFO"):
+        result = train(tmp_path / "b", image_set.train_dir, root, "--skip-corrupt-images",
+                       steps=10)
+    assert f"skipped a corrupt or unreadable image: {wide}" in caplog.text
+    assert result.step == 10
+
+
+@pytest.mark.parametrize("target", [(28, 28), (32, 48), (300, 17)])
+def test_the_pipeline_refuses_exactly_the_images_the_server_refuses(target):
+    # Around the bound: an aspect ratio 64 times the model's, wide and tall.
+    sizes = {(height, 64 * height * target[1] // target[0] + step)
+             for height in (1, 2, 7, target[0]) for step in (-1, 0, 1, 2)}
+    sizes |= {(width, height) for height, width in sizes} | {(1, 990_000)}
+    outcomes = set()
+    for height, width in sorted(sizes):
+        png = tf.io.encode_png(np.zeros((height, width, 1), np.uint8)).numpy()
+        try:
+            images.covering_size(png, (*target, 1))
+            refused = False
+        except tf.errors.InvalidArgumentError:
+            refused = True
+        assert refused == (image_bounds.cover_problem(height, width, target) is not None), (
+            height, width)
+        outcomes.add(refused)
+    assert outcomes == {True, False}
+
+
 def explained_failure(source, training):
     """The one-line error for the first failure of `source`'s fast (non-skipping) pipeline."""
     dataset = data.make_dataset(source, batch_size=8, training=training, shuffle_buffer=16,
@@ -226,3 +271,26 @@ def test_bad_image_inputs_fail_up_front_with_one_line(image_set, tmp_path):
     assert "is an image; give a folder" in resolve(first, image_set.eval_dir)
     assert "--num-classes is 12 but --train-files has 10 classes" in resolve(
         image_set.csv, image_set.eval_dir, "--num-classes", "12")
+
+
+@pytest.mark.parametrize("channels", [2, 4])
+def test_encoded_images_take_one_or_three_channels_and_raw_records_any(image_set, tmp_path,
+                                                                       channels):
+    # Before (issue 22, rows 7 and 19): 2 was an InvalidArgumentError traceback mid-run, 4 a JPEG
+    # named "corrupt".
+    argv = ["--train-files", str(image_set.train_dir), "--eval-files", str(image_set.eval_dir),
+            "--image-channels", str(channels)]
+    with pytest.raises(UsageError) as err:
+        data.resolve(config_from_flags(argv, {}).data)
+    assert str(err.value) == (
+        "--image-channels must be 1 (grey) or 3 (RGB) for encoded images (400 image(s) in class "
+        f"folders from --train-files), got {channels}")
+
+    from trainer.records import serialize_example
+
+    pixels = bytes(range(256)) * (28 * 28 * channels // 256 + 1)
+    records = write_records(tmp_path / "raw.tfrecord", [serialize_example(
+        pixels[:28 * 28 * channels], label, 28, 28, channels) for label in range(10)])
+    plan = data.resolve(config_from_flags(["--train-files", records, "--eval-files", records,
+                                           "--image-channels", str(channels)], {}).data)
+    assert plan.train.image_shape == (28, 28, channels)

@@ -177,6 +177,42 @@ def test_label_maps():
         lambda: labels.check_resume(names, names[:2], "ckpt/labels.txt"))
 
 
+def test_a_label_map_is_bounded_in_name_length_count_and_bytes(tmp_path, monkeypatch):
+    # A 30 MB line in --label-map made a 119 MB export (issue 22, row 18).
+    long = ["cat", "x" * 30_000_000, "dog"]
+    assert one_line_error(lambda: labels.parse("\n".join(long), "l.txt", "--label-map")) == (
+        "--label-map: l.txt line 2: a class name of 30,000,000 characters ('xxxxxxxxxxxxxxxxxxxx'"
+        "...); at most 256 are taken")
+    edge = ["a" * 256, "b"]
+    assert labels.parse("\n".join(edge), "l.txt", "--label-map") == edge
+    many = [f"c{i}" for i in range(100_001)]
+    assert one_line_error(lambda: labels.parse("\n".join(many), "l.txt", "--label-map")) == (
+        "--label-map: l.txt has 100,001 labels; at most 100,000 are taken")
+    assert labels.parse("\n".join(many[:-1]), "l.txt", "--label-map") == many[:-1]
+    assert one_line_error(lambda: labels.check_names(["a", "b" * 300], "--train-files")).startswith(
+        "--train-files: a class name of 300 characters ('bbbbbbbbbbbbbbbbbbbb'...)")
+    # A file is read no further than the largest valid label map (100,000 names of 256
+    # four-byte characters), here made small.
+    assert labels.MAX_FILE_BYTES == 102_600_000
+    monkeypatch.setattr(labels, "MAX_FILE_BYTES", 1000)
+    huge = tmp_path / "labels.txt"
+    huge.write_bytes(b"a\n" * 501)
+    assert one_line_error(lambda: labels.read(str(huge), "--label-map")) == (
+        f"--label-map: {huge} is larger than the 1,000 bytes it may hold")
+
+
+def test_the_trainer_refuses_a_label_map_with_a_30_mb_line(tmp_path):
+    path = tmp_path / "labels.txt"
+    path.write_text("\n".join(["zero", "one", "x" * 30_000_000] + [str(i) for i in range(3, 10)]))
+    done = subprocess.run([sys.executable, "-m", "trainer.task", "--label-map", str(path),
+                           "--max-steps", "1", "--job-dir", str(tmp_path / "job")], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and done.stderr.splitlines()[-1] == (
+        f"error: --label-map: {path} line 3: a class name of 30,000,000 characters "
+        "('xxxxxxxxxxxxxxxxxxxx'...); at most 256 are taken")
+    assert not (tmp_path / "job" / "export").exists()
+
+
 # --- encodings, and any bytes at all -------------------------------------------------------------
 
 @pytest.mark.parametrize("data, expected", [

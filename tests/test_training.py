@@ -167,7 +167,9 @@ def one_line_error(result, exit_code, *expected):
 @pytest.mark.parametrize("flags, expected", [
     (["--model", "resnet"], ["--model", "invalid choice: 'resnet'"]),
     (["--batch-size", "0"], ["--batch-size must be positive, got 0"]),
-    (["--max_steps=-5"], ["--max-steps must be positive, got -5"]),
+    (["--max_steps=-5"], ["--max-steps must be positive and at most 2^53", "got -5"]),
+    (["--seed", "-1"], ["--seed must be in [0, 4,294,967,295], got -1"]),
+    (["--max-steps", "1e30"], ["--max-steps must be positive and at most 2^53", "got 1e+30"]),
     (["--learning-rate", "0.1", "--learnig-rate", "0.2"], ["unrecognized arguments: --learnig-rate"]),
 ])
 def test_flag_errors_exit_2_with_one_line(flags, expected, tmp_path):

@@ -6,7 +6,7 @@ multi-worker replicas must take part in saving (it is a collective) but write to
 
 Recovery rules (what `restore` does):
 - Candidates are the `ckpt-N` files on disk, newest first, whatever the `checkpoint` state
-  file says: a missing, truncated or stale state file never hides a checkpoint.
+  file says: a missing, truncated, stale or binary state file never hides a checkpoint.
 - A candidate is usable when its index and every data shard exist and every tensor reads
   back. An unusable one (a crash mid-save, a deleted or truncated file) is skipped with a
   warning naming it and why; the chief moves its files to `corrupt/` and rewrites the state
@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import time
+from typing import Iterator
 
 import tensorflow as tf
 
@@ -123,6 +124,22 @@ class Checkpoints:
                                    overwrite=True)
         log.warning("moved %d unusable checkpoint(s) to %s", len(paths), target)
 
+    def new_checkpoints(self, timeout_secs: float, poll_secs: float = 1.0) -> Iterator[str]:
+        """Each checkpoint as it becomes the newest the state file names (the newest wins when
+        several came meanwhile); ends when none comes for `timeout_secs`. As
+        tf.train.checkpoints_iterator, but a state file that is not text reads as none yet."""
+        last, since = None, time.monotonic()
+        while True:
+            path = latest(self.directory)
+            if path is not None and path != last:
+                last = path
+                yield path
+                since = time.monotonic()
+            elif time.monotonic() - since >= timeout_secs:
+                return
+            else:
+                time.sleep(poll_secs)
+
     def restore_for_evaluation(self, path: str) -> int | None:
         """Restores the model part of `path` and returns its step; None if it vanished."""
         try:
@@ -192,8 +209,30 @@ def _unreadable(path: str) -> str | None:
     return None
 
 
+def latest(directory: str) -> str | None:
+    """The checkpoint the state file of `directory` names; None when it names none, or is not
+    text (TensorFlow's reader raises UnicodeDecodeError on binary bytes)."""
+    try:
+        return tf.train.latest_checkpoint(directory)
+    except UnicodeDecodeError:
+        return None
+
+
+def newest(directory: str) -> str | None:
+    """The checkpoint another run's directory offers: the one its state file names, else (no
+    state file, or one that is not text) the newest on disk with its index and every shard."""
+    return latest(directory) or next(
+        (path for path, problem in _candidates(directory, _listing(directory)) if not problem),
+        None)
+
+
 def _state_ok(directory: str, path: str | None) -> bool:
-    return tf.train.latest_checkpoint(directory) == path
+    try:
+        return tf.train.latest_checkpoint(directory) == path
+    except UnicodeDecodeError:
+        log.warning("the checkpoint state file %s is not text; it is rewritten from the "
+                    "checkpoints on disk", join(directory, "checkpoint"))
+        return False
 
 
 def _write_state(directory: str, latest: str | None, good: list[str]) -> None:

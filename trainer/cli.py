@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import logging
 import os
 import sys
@@ -43,12 +44,23 @@ def usage_errors() -> Iterator[None]:
 
 def run_cli(body: Callable[[], int | None], interrupted: str = "interrupted") -> int:
     """Runs a command's body and returns its exit code; failures print one line to stderr."""
+    tensorflow_log = logging.getLogger("tensorflow")
+    level = tensorflow_log.level
     try:
         return body() or 0
-    except TrainerError as err:
-        return _fail(str(err), err.exit_code)
-    except KeyboardInterrupt:
-        return _fail(interrupted, 130)
+    except (TrainerError, KeyboardInterrupt) as err:
+        failure = ((str(err), err.exit_code) if isinstance(err, TrainerError)
+                   else (interrupted, 130))
+        tensorflow_log.setLevel(logging.ERROR)
+    # Leaving the handler dropped the traceback, and with it the failed body's objects; freeing
+    # them makes TensorFlow warn about work they were still holding (a restore that did not fit
+    # the model: "... deleted with unrestored values"), which would follow the error line and
+    # only repeat it. They go now, quietly, before the line.
+    try:
+        gc.collect()
+    finally:
+        tensorflow_log.setLevel(level)
+    return _fail(*failure)
 
 
 def _fail(message: str, code: int) -> int:

@@ -30,12 +30,11 @@ def cover_problem(height: int, width: int, target: tuple[int, int]) -> str | Non
     if height <= 0 or width <= 0:
         return f"the image is {width} x {height} pixels"
     limit = MAX_COVER_FACTOR * target[0] * target[1]
-    # Exact enough to refuse by: the float32 size above differs from this by under a pixel a side.
-    scale = max(target[0] / height, target[1] / width)
-    cover_height, cover_width = max(height * scale, target[0]), max(width * scale, target[1])
+    # The exact size served, as trainer/data/images.py checks it: both refuse the same images.
+    cover_height, cover_width = cover_size(height, width, target)
     if cover_height * cover_width <= limit:
         return None
-    return (f"its {width:,} x {height:,} pixels would be resized to {round(cover_width):,} x "
-            f"{round(cover_height):,} to cover the model's {target[1]} x {target[0]}; at most "
+    return (f"its {width:,} x {height:,} pixels would be resized to {cover_width:,} x "
+            f"{cover_height:,} to cover the model's {target[1]} x {target[0]}; at most "
             f"{MAX_COVER_FACTOR} x {target[1]} x {target[0]} = {limit:,} pixels (an aspect ratio "
             f"up to {MAX_COVER_FACTOR} times the model's)")

@@ -532,8 +532,7 @@ def evaluate_checkpoints(*, checkpoints: Checkpoints, evaluation, max_steps: int
     `timeout_secs` (the training tasks died or stalled).
     """
     log.info("evaluator: waiting for checkpoints in %s", checkpoints.directory)
-    for path in tf.train.checkpoints_iterator(checkpoints.directory, min_interval_secs=1,
-                                              timeout=timeout_secs):
+    for path in checkpoints.new_checkpoints(timeout_secs):
         step = checkpoints.restore_for_evaluation(path)
         if step is None:
             continue

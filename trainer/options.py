@@ -62,6 +62,14 @@ class Check:
 POSITIVE = Check(lambda value: value > 0, "must be positive")  # also rejects NaN
 NOT_NEGATIVE = Check(lambda value: value >= 0, "must not be negative")
 FRACTION = Check(lambda value: 0 <= value < 1, "must be in [0, 1)")
+# Integer flags end up in TensorFlow's int64 tensors (a shuffle buffer, a step count), which
+# cannot hold more: a larger value would fail there with a traceback.
+INT64_MAX = 2 ** 63 - 1
+
+
+def _shown(value) -> str:
+    """A value as an error quotes it: 1e30 given to an integer flag reads 1e+30, not 31 digits."""
+    return f"{value:.3g}" if isinstance(value, int) and abs(value) >= 10 ** 16 else f"{value}"
 
 
 @dataclass(frozen=True)
@@ -97,10 +105,16 @@ class Option:
                            **{k: v for k, v in kwargs.items() if v is not None})
 
     def problem(self, value) -> str | None:
-        """The one-line error for a given value that fails the check, else None."""
-        if value is None or self.check is None or self.check.accepts(value):
+        """The one-line error for a given value that fails the check (or, for an integer flag,
+        does not fit 64 bits), else None."""
+        if value is None:
             return None
-        return f"{self.spelling} {self.check.expected}, got {value}"
+        if self.check is not None and not self.check.accepts(value):
+            return f"{self.spelling} {self.check.expected}, got {_shown(value)}"
+        if self.type is integer and not -INT64_MAX - 1 <= value <= INT64_MAX:
+            return (f"{self.spelling} must fit a 64-bit integer (at most {INT64_MAX:,}), "
+                    f"got {_shown(value)}")
+        return None
 
 
 def flag(name: str, default: Any = None, type: Callable[[str], Any] | None = None,

@@ -74,13 +74,17 @@ def run(config: Config, stop: StopRequest | None = None) -> RunResult:
 
 def _train_and_evaluate(config: Config, strategy, stop) -> RunResult:
     import keras
+    import tensorflow as tf
 
-    from trainer import data, loop, runner, storage
+    from trainer import data, loop, memory, runner, storage
 
     if config.model.seed is not None:
         keras.utils.set_random_seed(config.model.seed)
     precision = _choose_precision(config)
     plan = data.resolve(config.data)
+    memory.check(config, plan, half_precision=precision.precision != "none",
+                 on_accelerator=config.cluster.strategy.on_tpu
+                 or bool(tf.config.list_physical_devices("GPU")))
     class_names = list(plan.class_names) if plan.class_names else None
     log.info("training on %s; evaluating on %s%s; %d classes", data.describe(plan.train),
              data.describe(plan.eval),

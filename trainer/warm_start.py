@@ -13,6 +13,7 @@ import keras
 import tensorflow as tf
 from tensorflow.core.protobuf import trackable_object_graph_pb2
 
+from trainer.checkpoints import newest
 from trainer.errors import TrainerError, short_reason
 
 log = logging.getLogger(__name__)
@@ -43,11 +44,22 @@ def _checkpoint_keys(model, graph) -> dict:
     return found
 
 
+def _tensor(reader, key: str, prefix: str):
+    """A tensor of the checkpoint; a one-line error naming its data files if it does not read
+    back (a truncated .data file raised IndexError)."""
+    try:
+        return reader.get_tensor(key)
+    except (tf.errors.OpError, IndexError, ValueError) as err:
+        shards = ", ".join(sorted(tf.io.gfile.glob(f"{prefix}.data-*"))) or f"{prefix}.data-*"
+        raise TrainerError(f"--init-checkpoint: {prefix} is corrupt or truncated: {key} does not "
+                           f"read back from {shards} ({short_reason(err)})") from None
+
+
 def warm_start(model, path: str) -> list[str]:
     """Assigns the matching variables of the checkpoint at `path` (a prefix or a directory of
     checkpoints) to `model`; returns the names of those loaded."""
     flag = "--init-checkpoint"
-    prefix = tf.train.latest_checkpoint(path) if tf.io.gfile.isdir(path) else path
+    prefix = newest(path) if tf.io.gfile.isdir(path) else path
     if prefix is None or not tf.io.gfile.exists(prefix + ".index"):
         raise TrainerError(f"{flag}: no checkpoint at {path}; expected a checkpoint prefix "
                            "(.../ckpt-N) or a directory holding checkpoints")
@@ -56,7 +68,7 @@ def warm_start(model, path: str) -> list[str]:
         shapes = reader.get_variable_to_shape_map()
         dtypes = reader.get_variable_to_dtype_map()
         graph = trackable_object_graph_pb2.TrackableObjectGraph()
-        graph.ParseFromString(reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
+        graph.ParseFromString(_tensor(reader, "_CHECKPOINTABLE_OBJECT_GRAPH", prefix))
     except (tf.errors.OpError, ValueError) as err:
         raise TrainerError(f"{flag}: cannot read a checkpoint at {prefix} "
                            f"({short_reason(err)})") from None
@@ -66,7 +78,7 @@ def warm_start(model, path: str) -> list[str]:
         key = keys.get(id(variable))
         if (key is not None and shapes.get(key) == list(variable.shape)
                 and dtypes.get(key) == tf.as_dtype(variable.dtype)):
-            variable.assign(reader.get_tensor(key))
+            variable.assign(_tensor(reader, key, prefix))
             loaded.append(variable.path)
         else:
             skipped.append(variable.path)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import struct
 import sys
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,18 @@ def _frame(payload: bytes) -> bytes:
             + struct.pack("<I", masked_crc32c(payload)))
 
 
+def _grey_png(height: int, width: int) -> bytes:
+    """An all-black 8-bit grey PNG, written by hand (no encoder: the same bytes everywhere)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    rows = b"".join(b"\0" + bytes(width) for _ in range(height))  # filter byte 0 per row
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0,
+                                                                0, 0))
+            + chunk(b"IDAT", zlib.compress(rows, 9)) + chunk(b"IEND", b""))
+
+
 def entries() -> list[Entry]:
     from trainer.records import masked_crc32c
 
@@ -71,6 +84,11 @@ def entries() -> list[Entry]:
               b'"images/b.png", "classificationAnnotation": {"displayName": "dog"}}\n', ""),
         Entry("latin-1.csv", latin_1, f"{{path}} is not UTF-8: line 2, byte "
               f"{latin_1.index(0xE9)} (0xe9); save it as UTF-8 (in Excel: CSV UTF-8)"),
+        # 1 KB that covered 28 x 28 as 27,720,000 x 28 floats: the trainer grew by 3.7 GB.
+        Entry("wide-1x990000.png", _grey_png(1, 990_000),
+              "{path}: image {path} cannot be resized for the model: its 990,000 x 1 pixels "
+              "would be resized to 27,720,000 x 28 to cover the model's 28 x 28; at most 64 x 28 "
+              "x 28 = 50,176 pixels (an aspect ratio up to 64 times the model's)"),
     ]
 
 

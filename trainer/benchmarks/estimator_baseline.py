@@ -2,8 +2,9 @@
 classic tf.estimator.
 
 Runs under TensorFlow 2.15 (the last with tf.estimator; trainer/benchmarks/tf215_env.py builds
-it) as a script, never under the trainer's TensorFlow, and imports nothing from `trainer` (the
-2.15 environment has no trainer; putting ours on its path would bring TF 2.21 with it). Same
+it) as a script, never under the trainer's TensorFlow. The 2.15 environment has no trainer, and
+putting the folder that holds ours on its path would bring TF 2.21 with it, so of `trainer` it
+loads only the package itself and its pure `cli` (one-line errors, exit codes). Same
 records (the `current` schema: raw uint8 `image`, int64 `label`), same model
 (conv32-conv64-dense1024-dropout 0.4, Adam 1e-3), same batch as `vertex-trainer train --model
 cnn`; the estimator's default RunConfig, as the seed ran it. Prints one JSON line: steady-state
@@ -12,10 +13,11 @@ examples/s (steps after --warmup-steps) and the process's peak RSS.
     <tf215 python> trainer/benchmarks/estimator_baseline.py --train-files '/tmp/mnist/train-*'
 """
 
-import argparse
+import importlib.util
 import json
 import os
 import resource
+import sys
 import tempfile
 import time
 
@@ -25,8 +27,24 @@ import tensorflow as tf  # noqa: E402  (after the log level)
 v1 = tf.compat.v1
 
 
+def _load_trainer_package() -> None:
+    """`trainer` from this file's package folder alone (its submodules found there only)."""
+    folder = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location(
+        "trainer", os.path.join(folder, "__init__.py"), submodule_search_locations=[folder])
+    sys.modules["trainer"] = module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+
+_load_trainer_package()
+from trainer.cli import OneLineParser, run_cli  # noqa: E402  (after the package is loaded)
+from trainer.errors import TrainerError  # noqa: E402
+
+
 def input_fn(patterns: str, batch_size: int):
     files = sorted(f for p in patterns.split(",") for f in tf.io.gfile.glob(p))
+    if not files:
+        raise TrainerError(f"--train-files: no file matches {patterns}")
     compression = "GZIP" if files[0].endswith(".gz") else ""
 
     def parse(serialized):
@@ -71,31 +89,31 @@ class SteadyClock(tf.estimator.SessionRunHook):
             self.seconds = time.perf_counter() - self._start
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """As trainer/cli.py's: a bad flag is one line, exit 2."""
+def main(argv=None) -> int:
+    def body():
+        p = OneLineParser(prog="estimator_baseline.py", description=__doc__.split("\n\n")[0],
+                          allow_abbrev=False)
+        p.add_argument("--train-files", required=True)
+        p.add_argument("--steps", type=int, default=400)
+        p.add_argument("--warmup-steps", type=int, default=100)
+        p.add_argument("--batch-size", type=int, default=100)
+        args = p.parse_args(argv)
+        if not 0 < args.warmup_steps < args.steps:
+            raise TrainerError(f"--warmup-steps must be in (0, --steps {args.steps}), got "
+                               f"{args.warmup_steps}")
+        v1.logging.set_verbosity(v1.logging.ERROR)
+        clock = SteadyClock(args.warmup_steps, args.steps)
+        train = input_fn(args.train_files, args.batch_size)
+        with tempfile.TemporaryDirectory(prefix="estimator-") as model_dir:
+            estimator = tf.estimator.Estimator(model_fn, model_dir=model_dir)
+            estimator.train(train, steps=args.steps, hooks=[clock])
+        timed = args.steps - args.warmup_steps
+        print(json.dumps({"examples_per_sec": timed * args.batch_size / clock.seconds,
+                          "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                          "tensorflow": tf.__version__}))
 
-    def error(self, message):
-        self.exit(2, f"error: {message}\n")
-
-
-def main() -> None:
-    p = _OneLineParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--train-files", required=True)
-    p.add_argument("--steps", type=int, default=400)
-    p.add_argument("--warmup-steps", type=int, default=100)
-    p.add_argument("--batch-size", type=int, default=100)
-    args = p.parse_args()
-    v1.logging.set_verbosity(v1.logging.ERROR)
-    clock = SteadyClock(args.warmup_steps, args.steps)
-    with tempfile.TemporaryDirectory(prefix="estimator-") as model_dir:
-        estimator = tf.estimator.Estimator(model_fn, model_dir=model_dir)
-        estimator.train(input_fn(args.train_files, args.batch_size), steps=args.steps,
-                        hooks=[clock])
-    timed = args.steps - args.warmup_steps
-    print(json.dumps({"examples_per_sec": timed * args.batch_size / clock.seconds,
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "tensorflow": tf.__version__}))
+    return run_cli(body)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

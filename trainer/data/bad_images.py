@@ -4,6 +4,8 @@ The fast input path decodes images in a plain parallel map, so a bad image surfa
 error that names no image. `explain` recognises such errors (by the failing op), then decodes
 the source again in its evaluation order with errors dropped: the first index missing from the
 output is the bad image. The scan stops after `SCAN_SECONDS`; the error then says how far it got.
+An image refused by the resize-to-cover bound (trainer/image_bounds.py) is looked for the same
+way, with that check in the scan.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from trainer import image_bounds
 from trainer.data import images
 from trainer.errors import TrainerError, short_reason
 
@@ -22,7 +25,7 @@ SCAN_BATCH = 256
 
 # The ops of reading and decoding an image, as TensorFlow names the failing node.
 _IMAGE_OP = re.compile(r"\{\{node [^}]*\b(ReadFile|ExtractJpegShape|Decode(Image|Jpeg|AndCropJpeg|"
-                       r"Png|Gif|Bmp))\}\}")
+                       rf"Png|Gif|Bmp)|{images.COVER_CHECK}/[^}}]*Assert)\}}\}}")
 _NOT_AN_IMAGE = "is corrupt, truncated or not a JPEG/PNG/GIF/BMP image"
 
 
@@ -33,7 +36,8 @@ def is_image_error(err: Exception) -> bool:
 def explain(err: tf.errors.OpError, source) -> TrainerError:
     """A one-line error naming the first image of `source` that fails, or how far the scan got."""
     started = time.monotonic()
-    index, checked = _first_failure(source, started + SCAN_SECONDS)
+    bounded = images.COVER_CHECK in (err.message or "")
+    index, checked = _first_failure(source, started + SCAN_SECONDS, bounded)
     hint = f"; {source.terms.skip_hint}" if source.terms.skip_hint else ""
     if index is not None:
         return TrainerError(f"{source.flag}: {_problem(source, index)}{hint}")
@@ -55,15 +59,17 @@ def _encoded(source, unit):
     return source.read(source.parse_one(*unit)[0])
 
 
-def _first_failure(source, deadline: float) -> tuple[int | None, int | None]:
+def _first_failure(source, deadline: float, bounded: bool) -> tuple[int | None, int | None]:
     """(index of the first failing unit, None) or (None, units checked before the deadline);
-    (None, None) when all decode."""
-    channels = source.image_shape[2]
+    (None, None) when all decode (and, `bounded`, may be resized to cover the model's input)."""
+    shape = source.image_shape
 
     def check(index, unit):
-        # The shape is returned so that the decode runs: tf.data skips a function that passes
+        data = _encoded(source, unit)
+        # A size is returned so that the decode runs: tf.data skips a function that passes
         # its input through.
-        return index, tf.shape(images.decode(_encoded(source, unit), channels))
+        return index, (images.covering_size(data, shape) if bounded
+                       else tf.shape(images.decode(data, shape[2]))[:2])
 
     decoded = _units(source).enumerate().map(
         check, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).ignore_errors()
@@ -87,9 +93,12 @@ def _problem(source, index: int) -> str:
     data, _, where = source.parse_one(*next(iter(_units(source).skip(index).take(1))))
     subject = f"{where.numpy().decode('utf-8', 'replace')}: {source.name_image(data)}"
     try:
-        images.decode(source.read(data), source.image_shape[2])
+        image = images.decode(source.read(data), source.image_shape[2])
     except tf.errors.NotFoundError:
         return f"{subject} does not exist"
     except tf.errors.OpError as err:
         return f"{subject} {_NOT_AN_IMAGE} ({short_reason(err)})"
+    too_large = image_bounds.cover_problem(*image.shape[:2], source.image_shape[:2])
+    if too_large:
+        return f"{subject} cannot be resized for the model: {too_large}"
     return f"{subject} could not be read or decoded"

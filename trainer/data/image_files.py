@@ -117,11 +117,11 @@ def _manifest_items(probe: Probe, request: Request) -> list[manifests.Item]:
 def _named_classes(items: list[manifests.Item], request: Request) -> Classes:
     """The training data's classes: --label-map, else the names its items use, sorted."""
     if request.label_map:
-        names = labels.parse(text.read(request.label_map, "--label-map"), request.label_map,
-                             "--label-map")
+        names = labels.read(request.label_map, "--label-map")
         origin = f"--label-map {request.label_map}"
     else:
         names, origin = labels.build(item.label for item in items), request.origin
+        labels.check_names(names, origin)
     if len(names) < 2:
         raise TrainerError(f"{request.origin}: the training data has {len(names)} class "
                            f"({', '.join(names)}); expected at least 2")

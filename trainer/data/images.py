@@ -2,7 +2,9 @@
 
 JPEG, PNG, GIF (first frame) and BMP decode to the model's channel count (grey <-> RGB; alpha is
 dropped). Evaluation and serving resize the image to cover H x W, keeping its aspect ratio, and
-crop the centre; an image already H x W passes untouched (exact). Training with augmentation
+crop the centre; an image already H x W passes untouched (exact). An image whose covering size
+breaks trainer/image_bounds.py's rule (the server's) fails instead, before the resize: a 2 KB
+1 x 990,000 PNG would otherwise cover 28 x 28 as 3.1 GB of floats. Training with augmentation
 takes a random crop of 8-100% of the area and aspect ratio 3/4-4/3, resizes it to H x W and flips
 it horizontally at random; for JPEG only the crop window is decoded, which saves most of the
 decoding time of a large photo.
@@ -12,6 +14,9 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from trainer.image_bounds import MAX_COVER_FACTOR
+
+COVER_CHECK = "CoverBound"  # the name of the op that refuses an image, as errors show it
 _AREA_RANGE = (0.08, 1.0)
 _ASPECT_RANGE = (3 / 4, 4 / 3)
 
@@ -37,15 +42,34 @@ def _to_float(image):
     return tf.cast(image, tf.float32) * (1.0 / 255.0)
 
 
-def eval_image(data, image_shape):
-    """Resize to cover H x W (aspect kept), then the centre H x W; as served."""
+def _cover(data, image_shape):
+    """(uint8 image, the int32 size that covers H x W with its aspect kept); an op error when
+    that size breaks image_bounds.cover_problem's rule. The size is image_bounds.cover_size in
+    the same float32 arithmetic, so the server and this code refuse the same images. The check
+    adds four scalar ops to the ones the resize needs anyway, and hangs on the size, not the
+    image: a dependency on the image itself measured 4-8% more CPU per small PNG."""
     height, width, channels = image_shape
     image = decode(data, channels)
     size = tf.cast(tf.shape(image)[:2], tf.float32)
     target = tf.constant([height, width], tf.float32)
     scale = tf.reduce_max(target / size)
-    covering = tf.cast(tf.math.ceil(size * scale - 1e-3), tf.int32)
-    covering = tf.maximum(covering, [height, width])
+    covering = tf.maximum(tf.math.ceil(size * scale - 1e-3), target)
+    # In float64: the product of two whole float32s is exact there, and nothing overflows.
+    fits = tf.reduce_prod(tf.cast(covering, tf.float64)) <= MAX_COVER_FACTOR * height * width
+    check = tf.debugging.Assert(fits, [size], name=COVER_CHECK)
+    with tf.control_dependencies([check]):
+        return image, tf.cast(covering, tf.int32)
+
+
+def covering_size(data, image_shape):
+    """The size the image is resized to (decoding it); an op error beyond the bound."""
+    return _cover(data, image_shape)[1]
+
+
+def eval_image(data, image_shape):
+    """Resize to cover H x W (aspect kept), then the centre H x W; as served."""
+    height, width, _ = image_shape
+    image, covering = _cover(data, image_shape)
     # Resampling an image that already fits would still change it; skip it to stay exact.
     # (The shape is pinned after the cond: inside a branch TensorFlow checks it eagerly.)
     fits = tf.reduce_all(tf.shape(image)[:2] == [height, width])

@@ -15,9 +15,10 @@ import logging
 from dataclasses import dataclass
 
 from trainer import storage
+from trainer.cli import UsageError
 from trainer.data import encoded_records, image_files, labels, manifests, raw_records, \
-    record_guard, text, tfds
-from trainer.data.source import IMAGE_SUFFIXES, Classes, Probe, Request, Source
+    record_guard, tfds
+from trainer.data.source import ENCODED_CHANNELS, IMAGE_SUFFIXES, Classes, Probe, Request, Source
 from trainer.errors import TrainerError
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,9 @@ def _inspect(flag: str, origin: str, patterns: tuple[str, ...], image_shape,
     """(source, classes); `classes` None means this is the training data, which defines them."""
     source = inspect(Request(tuple(patterns), origin, manifests.FLAG_ML_USE[flag], flag,
                              tuple(image_shape), num_classes, label_map, classes))
+    if not source.parses_batches and image_shape[2] not in ENCODED_CHANNELS:
+        raise UsageError(f"--image-channels must be 1 (grey) or 3 (RGB) for encoded images "
+                         f"({describe(source)}), got {image_shape[2]}")
     return source, classes or Classes(source.class_names, source.num_classes, origin)
 
 
@@ -99,7 +103,7 @@ def save_label_map(class_names, checkpoint_dir: str) -> None:
     """labels.txt beside the checkpoints; one already there must agree (a resumed run)."""
     path = storage.join(checkpoint_dir, labels.FILE_NAME)
     if storage.exists(path):
-        saved = labels.parse(text.read(path, "checkpoints"), path, "checkpoints")
+        saved = labels.read(path, "checkpoints")
         labels.check_resume(saved, list(class_names), path)
         return
     storage.write_text(path, labels.text_of(list(class_names)))

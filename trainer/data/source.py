@@ -18,6 +18,8 @@ from trainer.errors import TrainerError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 RECORD_SUFFIXES = (".tfrecord", ".tfrecords", ".tfr", ".gz", ".zz")
+# What encoded images decode to for a model: grey or RGB (alpha dropped), as the server does too.
+ENCODED_CHANNELS = (1, 3)
 _HEAD = 256
 # Bytes that never occur in a text manifest, whatever its encoding (UTF-16 aside, told by its
 # byte-order mark): control characters other than tab, line feed, form feed and carriage return.

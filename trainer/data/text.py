@@ -30,12 +30,16 @@ def decode(data: bytes, path: str, origin: str) -> str:
             "save it as UTF-8 (in Excel: CSV UTF-8)") from None
 
 
-def read(path: str, origin: str) -> str:
+def read(path: str, origin: str, max_bytes: int | None = None) -> str:
+    """The file's text; with `max_bytes`, a longer file is an error, read no further."""
     import tensorflow as tf
 
     try:
         with storage.open_binary(path) as f:
-            data = f.read()
+            data = f.read() if max_bytes is None else f.read(max_bytes + 1)
     except tf.errors.OpError as err:
         raise TrainerError(f"{origin}: cannot read {path} ({short_reason(err)})") from None
+    if max_bytes is not None and len(data) > max_bytes:
+        raise TrainerError(f"{origin}: {path} is larger than the {max_bytes:,} bytes it may "
+                           "hold")
     return decode(data, path, origin)

@@ -103,8 +103,7 @@ def _classes(layout: Layout, folder: str, request: Request) -> Classes:
         names_file = request.label_map
     elif not storage.exists(names_file):
         names_file = None
-    names = tuple(labels.parse(text.read(names_file, request.origin), names_file,
-                               request.origin)) if names_file else None
+    names = tuple(labels.read(names_file, request.origin)) if names_file else None
     count = len(names) if names else layout.num_classes
     if count != layout.num_classes:
         raise TrainerError(f"{request.origin}: {names_file} has {count} labels; the dataset's "

@@ -19,7 +19,7 @@ from typing import Callable, TypeVar
 import tensorflow as tf
 
 from trainer import records, storage
-from trainer.data import labels, record_guard, text
+from trainer.data import labels, record_guard
 from trainer.data.source import RECORD_SUFFIXES, Classes, Probe, Request, Terms
 from trainer.errors import TrainerError, short_reason
 
@@ -62,7 +62,7 @@ def record_classes(request: Request, files: list[str]) -> Classes:
             path, origin = beside, f"{request.origin} ({labels.FILE_NAME} beside the records)"
     if path is None:
         return Classes(None, request.num_classes or DEFAULT_NUM_CLASSES, request.terms.num_classes)
-    names = labels.parse(text.read(path, origin), path, origin)
+    names = labels.read(path, origin)
     if request.num_classes is not None and request.num_classes != len(names):
         raise TrainerError(f"{origin}: {path} has {len(names)} labels; expected "
                            f"{request.num_classes} ({request.terms.num_classes}), one per line")

@@ -18,6 +18,7 @@ class ModelSpec:
     """A model and the hyperparameters its paper or tutorial trained it with."""
 
     build: Callable  # (input_shape, num_classes, dropout, weights=None) -> keras.Model
+    footprint: Callable  # (input_shape, num_classes) -> footprint.Footprint, without building
     description: str
     optimizer: str
     learning_rate: float
@@ -29,28 +30,34 @@ class ModelSpec:
 
 
 def _application(name: str, description: str) -> ModelSpec:
-    return ModelSpec(applications.builder(name), description, optimizer="adam",
-                     learning_rate=1e-3, dropout=0.2, backbone=True, min_size=32,
-                     channels=(1, 3))
+    return ModelSpec(applications.builder(name), applications.footprint(name), description,
+                     optimizer="adam", learning_rate=1e-3, dropout=0.2, backbone=True,
+                     min_size=32, channels=(1, 3))
 
 
 MODELS: dict[str, ModelSpec] = {
-    "dnn": ModelSpec(tutorials.dnn, "dense 512-256-128 relu (DNNClassifier tutorial)",
+    "dnn": ModelSpec(tutorials.dnn, tutorials.dnn_footprint,
+                     "dense 512-256-128 relu (DNNClassifier tutorial)",
                      optimizer="adagrad", learning_rate=0.05, dropout=0.0),
     "cnn_small": ModelSpec(tutorials.conv_pool_dense("cnn_small", (16, 36), 128),
+                           tutorials.conv_pool_dense_footprint((16, 36), 128),
                            "conv16-conv36-dense128 (Estimator API tutorial)",
                            optimizer="adam", learning_rate=1e-4, dropout=0.0),
     "cnn": ModelSpec(tutorials.conv_pool_dense("cnn", (32, 64), 1024),
+                     tutorials.conv_pool_dense_footprint((32, 64), 1024),
                      "conv32-conv64-dense1024-dropout (Deep MNIST / Estimator tutorial)",
                      optimizer="adam", learning_rate=1e-3, dropout=0.4),
-    "cnn_bn": ModelSpec(tutorials.cnn_bn, "5 conv + BatchNorm, dense 200 (Keras-to-Estimator "
-                        "tutorial)", optimizer="adam", learning_rate=1e-3, dropout=0.5),
+    "cnn_bn": ModelSpec(tutorials.cnn_bn, tutorials.cnn_bn_footprint,
+                        "5 conv + BatchNorm, dense 200 (Keras-to-Estimator tutorial)",
+                        optimizer="adam", learning_rate=1e-3, dropout=0.5),
     # He et al. 2016, section 4.2: SGD with momentum 0.9 from 0.1, weight decay 1e-4.
-    "resnet20": ModelSpec(resnet.builder(3), "CIFAR ResNet-20, 16/32/64 filters (He et al. "
-                          "2016)", optimizer="momentum", learning_rate=0.1, dropout=0.0,
+    "resnet20": ModelSpec(resnet.builder(3), resnet.footprint(3),
+                          "CIFAR ResNet-20, 16/32/64 filters (He et al. 2016)",
+                          optimizer="momentum", learning_rate=0.1, dropout=0.0,
                           weight_decay=1e-4),
-    "resnet56": ModelSpec(resnet.builder(9), "CIFAR ResNet-56, 16/32/64 filters (He et al. "
-                          "2016)", optimizer="momentum", learning_rate=0.1, dropout=0.0,
+    "resnet56": ModelSpec(resnet.builder(9), resnet.footprint(9),
+                          "CIFAR ResNet-56, 16/32/64 filters (He et al. 2016)",
+                          optimizer="momentum", learning_rate=0.1, dropout=0.0,
                           weight_decay=1e-4),
     "mobilenet_v3_small": _application("mobilenet_v3_small",
                                        "keras.applications MobileNetV3Small + new head"),

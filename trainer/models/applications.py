@@ -11,11 +11,21 @@ from __future__ import annotations
 import os
 import tempfile
 
+from trainer.models.footprint import Footprint
+
 # name -> (keras.applications constructor, whether it has an include_preprocessing option)
 _BACKBONES = {
     "mobilenet_v3_small": ("MobileNetV3Small", True),
     "efficientnet_v2_b0": ("EfficientNetV2B0", True),
     "resnet50": ("ResNet50", False),
+}
+# name -> (weights, features pooled, layer output values per input pixel), as built here at
+# 224x224x3 (tests/test_memory.py checks them): the weights do not depend on the image size
+# (global pooling), the activations grow with its pixels.
+_SIZES = {
+    "mobilenet_v3_small": (939_120, 576, 106),
+    "efficientnet_v2_b0": (5_919_312, 1280, 315),
+    "resnet50": (23_587_712, 2048, 742),
 }
 _CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)  # ResNet50's preprocess_input, mode "caffe"
 # MobileNetV3's BatchNorm layers average their statistics with momentum 0.999: after 1,500
@@ -30,6 +40,16 @@ def builder(name: str):
         return _build(name, input_shape, num_classes, dropout, weights)
 
     return build
+
+
+def footprint(name: str):
+    weights, features, per_pixel = _SIZES[name]
+
+    def of(input_shape, num_classes) -> Footprint:
+        return Footprint(weights + (features + 1) * num_classes,
+                         per_pixel * input_shape[0] * input_shape[1] + num_classes)
+
+    return of
 
 
 def _build(name, input_shape, num_classes, dropout, weights):

@@ -11,6 +11,8 @@ n=3 is ResNet-20 (0.27M parameters, published CIFAR-10 error 8.75%), n=9 ResNet-
 
 from __future__ import annotations
 
+from trainer.models.footprint import Footprint, Tally
+
 _FILTERS = (16, 32, 64)
 
 
@@ -19,6 +21,21 @@ def builder(blocks_per_stage: int):
         return _resnet(input_shape, num_classes, dropout, blocks_per_stage)
 
     return build
+
+
+def footprint(blocks_per_stage: int):
+    """The network's weights and kept activations, layer by layer as `_resnet` stacks them."""
+    def of(input_shape, num_classes) -> Footprint:
+        tally = Tally(input_shape).conv(_FILTERS[0], 3, bias=False).norm(4).keep()
+        for stage, filters in enumerate(_FILTERS):
+            for block in range(blocks_per_stage):
+                strides = 2 if stage and not block else 1
+                tally.conv(filters, 3, bias=False, strides=strides).norm(4).keep()
+                tally.conv(filters, 3, bias=False).norm(4)
+                tally.keep(2 if strides == 1 else 3)  # (the padded shortcut,) the sum, its relu
+        return tally.global_pool().dense(num_classes).footprint()
+
+    return of
 
 
 def _resnet(input_shape, num_classes, dropout, blocks_per_stage):

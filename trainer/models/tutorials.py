@@ -1,6 +1,11 @@
-"""The classic TensorFlow tutorials' MNIST models, rebuilt as Keras 3 functional models."""
+"""The classic TensorFlow tutorials' MNIST models, rebuilt as Keras 3 functional models, and
+their footprints (weights and kept activations, worked out without building them)."""
 
 from __future__ import annotations
+
+from trainer.models.footprint import Footprint, Tally
+
+_DNN_UNITS = (512, 256, 128)
 
 
 def dnn(input_shape, num_classes, dropout):
@@ -8,11 +13,18 @@ def dnn(input_shape, num_classes, dropout):
 
     inputs = Input(input_shape, name="image")
     x = layers.Flatten()(inputs)
-    for units in (512, 256, 128):
+    for units in _DNN_UNITS:
         x = layers.Dense(units, activation="relu")(x)
         if dropout:
             x = layers.Dropout(dropout)(x)
     return Model(inputs, layers.Dense(num_classes, name="logits")(x), name="dnn")
+
+
+def dnn_footprint(input_shape, num_classes) -> Footprint:
+    tally = Tally(input_shape).keep()  # the flatten
+    for units in _DNN_UNITS:
+        tally.dense(units)
+    return tally.dense(num_classes).footprint()
 
 
 def conv_pool_dense(name: str, filters: tuple[int, int], dense_units: int):
@@ -32,6 +44,16 @@ def conv_pool_dense(name: str, filters: tuple[int, int], dense_units: int):
         return Model(inputs, layers.Dense(num_classes, name="logits")(x), name=name)
 
     return build
+
+
+def conv_pool_dense_footprint(filters: tuple[int, int], dense_units: int):
+    def footprint(input_shape, num_classes) -> Footprint:
+        tally = Tally(input_shape)
+        for count in filters:
+            tally.conv(count, 5).pool()
+        return tally.keep().dense(dense_units).dense(num_classes).footprint()
+
+    return footprint
 
 
 def cnn_bn(input_shape, num_classes, dropout):
@@ -56,3 +78,17 @@ def cnn_bn(input_shape, num_classes, dropout):
     x = layers.Activation("relu")(layers.BatchNormalization(scale=False, center=True)(x))
     x = layers.Dropout(dropout)(x)
     return Model(inputs, layers.Dense(num_classes, name="logits")(x), name="cnn_bn")
+
+
+def cnn_bn_footprint(input_shape, num_classes) -> Footprint:
+    tally = Tally(input_shape)
+
+    def conv_bn(filters):
+        tally.conv(filters, 3, bias=False).norm(3).keep()  # BatchNorm: beta, mean, variance
+
+    for filters, convs in ((32, 2), (64, 2), (128, 1)):
+        for _ in range(convs):
+            conv_bn(filters)
+        tally.pool()
+    tally.keep().dense(200, bias=False).norm(3).keep()
+    return tally.dense(num_classes).footprint()
