@@ -53,7 +53,7 @@ def test_default_files_are_the_bundled_sample():
     files = config_from_flags([], {}).data.files
     assert files.train == (config_module.SAMPLE_TRAIN_FILES,)
     assert files.eval == (config_module.SAMPLE_EVAL_FILES,)
-    sample = REPO / "trainer" / "sample"
+    sample = Path(config_module.__file__).resolve().parent / "sample"
     assert glob.glob(files.train[0]) and glob.glob(files.eval[0])
     assert all(Path(p).parent == sample for p in files.train + files.eval)
 

@@ -43,7 +43,7 @@ def test_a_package_installed_without_its_checkout_repacks_into_the_same_wheel(tm
     # Without PYTHONPATH: a checkout on it (with setup.py's egg-info) reads as installed.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     subprocess.run([python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
-                    str(wheel)], check=True, capture_output=True, env=env)
+                    "--force-reinstall", str(wheel)], check=True, capture_output=True, env=env)
     repacked_dir = tmp_path / "from-install"
     done = subprocess.run([python, "-m", "trainer.containers.images", str(repacked_dir)],
                           cwd=tmp_path, capture_output=True, text=True,

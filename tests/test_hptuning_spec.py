@@ -4,6 +4,7 @@ import copy
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -417,7 +418,7 @@ def test_usable_cores_honour_a_cgroup_quota(cpu_max, cap, tmp_path):
 
 def test_a_shipped_study_is_found_by_name_outside_a_checkout(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    shipped = str(REPO / "hptuning" / "cnn.yaml")
+    shipped = str(Path(cli.__file__).resolve().parent / "cnn.yaml")
     assert cli.config_path("cnn") == cli.config_path("hptuning/cnn.yaml") == shipped
     (tmp_path / "cnn.yaml").write_text("mine")
     assert cli.config_path("cnn.yaml") == "cnn.yaml"  # a file of that name wins

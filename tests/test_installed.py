@@ -41,9 +41,12 @@ def installed(tmp_path_factory):
     # the package and whatever its extras add come into the venv.
     venv.create(env_dir, system_site_packages=True, with_pip=True)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    done = subprocess.run([str(env_dir / "bin" / "python"), "-m", "pip", "install", "--quiet",
-                           f"{wheel}[all]"], capture_output=True, text=True, env=env, cwd=root)
-    assert done.returncode == 0, done.stderr[-3000:]
+    pip = [str(env_dir / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+    # Forced: a vertex-trainer in the system site-packages (as CI installs one) would otherwise
+    # satisfy the requirement and the venv would run that one.
+    for args in (["--no-deps", "--force-reinstall", str(wheel)], [f"{wheel}[all]"]):
+        done = subprocess.run(pip + args, capture_output=True, text=True, env=env, cwd=root)
+        assert done.returncode == 0, done.stderr[-3000:]
     where = subprocess.run([str(env_dir / "bin" / "python"), "-c",
                             "import trainer, fastapi; print(trainer.__file__)"],
                            capture_output=True, text=True, env=env, cwd=root)

@@ -12,6 +12,7 @@ import pytest
 from google.cloud.aiplatform_v1 import types
 
 from trainer.cloud import launch
+from tests.conftest import REPO
 from tests.image_data import make_image_set
 from tests.test_gcs import gcs  # noqa: F401  (the emulator fixture, started per module)
 
@@ -63,8 +64,17 @@ def photos(tmp_path_factory):
 TRAINER = ["--max-steps", "50", "--model", "dnn"]
 
 
+@pytest.fixture
+def from_checkout(monkeypatch):
+    """As run from a source checkout, whose cloudbuild.yaml Cloud Build is given (installed
+    without one, a context is generated first: tests/test_submit.py)."""
+    from trainer.containers import images
+
+    monkeypatch.setattr(images, "checkout", lambda: REPO)
+
+
 def test_a_photo_folder_is_prepared_uploaded_built_trained_deployed_and_smoke_tested(
-        capsys, photos):
+        capsys, photos, from_checkout):
     commands, requests, prerequisites = dry_run(
         capsys, str(photos.train_dir), "--bucket", "gs://b/digits", "--project", "p", "--",
         *TRAINER)
@@ -121,7 +131,8 @@ def test_a_gs_manifest_is_read_as_it_is_and_the_smoke_image_chosen_once_trained(
 
 @pytest.mark.parametrize("dataset", ["1234567890",
                                      "projects/p/locations/us-central1/datasets/1234567890"])
-def test_a_managed_dataset_trains_in_a_pipeline_whose_input_names_it(capsys, dataset):
+def test_a_managed_dataset_trains_in_a_pipeline_whose_input_names_it(capsys, dataset,
+                                                                    from_checkout):
     commands, requests, _ = dry_run(capsys, dataset, "--bucket", "gs://b/flowers", "--project",
                                     "p", "--", *TRAINER)
     assert [step for step, _ in commands] == ["build"]  # nothing to prepare: Vertex exports it

@@ -131,7 +131,8 @@ def test_an_evaluator_without_workers_or_ps_keeps_pool_3(capsys):
     assert [bool(p) for p in pools(request)] == [True, False, False, True]
 
 
-def test_staging_bucket_builds_the_sdist_and_names_its_upload(capsys):
+def test_staging_bucket_builds_the_sdist_and_names_its_upload(capsys, monkeypatch):
+    monkeypatch.setattr(submit_job.images, "checkout", lambda: REPO)  # run from the checkout
     request, _ = dry_run(capsys, *LEGACY, "--staging-bucket", "gs://bucket", *OUT, "--", *DATA)
     assert pools(request)[0]["pythonPackageSpec"]["packageUris"] == [
         "gs://bucket/packages/vertex-trainer-0.1.0.tar.gz"]
@@ -151,6 +152,7 @@ def test_a_prebuilt_image_past_its_end_of_availability_warns_once(capsys, monkey
 
 
 def test_build_pushes_our_image_tagged_with_the_commit_then_runs_it(capsys, monkeypatch):
+    monkeypatch.setattr(submit_job.images, "checkout", lambda: REPO)  # run from the checkout
     monkeypatch.setattr(submit_job, "source_tag", lambda: "abc1234")
     assert submit_job.main(["--dry-run", "--project", "p", "--build", "local", *OUT, "--",
                             *DATA]) == 0
