@@ -96,8 +96,16 @@ def test_a_checkpoint_of_another_model_is_one_line_and_the_last_line(dataset, jo
     train_files, eval_files = dataset
     result = run_task("--train-files", train_files, "--eval-files", eval_files, "--job-dir",
                       str(job), "--model", "cnn_small", "--max-steps", "40")
-    one_line_error(result, 1, "ckpt-30 does not fit this model")
+    one_line_error(result, 1, "holds checkpoints of another run (--model: dnn then, cnn_small "
+                              "now)")
     assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert checkpoint_steps(job) == [10, 20, 30]
+    # A record that lies (edited by hand): the restore itself still refuses, in one line.
+    record = job / "checkpoints" / "run.json"
+    record.write_text(record.read_text().replace('"dnn"', '"cnn_small"'))
+    result = run_task("--train-files", train_files, "--eval-files", eval_files, "--job-dir",
+                      str(job), "--model", "cnn_small", "--max-steps", "40")
+    one_line_error(result, 1, "ckpt-30 does not fit this model;")
     assert checkpoint_steps(job) == [10, 20, 30]
 
 
@@ -204,7 +212,8 @@ def test_a_diverged_run_fails_without_exporting_or_reporting(dataset, tmp_path):
                       str(tmp_path / "job"), "--model", "dnn", "--optimizer", "sgd",
                       "--learning-rate", "1e38", "--max-steps", "20", "--log-every-steps", "10",
                       env={"CLOUD_ML_HP_METRIC_FILE": str(metrics)})
-    one_line_error(result, 1, "the model diverged: training loss", "by step 10")
+    # Checked after every training call: of 1, 2, 4, ... steps until the first progress line.
+    one_line_error(result, 1, "the model diverged: training loss", "by step 3;")
     assert not list((tmp_path / "job" / "export").iterdir())
     assert not list((tmp_path / "job" / "checkpoints").glob("ckpt-*"))
     assert not metrics.exists() or metrics.read_text() == ""

@@ -173,8 +173,23 @@ def test_label_maps():
     assert "--num-classes is 5 but X has 3 classes" in one_line_error(
         lambda: labels.check_num_classes(5, names, "X"))
     assert labels.parse(labels.text_of(names), "p", "s") == names
-    assert "differs from this data's" in one_line_error(
-        lambda: labels.check_resume(names, names[:2], "ckpt/labels.txt"))
+
+
+@pytest.mark.parametrize("name, problem", [
+    ("un 1 ", "starts or ends with whitespace"), (" cat", "starts or ends with whitespace"),
+    ("two\nlines", "line break"), ("cr\rlf", "line break"), ("para\u2029graph", "line break"),
+    ("tab\there", "control character"), ("  ", "is empty")])
+def test_class_names_that_labels_txt_cannot_hold_are_refused(name, problem):
+    message = one_line_error(lambda: labels.check_names([("ok", "a"), (name, "b line 2")],
+                                                        "--train-files"))
+    assert message.startswith(f"--train-files: b line 2: the class name {name!r} ")
+    assert problem in message
+
+
+def test_every_accepted_class_name_round_trips_through_labels_txt():
+    names = ["un 1", "caf\u00e9", "a,b", "x y  z", "\u00e9t\u00e9 \u2014 2", "#1", "'quoted'"]
+    labels.check_names(((n, "w") for n in names), "--train-files")
+    assert labels.parse(labels.text_of(names), "p", "s") == names
 
 
 # --- encodings, and any bytes at all -------------------------------------------------------------

@@ -14,9 +14,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from trainer import storage
-from trainer.data import encoded_records, image_files, labels, manifests, raw_records, \
-    record_guard, text, tfds
+from trainer.data import encoded_records, image_files, manifests, raw_records, record_guard, \
+    tfds
 from trainer.data.source import IMAGE_SUFFIXES, Classes, Probe, Request, Source
 from trainer.errors import TrainerError
 
@@ -94,12 +93,3 @@ def describe(source: Source) -> str:
     count = "" if source.size is None else f"{source.size:,} "
     return f"{count}{source.description} from {source.flag}"
 
-
-def save_label_map(class_names, checkpoint_dir: str) -> None:
-    """labels.txt beside the checkpoints; one already there must agree (a resumed run)."""
-    path = storage.join(checkpoint_dir, labels.FILE_NAME)
-    if storage.exists(path):
-        saved = labels.parse(text.read(path, "checkpoints"), path, "checkpoints")
-        labels.check_resume(saved, list(class_names), path)
-        return
-    storage.write_text(path, labels.text_of(list(class_names)))
