@@ -338,7 +338,7 @@ def test_phases_are_checked_against_the_steps_the_epochs_resolve_to():
 # --- augmentation --------------------------------------------------------------------------------
 
 def test_augment_min_area_defaults_for_small_images_and_needs_augment():
-    assert config_from_flags(["--augment"], {}).data.augment_min_area == 0.25
+    assert config_from_flags(["--augment"], {}).data.augment_min_area == 0.5
     assert config_from_flags(["--augment", "--augment-min-area", "0.08"],
                              {}).data.augment_min_area == 0.08
     assert "--augment-min-area needs --augment" in error_of(["--augment-min-area", "0.5"])

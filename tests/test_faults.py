@@ -285,3 +285,14 @@ def test_the_eta_of_an_absurd_max_steps_is_still_a_line(caplog):
     progress = report.Progress(10 ** 17)
     progress.on_train(TrainInterval(10, 10, 1.0, {"loss": 1.0, "accuracy": 0.5}, 1000))
     assert "ETA over 1,000 years" in caplog.messages[-1]
+
+
+def test_the_eta_follows_the_last_call_not_the_tracing_one(caplog):
+    from trainer.loop import TrainInterval
+
+    progress = report.Progress(1007, steps_per_epoch=100.0)
+    # 7 steps in 16 s, of which the first call's tracing took most; the last call: 0.2 s/step.
+    progress.on_train(TrainInterval(7, 7, 16.0, {"loss": 1.0, "accuracy": 0.5}, 700,
+                                    recent_seconds_per_step=0.2))
+    assert caplog.messages[-1].startswith("step 7/1007  epoch 0/10  loss 1.0000")
+    assert caplog.messages[-1].endswith("2285.7 ms/step  ETA 0:03:20")

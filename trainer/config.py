@@ -45,7 +45,7 @@ METRICS = {"accuracy": True, "loss": False}
 LR_SCHEDULES = ("constant", "cosine", "step", "linear")
 DEFAULT_MAX_STEPS = 1000  # without --epochs
 DEFAULT_EVAL_EVERY_STEPS = 500  # without --eval-every-epochs or --epochs
-AUGMENT_MIN_AREA = 0.25
+AUGMENT_MIN_AREA = 0.5
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -292,6 +292,9 @@ class TrainInterval:
     metrics: dict  # loss and accuracy over the interval's examples
     examples: int
     skipped_steps: int = 0  # fp16 steps skipped on gradient overflow (not applied)
+    # Of the interval's last training call: the first call of a run also traces the step
+    # function (seconds of it), so an early interval's mean would overstate the ETA.
+    recent_seconds_per_step: float | None = None
 
     @property
     def examples_per_sec(self) -> float:
@@ -501,7 +504,7 @@ class Controller:
                 metrics, examples = metrics_of(interval)
                 skipped = round(float(interval[3])) if len(interval) > 3 else 0
                 record = TrainInterval(step, interval_steps, interval_seconds, metrics, examples,
-                                       skipped)
+                                       skipped, seconds / num_steps)
                 for action in self._train_actions:
                     action(record)
                 interval, interval_steps, interval_seconds = 0.0, 0, 0.0

@@ -33,7 +33,8 @@ class Progress:
 
     def on_train(self, interval: TrainInterval) -> None:
         seconds_per_step = interval.seconds / interval.steps
-        eta = _duration((self._max_steps - interval.step) * seconds_per_step)
+        eta = _duration((self._max_steps - interval.step)
+                        * (interval.recent_seconds_per_step or seconds_per_step))
         self.examples_per_sec.append(interval.examples_per_sec)
         skipped = (f"  {interval.skipped_steps} step(s) skipped on fp16 overflow"
                    if interval.skipped_steps else "")

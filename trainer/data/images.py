@@ -3,7 +3,7 @@
 JPEG, PNG, GIF (first frame) and BMP decode to the model's channel count (grey <-> RGB; alpha is
 dropped). Evaluation and serving resize the image to cover H x W, keeping its aspect ratio, and
 crop the centre; an image already H x W passes untouched (exact). Training with augmentation
-takes a random crop of MIN-100% of the area (--augment-min-area, 25% by default: ImageNet's 8%
+takes a random crop of MIN-100% of the area (--augment-min-area, 50% by default: ImageNet's 8%
 cut the object out of small photos) and aspect ratio 3/4-4/3, resizes it to H x W and flips it
 horizontally at random; for JPEG only the crop window is decoded, which saves most of the
 decoding time of a large photo.

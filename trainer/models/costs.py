@@ -8,8 +8,8 @@ built Keras models at 224x224 and 96x96 (exact at sizes that are multiples of 32
 strides' rounding makes small images cost up to ~40% more, e.g. 33x45). `tests/test_models.py` checks every model against its built form.
 
 A choice absurd for the input is what the README's photo example once was: the tutorial `cnn`
-on 224x224x3, whose dense layer over a 56x56x64 map holds 205,585,866 parameters (28 s a step
-on a 2-core CPU). `misfit` words the warning and names the models that fit.
+on 224x224x3, whose dense layer over a 56x56x64 map holds 205,585,866 parameters (7-28 s a
+step of 100 images on a 2-core CPU). `misfit` words the warning and names the models that fit.
 """
 
 from __future__ import annotations
