@@ -120,8 +120,10 @@ def kill_rounds(command, rounds, max_steps, steps_saved, seed, env=None, between
                                    stderr=subprocess.STDOUT, text=True)
         # Round 0 dies during start-up; later ones a random number of steps into training.
         target = 0 if round_ == 0 else rng.randrange(5, max_steps // 5)
+        seen = []
         try:
             for line in process.stdout:
+                seen.append(line)
                 resumed = re.search(r"resumed from checkpoint .* at step (\d+)", line)
                 if resumed:
                     assert int(resumed.group(1)) >= reached - 10, line  # never further back
@@ -130,7 +132,8 @@ def kill_rounds(command, rounds, max_steps, steps_saved, seed, env=None, between
                     break
                 if progress and int(progress.group(1)) >= reached + target:
                     break
-            assert process.poll() is None, "the run ended before it could be killed"
+            assert process.poll() is None, ("the run ended before it could be killed: "
+                                            + "".join(seen[-5:]))
         finally:
             process.kill()
             process.wait()

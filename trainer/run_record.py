@@ -151,17 +151,20 @@ def _path(directory: str) -> str:
 
 
 def _load(directory: str) -> dict | None:
-    """The saved record; None when there is none or it is not one (treated alike: unknown)."""
+    """The saved record; None when there is none or it is not one (treated alike: unknown).
+    A storage failure is an error: a record that is there but unread must not count as none."""
     import tensorflow as tf
 
     path = _path(directory)
     try:
-        if not tf.io.gfile.exists(path):
-            return None
         with tf.io.gfile.GFile(path, "rb") as f:
             content = json.loads(f.read().decode("utf-8"))
-    except (tf.errors.OpError, ValueError) as err:
-        log.warning("cannot read the run record %s (%s)", path, short_reason(err))
+    except tf.errors.NotFoundError:
+        return None
+    except tf.errors.OpError as err:
+        raise TrainerError(f"cannot read the run record {path} ({short_reason(err)})") from None
+    except ValueError as err:
+        log.warning("%s is not a run record (%s)", path, short_reason(err))
         return None
     return content if isinstance(content, dict) and content.get("version") == _VERSION \
         else None
