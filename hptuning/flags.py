@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from trainer.cli import UsageError
 from trainer.cloud.checks import first_local_path
-from trainer.config import METRICS, build_parser, config_from_flags, integer, number
+from trainer.config import (DEFAULT_MAX_STEPS, METRICS, build_parser, config_from_flags,
+                            integer, number)
 from trainer.errors import TrainerError
 
 # Picks the metric the trainer reports; tuning it would change what the study measures.
@@ -122,9 +123,13 @@ def reported_metric(args: Sequence[str]) -> str:
     return build_parser().parse_args(list(args)).hypertune_metric
 
 
-def trainer_max_steps(args: Sequence[str]) -> int:
-    """The --max-steps the trainer runs to with these flags."""
-    return build_parser().parse_args(list(args)).max_steps
+def trainer_max_steps(args: Sequence[str], tuned: Iterable[str] = ()) -> int | None:
+    """The --max-steps the trainer runs to with these flags; None when it trains --epochs
+    (given, or a tuned parameterId): then each trial's steps follow its batch size."""
+    parsed = build_parser().parse_args(list(args))
+    if parsed.epochs is not None or "epochs" in set(tuned):
+        return None
+    return parsed.max_steps or DEFAULT_MAX_STEPS
 
 
 def metric_reason(metric_id: str) -> str | None:

@@ -15,6 +15,7 @@ import statistics
 from dataclasses import dataclass
 
 from hptuning.measurements import Measurement
+from trainer.errors import TrainerError
 
 MIN_COMPLETED = 2
 
@@ -23,13 +24,15 @@ MIN_COMPLETED = 2
 class StoppingRule:
     kind: str  # "median" or "decay curve"
     maximize: bool
-    max_steps: int  # the trainer's --max-steps: where a decay curve is extended to, and the end
+    # The trainer's --max-steps: where a decay curve is extended to, and the end. None with
+    # --epochs, whose steps differ from trial to trial (the median rule only).
+    max_steps: int | None
 
     def reason(self, running: list[Measurement],
                completed: list[list[Measurement]]) -> str | None:
         """Why the running trial should stop now, or None. A trial measured at --max-steps has
         finished training (it is exporting): stopping it would save nothing and cut its export."""
-        if not running or running[-1].step >= self.max_steps:
+        if not running or (self.max_steps is not None and running[-1].step >= self.max_steps):
             return None
         if self.kind == "median":
             return self._median(running, completed)
@@ -68,10 +71,15 @@ class StoppingRule:
         return None
 
 
-def rule_of(study_spec, maximize: bool, max_steps: int) -> StoppingRule | None:
+def rule_of(study_spec, maximize: bool, max_steps: int | None) -> StoppingRule | None:
     """The study's stopping rule (a StudySpec), or None when it sets no automated stopping."""
     if "median_automated_stopping_spec" in study_spec:
         return StoppingRule("median", maximize, max_steps)
     if "decay_curve_stopping_spec" in study_spec:
+        if max_steps is None:
+            raise TrainerError("studySpec.decayCurveStoppingSpec: the local tuner extends each "
+                               "curve to the trainer's --max-steps, which --epochs leaves to "
+                               "each trial's batch size; give --max-steps, or use "
+                               "medianAutomatedStoppingSpec (Vertex itself takes either)")
         return StoppingRule("decay curve", maximize, max_steps)
     return None

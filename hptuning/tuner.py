@@ -114,6 +114,14 @@ def _trial_limit(spec: TuningSpec) -> int:
                            "enumerates it, use fewer values") from None
 
 
+def _tuned(params):
+    """The parameterIds of the search space, conditional ones included."""
+    for param in params:
+        yield param.id
+        for condition in param.children:
+            yield from _tuned((condition.param,))
+
+
 class _StudyRun:
     def __init__(self, spec: TuningSpec, study: optuna.Study, output_dir: Path,
                  seed: int | None, trainer, out: TextIO, parallel_reason: str):
@@ -123,7 +131,7 @@ class _StudyRun:
         self.progress = Progress(spec, out)
         self.early_stopping = EarlyStopping(
             stopping.rule_of(spec.job.study_spec, spec.maximize,
-                             trainer_max_steps(spec.trainer_args)),
+                             trainer_max_steps(spec.trainer_args, _tuned(spec.params))),
             self.ledger, self.progress)
         self.limit = _trial_limit(spec)
         study.sampler = search.make_sampler(spec, seed, self.ledger.stored)

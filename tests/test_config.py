@@ -315,6 +315,66 @@ def test_empty_file_patterns_are_errors(argv, flag):
     assert flag in error_of(argv)
 
 
+# --- epochs --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv, message", [
+    (["--epochs", "2", "--max-steps", "100"], "--max-steps and --epochs both set the same thing"),
+    (["--eval-every-epochs", "1", "--eval-every-steps", "10"],
+     "--eval-every-steps and --eval-every-epochs both set the same thing"),
+    (["--epochs", "0"], "--epochs must be positive, got 0.0"),
+    (["--epochs", "nan"], "--epochs: expected a finite number"),
+])
+def test_epoch_flag_errors(argv, message):
+    assert message in error_of(argv)
+
+
+def test_steps_are_the_default_budget_without_epochs():
+    loop = config_from_flags([], {}).loop
+    assert (loop.max_steps, loop.eval_every_steps, loop.epochs) == (1000, 500, None)
+    assert config_module.with_data_size(config_from_flags([], {}), 10_000).loop.max_steps == 1000
+
+
+def resolved(argv, examples):
+    return config_module.with_data_size(config_from_flags(argv, {}), examples).loop
+
+
+def test_epochs_resolve_to_steps_of_the_batch_and_evaluate_every_epoch():
+    unresolved = config_from_flags(["--epochs", "2.5"], {}).loop
+    assert (unresolved.max_steps, unresolved.eval_every_steps) == (None, None)
+    loop = resolved(["--epochs", "2.5"], 10_000)
+    assert (loop.max_steps, loop.eval_every_steps, loop.checkpoint_every_steps) == (250, 100, 100)
+    assert loop.steps_per_epoch == 100
+    # A partial last batch counts as a step: every example is seen.
+    assert resolved(["--epochs", "1", "--batch-size", "100"], 1001).max_steps == 11
+    assert resolved(["--epochs", "3", "--batch-size", "64"], 1000).max_steps == 47
+    loop = resolved(["--max-steps", "500", "--eval-every-epochs", "0.5",
+                     "--checkpoint-every-steps", "7"], 10_000)
+    assert (loop.max_steps, loop.eval_every_steps, loop.checkpoint_every_steps) == (500, 50, 7)
+    assert resolved(["--epochs", "1", "--eval-every-steps", "30"], 10_000).eval_every_steps == 30
+    assert resolved(["--max-steps", "40"], 10_000).steps_per_epoch == 100
+
+
+def test_phases_are_checked_against_the_steps_the_epochs_resolve_to():
+    config = config_from_flags(["--epochs", "1", "--warmup-steps", "200"], {})
+    with pytest.raises(TrainerError, match=r"--warmup-steps must be in \[0, the 100 steps of "
+                                           r"--epochs 1\), got 200"):
+        config_module.with_data_size(config, 10_000)
+    with pytest.raises(TrainerError, match="--epochs needs the size of the training data"):
+        config_module.with_data_size(config, None)
+
+
+# --- augmentation --------------------------------------------------------------------------------
+
+def test_augment_min_area_defaults_for_small_images_and_needs_augment():
+    assert config_from_flags(["--augment"], {}).data.augment_min_area == 0.5
+    assert config_from_flags(["--augment", "--augment-min-area", "0.08"],
+                             {}).data.augment_min_area == 0.08
+    assert "--augment-min-area needs --augment" in error_of(["--augment-min-area", "0.5"])
+    for value in ("0", "1.5"):
+        assert "--augment-min-area must be in (0, 1]" in error_of(
+            ["--augment", "--augment-min-area", value])
+
+
 # --- --export-best-only --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("argv, expected", [
@@ -342,15 +402,40 @@ def under(root, *parts) -> tuple[str, str, str]:
     return tuple(os.path.join(str(root), *parts, kind) for kind in kinds)
 
 
-def test_default_output_dirs_are_under_absolute_trainer_output(tmp_path, monkeypatch):
+def test_default_output_dirs_are_one_absolute_dir_per_run_under_trainer_output(tmp_path,
+                                                                             monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = config_from_flags([], {})
-    assert dirs_of(config) == under(Path.cwd() / "trainer-output")
+    run = Path(config.outputs.job_dir)
+    assert run.parent == Path.cwd() / "trainer-output" and run.name.startswith("cnn-")
+    assert dirs_of(config) == under(run)
     assert all(os.path.isabs(d) for d in dirs_of(config))
     assert config.outputs.export_timestamped is True
+    assert config.outputs.job_dir_given is False
     assert [origin for _, origin in config.outputs.origins] == ["--job-dir"] * 3
     assert [d for d, _ in config.outputs.origins] == list(dirs_of(config))
-    assert config.outputs.job_dir == str(Path.cwd() / "trainer-output")
+
+
+def job_dir_of(*argv) -> str:
+    return config_from_flags(list(argv), {}).outputs.job_dir
+
+
+def test_the_default_job_dir_is_the_same_for_the_same_run_and_differs_for_another(
+        tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "photos").mkdir()
+    mnist = job_dir_of()
+    photos = ("--train-files", "photos", "--eval-files", "photos")
+    assert job_dir_of("--max-steps", "50", "--learning-rate", "0.1", "--batch-size", "7") == mnist
+    assert job_dir_of(*photos) != mnist
+    assert job_dir_of(*photos) == job_dir_of("--train-files", f"{tmp_path}/photos/",
+                                             "--eval-files", "elsewhere", "--epochs", "3")
+    others = [job_dir_of(*photos, *flags) for flags in (
+        ("--model", "cnn_small"), ("--image-height", "32"), ("--image-channels", "3"),
+        ("--num-classes", "12"), ("--label-map", "labels.txt"))]
+    assert len({mnist, job_dir_of(*photos), *others}) == 7
+    assert Path(job_dir_of(*photos, "--model", "resnet20")).name.startswith("resnet20-")
+    assert job_dir_of(*photos, "--job-dir", "mine") == str(tmp_path / "mine")
 
 
 def test_relative_job_dir_is_made_absolute(tmp_path, monkeypatch):
@@ -379,7 +464,8 @@ def test_trial_gets_its_own_subdirectory(tmp_path, environ):
 def test_default_job_dir_also_gets_the_trial(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = config_from_flags(["--bundled-sample"], {"CLOUD_ML_TRIAL_ID": "2"})
-    assert dirs_of(config) == under(Path.cwd() / "trainer-output", "2")
+    run = config_from_flags(["--bundled-sample"], {}).outputs.job_dir
+    assert dirs_of(config) == under(run, "2")
 
 
 @pytest.mark.parametrize("trial, expected", [

@@ -84,7 +84,8 @@ def test_trains_to_each_boundary_and_acts_there():
     checkpoints = FakeCheckpoints(trainer)
     made, record = controller(trainer, checkpoints)
     last = made.run()
-    assert trainer.calls == [10, 10, 5]
+    # Calls of 1, 2, 4, ... steps until the first progress line, then whole intervals.
+    assert trainer.calls == [1, 2, 4, 3, 10, 5]
     assert [i.step for i in record["train"]] == [10, 20, 25]
     assert record["train"][0].metrics == {"loss": 0.5, "accuracy": 0.8}
     assert record["train"][0].examples == 100
@@ -98,7 +99,7 @@ def test_a_resumed_run_trains_only_the_remaining_steps():
     trainer = FakeTrainer()
     made, record = controller(trainer, FakeCheckpoints(trainer, saved_step=20))
     made.run()
-    assert trainer.calls == [5] and made.step == 25
+    assert trainer.calls == [1, 2, 2] and made.step == 25
     assert [i.steps for i in record["train"]] == [5]
 
 
@@ -110,16 +111,34 @@ def test_a_checkpoint_at_max_steps_only_evaluates():
     assert trainer.calls == [] and checkpoints.saves == [] and len(record["eval"]) == 1
 
 
-def test_sigterm_saves_at_the_next_boundary_and_stops():
-    trainer = FakeTrainer()
-    checkpoints = FakeCheckpoints(trainer)
+def test_sigterm_saves_at_the_end_of_the_current_call_and_stops():
     stop = StopRequest()
-    stop.requested = True
-    made, _ = controller(trainer, checkpoints, schedule=schedule(ckpt=1000, eval_=1000),
-                         stop=stop)
-    with pytest.raises(Preempted, match="at step 10"):
+    stop.requested = True  # arrived during the first call of a resumed run: 1 step
+    trainer = FakeTrainer()
+    checkpoints = FakeCheckpoints(trainer, saved_step=20)
+    made, _ = controller(trainer, checkpoints, stop=stop,
+                         schedule=schedule(max_steps=100, ckpt=1000, eval_=1000))
+    with pytest.raises(Preempted, match="at step 21"):
         made.run()
-    assert checkpoints.saves == [10]
+    assert checkpoints.saves == [21]
+
+
+def test_sigterm_during_a_whole_interval_saves_at_its_end():
+    stop = StopRequest()
+    trainer = FakeTrainer()
+    train = trainer.train
+
+    def signalled(num_steps):  # SIGTERM arrives during the call that starts at step 10
+        stop.requested = trainer.steps.step.value >= 10
+        return train(num_steps)
+
+    trainer.train = signalled
+    checkpoints = FakeCheckpoints(trainer)
+    made, _ = controller(trainer, checkpoints, stop=stop,
+                         schedule=schedule(ckpt=1000, eval_=1000))
+    with pytest.raises(Preempted, match="at step 20"):
+        made.run()
+    assert checkpoints.saves == [20]
 
 
 def test_the_workers_vote_decides_a_stop_requested_elsewhere():
@@ -128,12 +147,12 @@ def test_the_workers_vote_decides_a_stop_requested_elsewhere():
 
     def vote(flags):
         votes.append(flags)
-        return (True, flags[1])  # another worker got SIGTERM
+        return (True, *flags[1:])  # another worker got SIGTERM
 
     made, _ = controller(trainer, schedule=schedule(ckpt=1000, eval_=1000), vote=vote)
     with pytest.raises(Preempted):
         made.run()
-    assert votes == [(False, False)]
+    assert votes == [(False, False, False)]
 
 
 def test_replicas_agree_once_before_what_evaluates_or_saves_their_state():
@@ -158,7 +177,27 @@ def test_time_based_checkpoints_are_saved_between_step_boundaries():
     checkpoints = FakeCheckpoints(trainer)
     made, _ = controller(trainer, checkpoints, schedule=schedule(ckpt=1000, secs=0))
     made.run()
-    assert checkpoints.saves == [10, 20, 25]
+    assert checkpoints.saves == [1, 3, 7, 10, 20, 25]
+
+
+def test_the_first_progress_line_comes_after_first_line_secs_whatever_the_log_interval():
+    trainer = FakeTrainer()
+    plan = schedule(max_steps=3000, log=1000, eval_=3000, ckpt=3000)
+    made, record = controller(trainer, schedule=plan, first_line_secs=0.0)
+    made.run()
+    assert [i.step for i in record["train"]] == [1, 1000, 2000, 3000]
+    assert trainer.calls == [1, 999, 1000, 1000]
+    assert record["train"][0].steps == 1 and record["train"][1].steps == 999
+
+
+def test_a_first_line_due_on_another_worker_is_printed_on_every_worker():
+    trainer = FakeTrainer()
+    plan = schedule(max_steps=100, log=100, eval_=100, ckpt=100)
+    made, record = controller(trainer, schedule=plan,
+                              vote=lambda flags: (flags[0], flags[1], len(trainer.calls) == 3))
+    made.run()
+    assert [i.step for i in record["train"]] == [7, 100]
+    assert trainer.calls == [1, 2, 4, 93]
 
 
 def test_an_empty_evaluation_names_its_flag():

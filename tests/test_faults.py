@@ -140,15 +140,28 @@ def test_no_usable_checkpoint_is_an_error_unless_restarting_is_explicit(dataset,
     assert result.step == 40 and checkpoint_steps(job) == [40]
 
 
-@pytest.mark.parametrize("flags", [["--model", "cnn_small"], ["--model", "dnn", "--num-classes",
-                                                                "12"]], ids=["model", "classes"])
-def test_a_checkpoint_of_another_model_is_one_line_and_the_last_line(dataset, job, flags):
+@pytest.mark.parametrize("flags, difference", [
+    (["--model", "cnn_small"], "--model: dnn then, cnn_small now"),
+    (["--model", "dnn", "--num-classes", "12"], "--num-classes: 10 then, 12 now")],
+    ids=["model", "classes"])
+def test_a_checkpoint_of_another_model_is_one_line_and_the_last_line(dataset, job, flags,
+                                                                     difference):
     train_files, eval_files = dataset
-    result = run_task("--train-files", train_files, "--eval-files", eval_files, "--job-dir",
-                      str(job), "--max-steps", "40", *flags)
-    one_line_error(result, 1, "ckpt-30 does not fit this model")
-    # Another --num-classes left two "... unrestored values" warnings after it (issue 22, row 11).
+    task = ["--train-files", train_files, "--eval-files", eval_files, "--job-dir", str(job),
+            "--max-steps", "40", *flags]
+    result = run_task(*task)
+    one_line_error(result, 1, f"holds checkpoints of another run ({difference})")
     assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+    # Another --num-classes left two "... unrestored values" warnings after it (issue 22, row 11).
+    assert "unrestored" not in result.stdout + result.stderr
+    assert checkpoint_steps(job) == [10, 20, 30]
+    # A record that lies (edited by hand): the restore itself still refuses, in one line.
+    record = job / "checkpoints" / "run.json"
+    old, new = difference.split(": ")[1].split(" then, ")[0], flags[-1]
+    record.write_text(record.read_text().replace(f'"{old}"', f'"{new}"')
+                      .replace(f": {old},", f": {new},"))
+    result = run_task(*task)
+    one_line_error(result, 1, "ckpt-30 does not fit this model;")
     assert "unrestored" not in result.stdout + result.stderr
     assert checkpoint_steps(job) == [10, 20, 30]
 
@@ -164,8 +177,10 @@ def kill_rounds(command, rounds, max_steps, steps_saved, seed, env=None, between
                                    stderr=subprocess.STDOUT, text=True)
         # Round 0 dies during start-up; later ones a random number of steps into training.
         target = 0 if round_ == 0 else rng.randrange(5, max_steps // 5)
+        seen = []
         try:
             for line in process.stdout:
+                seen.append(line)
                 resumed = re.search(r"resumed from checkpoint .* at step (\d+)", line)
                 if resumed:
                     assert int(resumed.group(1)) >= reached - 10, line  # never further back
@@ -174,7 +189,8 @@ def kill_rounds(command, rounds, max_steps, steps_saved, seed, env=None, between
                     break
                 if progress and int(progress.group(1)) >= reached + target:
                     break
-            assert process.poll() is None, "the run ended before it could be killed"
+            assert process.poll() is None, ("the run ended before it could be killed: "
+                                            + "".join(seen[-5:]))
         finally:
             process.kill()
             process.wait()
@@ -258,7 +274,8 @@ def test_a_diverged_run_fails_without_exporting_or_reporting(dataset, tmp_path):
                       str(tmp_path / "job"), "--model", "dnn", "--optimizer", "sgd",
                       "--learning-rate", "1e38", "--max-steps", "20", "--log-every-steps", "10",
                       env={"CLOUD_ML_HP_METRIC_FILE": str(metrics)})
-    one_line_error(result, 1, "the model diverged: training loss", "by step 10")
+    # Checked after every training call: of 1, 2, 4, ... steps until the first progress line.
+    one_line_error(result, 1, "the model diverged: training loss", "by step 3;")
     assert not list((tmp_path / "job" / "export").iterdir())
     assert not list((tmp_path / "job" / "checkpoints").glob("ckpt-*"))
     assert not metrics.exists() or metrics.read_text() == ""
@@ -330,3 +347,14 @@ def test_the_eta_of_an_absurd_max_steps_is_still_a_line(caplog):
     progress = report.Progress(10 ** 17)
     progress.on_train(TrainInterval(10, 10, 1.0, {"loss": 1.0, "accuracy": 0.5}, 1000))
     assert "ETA over 1,000 years" in caplog.messages[-1]
+
+
+def test_the_eta_follows_the_last_call_not_the_tracing_one(caplog):
+    from trainer.loop import TrainInterval
+
+    progress = report.Progress(1007, steps_per_epoch=100.0)
+    # 7 steps in 16 s, of which the first call's tracing took most; the last call: 0.2 s/step.
+    progress.on_train(TrainInterval(7, 7, 16.0, {"loss": 1.0, "accuracy": 0.5}, 700,
+                                    recent_seconds_per_step=0.2))
+    assert caplog.messages[-1].startswith("step 7/1007  epoch 0/10  loss 1.0000")
+    assert caplog.messages[-1].endswith("2285.7 ms/step  ETA 0:03:20")

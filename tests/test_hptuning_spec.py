@@ -12,6 +12,7 @@ import yaml
 import hptuning.__main__ as tuner_cli
 from hptuning import cli, spec
 from tests.conftest import REPO
+from trainer.errors import TrainerError
 
 VALUES = {"BUCKET": "test-bucket", "PROJECT": "test-project"}
 # The shipped studies carry no data; these tests tune on the bundled sample, explicitly.
@@ -55,6 +56,18 @@ def test_shipped_configs_validate(name):
         "us-docker.pkg.dev/test-project/vertex-trainer/trainer:latest")
     assert tuning.trainer_args == tuple(pool.container_spec.args)
     assert tuning.args_field == "trialJobSpec.workerPoolSpecs[0].containerSpec.args"
+
+
+def test_epochs_can_be_tuned_with_the_batch_size_instead_of_max_steps(tmp_path):
+    document = smoke_config()
+    params(document).append({"parameterId": "epochs",
+                             "discreteValueSpec": {"values": [1, 2, 4]}})
+    with pytest.raises(TrainerError, match=r"parameters\[2\].*the trainer rejects --epochs=1: "
+                                           "--max-steps and --epochs both set the same thing"):
+        load(tmp_path, document)
+    container(document)["args"].remove("--max-steps=40")
+    tuning = load(tmp_path, document)
+    assert [p.id for p in tuning.params] == ["learning_rate", "batch_size", "epochs"]
 
 
 def test_a_legacy_python_package_config_still_validates(tmp_path):

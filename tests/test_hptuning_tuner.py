@@ -368,6 +368,20 @@ def test_stopping_rules():
     assert median.reason([Measurement(10, 0.1)], completed[:1]) is None  # fewer than 2 done
 
 
+def test_with_epochs_each_trial_ends_at_its_own_step_so_only_the_median_rule_applies():
+    from hptuning.flags import trainer_max_steps
+
+    assert trainer_max_steps(["--max-steps=30"]) == 30 and trainer_max_steps([]) == 1000
+    assert trainer_max_steps(["--epochs=3"]) is None
+    assert trainer_max_steps([], tuned=["batch_size", "epochs"]) is None
+    median = stopping.rule_of({"median_automated_stopping_spec": {}}, True, None)
+    completed = [[Measurement(10, 0.5)], [Measurement(10, 0.7)], [Measurement(10, 0.9)]]
+    assert median.reason([Measurement(10, 0.6)], completed).startswith("median rule: ")
+    with pytest.raises(TrainerError, match="decayCurveStoppingSpec: .* --epochs leaves to each "
+                                           "trial's batch size; give --max-steps"):
+        stopping.rule_of({"decay_curve_stopping_spec": {}}, True, None)
+
+
 def test_a_stopping_spec_with_a_wrong_field_is_refused_naming_it(tmp_path):
     with pytest.raises(TrainerError, match="medianAutomatedStoppingSpec.*useElapsed"):
         make_spec(tmp_path, study={"medianAutomatedStoppingSpec": {"useElapsed": True}})

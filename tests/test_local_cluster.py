@@ -51,8 +51,9 @@ def lines(result, task, pattern):
 
 
 def test_chief_and_worker_train_in_sync_and_only_the_chief_writes(dataset, tmp_path):
-    result = launch(dataset, tmp_path, ["--workers", "1"], "--max-steps", "40",
-                    "--eval-every-steps", "20")
+    # 2,000 records in global batches of 50: both resolve the epoch to the same 40 steps.
+    result = launch(dataset, tmp_path, ["--workers", "1"], "--epochs", "1",
+                    "--eval-every-epochs", "0.5")
     assert result.returncode == 0, result.stdout[-3000:]
     assert lines(result, "chief-0", "strategy multi_worker_mirrored: 2 replica")
     digests = {task: re.search(r"weights (\w+)", lines(result, task, "done at step 40")[0])[1]
@@ -68,7 +69,7 @@ def test_chief_and_worker_train_in_sync_and_only_the_chief_writes(dataset, tmp_p
 
 def test_parameter_servers_hold_the_variables_and_an_evaluator_follows(dataset, tmp_path):
     result = launch(dataset, tmp_path, ["--workers", "2", "--ps", "1", "--evaluator"],
-                    "--max-steps", "60", "--eval-every-steps", "30")
+                    "--epochs", "1.5", "--eval-every-epochs", "0.75")  # 60 steps, as evaluated
     assert result.returncode == 0, result.stdout[-3000:]
     assert lines(result, "chief-0", r"variables on /job:ps/")
     assert lines(result, "chief-0", "done at step 60")

@@ -173,8 +173,23 @@ def test_label_maps():
     assert "--num-classes is 5 but X has 3 classes" in one_line_error(
         lambda: labels.check_num_classes(5, names, "X"))
     assert labels.parse(labels.text_of(names), "p", "s") == names
-    assert "differs from this data's" in one_line_error(
-        lambda: labels.check_resume(names, names[:2], "ckpt/labels.txt"))
+
+
+@pytest.mark.parametrize("name, problem", [
+    ("un 1 ", "starts or ends with whitespace"), (" cat", "starts or ends with whitespace"),
+    ("two\nlines", "line break"), ("cr\rlf", "line break"), ("para\u2029graph", "line break"),
+    ("tab\there", "control character"), ("  ", "is empty")])
+def test_class_names_that_labels_txt_cannot_hold_are_refused(name, problem):
+    message = one_line_error(lambda: labels.check_names([("ok", "a"), (name, "b line 2")],
+                                                        "--train-files"))
+    assert message.startswith(f"--train-files: b line 2: the class name {name!r} ")
+    assert problem in message
+
+
+def test_every_accepted_class_name_round_trips_through_labels_txt():
+    names = ["un 1", "caf\u00e9", "a,b", "x y  z", "\u00e9t\u00e9 \u2014 2", "#1", "'quoted'"]
+    labels.check_names(((n, "w") for n in names), "--train-files")
+    assert labels.parse(labels.text_of(names), "p", "s") == names
 
 
 def test_a_label_map_is_bounded_in_name_length_count_and_bytes(tmp_path, monkeypatch):
@@ -189,8 +204,9 @@ def test_a_label_map_is_bounded_in_name_length_count_and_bytes(tmp_path, monkeyp
     assert one_line_error(lambda: labels.parse("\n".join(many), "l.txt", "--label-map")) == (
         "--label-map: l.txt has 100,001 labels; at most 100,000 are taken")
     assert labels.parse("\n".join(many[:-1]), "l.txt", "--label-map") == many[:-1]
-    assert one_line_error(lambda: labels.check_names(["a", "b" * 300], "--train-files")).startswith(
-        "--train-files: a class name of 300 characters ('bbbbbbbbbbbbbbbbbbbb'...)")
+    assert one_line_error(lambda: labels.check_names([("a", "f 1"), ("b" * 300, "f 2")],
+                                                     "--train-files")).startswith(
+        "--train-files: f 2: a class name of 300 characters ('bbbbbbbbbbbbbbbbbbbb'...)")
     # A file is read no further than the largest valid label map (100,000 names of 256
     # four-byte characters), here made small.
     assert labels.MAX_FILE_BYTES == 102_600_000

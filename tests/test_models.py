@@ -57,3 +57,54 @@ def test_fused_adam_matches_keras_adam():
     assert np.abs(results[1][0] - start[0]).max() > 0.01  # it trained
     for keras_adam, fused in zip(*results):
         np.testing.assert_allclose(fused, keras_adam, atol=1e-6)
+
+
+def multiply_adds(model) -> int:
+    """The forward pass's multiply-adds, read from the built layers' shapes (no data run)."""
+    import keras
+
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            total += multiply_adds(layer)
+        elif isinstance(layer, keras.layers.DepthwiseConv2D):
+            height, width, channels = layer.output.shape[1:]
+            total += height * width * channels * int(np.prod(layer.kernel_size))
+        elif isinstance(layer, keras.layers.Conv2D):
+            height, width, filters = layer.output.shape[1:]
+            total += (height * width * filters * int(np.prod(layer.kernel_size))
+                      * layer.input.shape[-1] // layer.groups)
+        elif isinstance(layer, keras.layers.Dense):
+            total += layer.input.shape[-1] * layer.units
+    return total
+
+
+@pytest.mark.parametrize("name", sorted(models.MODELS))
+@pytest.mark.parametrize("shape", [(28, 28, 1), (33, 45, 3), (64, 96, 3)])
+def test_the_cost_estimate_is_the_built_models(name, shape):
+    spec = models.MODELS[name]
+    if not spec.accepts(shape):
+        return
+    built, estimate = models.build_model(name, shape, 7, 0.2), models.cost(name, shape, 7)
+    assert estimate.parameters == built.count_params()
+    if not spec.backbone or all(d % 32 == 0 for d in shape[:2]):
+        assert estimate.multiply_adds == multiply_adds(built)
+    else:  # the strides' rounding, which the per-pixel figure leaves out
+        assert 0.55 < estimate.multiply_adds / multiply_adds(built) <= 1
+
+
+def test_the_readme_example_of_old_is_a_warning_naming_the_models_that_fit():
+    assert models.cost("cnn", (224, 224, 3), 10).parameters == 205_585_866
+    warning = models.misfit("cnn", (224, 224, 3), 10)
+    assert warning.startswith("--model cnn on 224x224x3 images: 205,585,866 parameters, "
+                              "1.94 GFLOPs per example, far beyond what the input needs")
+    assert [part.split(" (")[0] for part in warning.split("models that fit it: ")[1].split(
+        "), ")] == ["mobilenet_v3_small", "efficientnet_v2_b0", "resnet20"]
+    assert models.misfit("resnet56", (224, 224, 3), 10).startswith(  # 12.3 GFLOPs
+        "--model resnet56 on 224x224x3 images: 857,082 parameters, 12.30 GFLOPs")
+    for name, shape in (("cnn", (28, 28, 1)), ("cnn", (64, 64, 3)), ("cnn_small", (224, 224, 3)),
+                        ("resnet50", (224, 224, 3)), ("mobilenet_v3_small", (512, 512, 3))):
+        assert models.misfit(name, shape, 10) is None, name
+    # Channels the backbones do not take: only the ResNets are named.
+    assert models.misfit("dnn", (28, 28, 64), 10).split("fit it: ")[1].startswith(
+        "resnet20 (")

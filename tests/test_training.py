@@ -1,6 +1,7 @@
 """End-to-end training runs with real TensorFlow on tiny generated data."""
 
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -44,6 +45,46 @@ def test_training_lowers_the_loss_and_writes_summaries(dataset, tmp_path):
     assert {s for s, _ in scalars(tmp_path / "logs" / "train", "examples_per_sec")} >= {60}
     assert scalars(tmp_path / "logs" / "train", "learning_rate")[0][1] == pytest.approx(0.05)
     assert result.step == 60 and result.metrics["accuracy"] > 0.9
+
+
+def test_epochs_resolve_to_steps_and_the_progress_line_shows_the_epoch(dataset, tmp_path,
+                                                                       caplog, monkeypatch):
+    monkeypatch.setattr(logging.getLogger("trainer"), "propagate", True)
+    caplog.set_level(logging.INFO, logger="trainer")
+    # 2,000 records in batches of 50: 40 steps an epoch, evaluated after each.
+    result = train(dataset, tmp_path, "--epochs", "1.5", "--log-every-steps", "20")
+    assert result.step == 60
+    assert [s for s, _ in scalars(tmp_path / "logs" / "eval", "accuracy")] == [40, 60]
+    lines = [m for m in caplog.messages if m.startswith("step ")]
+    assert [line.split("  loss")[0] for line in lines] == [
+        "step 20/60  epoch 0.5/1.5", "step 40/60  epoch 1/1.5", "step 60/60  epoch 1.5/1.5"]
+    assert any(m.startswith("60 step(s) of 50 examples: 1.5 epochs of 2,000") for m in
+               caplog.messages)
+    # Given again with more epochs, the run goes on from its checkpoint.
+    assert train(dataset, tmp_path, "--epochs", "2").step == 80
+
+
+def test_a_model_far_too_large_for_the_input_is_a_warning_naming_models_that_fit(
+        tmp_path, caplog, monkeypatch):
+    from tests.image_data import make_image_set
+
+    monkeypatch.setattr(logging.getLogger("trainer"), "propagate", True)
+    caplog.set_level(logging.INFO, logger="trainer")
+    photos = make_image_set(tmp_path / "photos", train=40, evaluation=0, test=0)
+    assert len(list(photos.train_dir.iterdir())) == 10
+    argv = ["--train-files", str(photos.train_dir), "--eval-files", str(photos.train_dir),
+            "--job-dir", str(tmp_path / "job"), "--model", "dnn", "--image-height", "128",
+            "--image-width", "128", "--image-channels", "3", "--batch-size", "4",
+            "--max-steps", "1", *FP32]
+    task.run(config_from_flags(argv, {}))
+    messages = [r.getMessage() for r in caplog.records]
+    [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert messages.index(warning) < next(  # before the model is built
+        i for i, m in enumerate(messages) if m.startswith("model dnn: "))
+    assert warning.startswith("--model dnn on 128x128x3 images: 25,331,850 parameters, ")
+    assert warning.endswith("models that fit it: mobilenet_v3_small (944,890 parameters, "
+                            "36.5 MFLOPs), efficientnet_v2_b0 (5,932,122 parameters, 469.5 "
+                            "MFLOPs), resnet20 (271,098 parameters, 1.30 GFLOPs)")
 
 
 def test_export_reloads_and_matches_the_trained_model(dataset, tmp_path):
@@ -149,7 +190,7 @@ def test_killed_run_resumes_from_its_checkpoint_and_ends_at_max_steps(dataset, t
                             timeout=300)
     assert second.returncode == 0, second.stderr[-2000:]
     assert f"at step {killed_at}" in second.stdout
-    first_progress = [line for line in second.stdout.splitlines() if "/300  loss" in line][0]
+    first_progress = [line for line in second.stdout.splitlines() if "/300  epoch" in line][0]
     assert f"step {killed_at + 10}/300" in first_progress
     assert tf.train.latest_checkpoint(str(checkpoints)).endswith("ckpt-300")
     assert "done at step 300" in second.stdout

@@ -11,7 +11,8 @@ Recovery rules (what `restore` does):
   back. An unusable one (a crash mid-save, a deleted or truncated file) is skipped with a
   warning naming it and why; the chief moves its files to `corrupt/` and rewrites the state
   file, so the next run and the checkpoint rotation see only good checkpoints.
-- An intact checkpoint that does not fit the model (other --model or shape flags) is an error.
+- An intact checkpoint that does not fit the model is an error (another model, input or data
+  is caught before, by the run record: trainer.run_record).
 - If checkpoint files exist but none is usable, the run stops with an error instead of
   silently starting over; `--restart-from-scratch` makes starting from step 0 explicit.
 """
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 PREFIX = "ckpt"
 QUARANTINE = "corrupt"
+SET_ASIDE = "replaced-"  # + a timestamp: checkpoints of another run, kept
 _FILE = re.compile(rf"^{PREFIX}-(\d+)\.(index|data-(\d+)-of-(\d+))$")
 _TEMP = re.compile(rf"^{PREFIX}-\d+_temp")  # what a save killed midway leaves behind
 
@@ -102,9 +104,8 @@ class Checkpoints:
             self._checkpoint.restore(path, options=self._options).assert_existing_objects_matched()
         except (AssertionError, ValueError, tf.errors.OpError) as err:
             reason = " ".join(str(err).split())[:200]
-            raise TrainerError(f"checkpoint {path} does not fit this model (written with other "
-                               f"--model/--image-*/--num-classes flags?); use another --job-dir "
-                               f"or AIP_CHECKPOINT_DIR ({reason})") from None
+            raise TrainerError(f"checkpoint {path} does not fit this model; use another "
+                               f"--job-dir or AIP_CHECKPOINT_DIR ({reason})") from None
         self._attach_optional()
 
     def _attach_optional(self) -> None:
@@ -162,6 +163,30 @@ class Checkpoints:
             raise TrainerError(f"cannot write the checkpoint of step {step} to {self._save_dir} "
                                f"({short_reason(err)}); the previous checkpoint is kept") \
                 from None
+
+
+def present(directory: str) -> bool:
+    """Whether `directory` holds files of any checkpoint (usable or not)."""
+    return any(_FILE.match(name) for name in _listing(directory))
+
+
+def set_aside(directory: str) -> str:
+    """Moves every checkpoint file, the state file and the run record into a new
+    `replaced-<time>/` subdirectory (a run starting over never deletes another's work);
+    returns it. `--init-checkpoint` can warm start from there."""
+    from trainer.run_record import RECORD_NAME
+
+    target = join(directory, f"{SET_ASIDE}{time.strftime('%Y%m%d-%H%M%S')}")
+    names = sorted(name for name in _listing(directory)
+                   if _FILE.match(name) or name in ("checkpoint", RECORD_NAME))
+    try:
+        tf.io.gfile.makedirs(target)
+        for name in names:
+            tf.io.gfile.rename(join(directory, name), join(target, name), overwrite=True)
+    except tf.errors.OpError as err:
+        raise TrainerError(f"cannot move the checkpoints in {directory} to {target} "
+                           f"({short_reason(err)})") from None
+    return target
 
 
 def _listing(directory: str) -> set[str]:

@@ -5,7 +5,9 @@ Each field carries its own flag (trainer.options), and the parser is made from t
 a new flag is one field. Values that depend on other flags, the environment or the model (the
 model's default optimizer, learning rate, dropout and weight decay, the eval batch size, the
 checkpoint interval, the data files, the strategy, the output directories) are resolved once,
-in `config_from_flags`; modules take the section they need.
+in `config_from_flags`; modules take the section they need. --epochs and --eval-every-epochs
+need the training data's size: `with_data_size` turns them into steps once the sources are
+inspected, before anything reads the loop's steps.
 
 Hyperparameter-tuning services append `--<parameterId>=<value>`, so every flag also accepts its
 underscore spelling (`--learning_rate`). Unknown or abbreviated flags are errors: a mistyped
@@ -15,12 +17,14 @@ hyperparameter must never be silently ignored.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from trainer import run_record
 from trainer.cli import OneLineParser
 from trainer.cluster import Cluster, resolve_cluster
 from trainer.data.vertex_env import DataFiles, resolve_data_files
@@ -47,6 +51,9 @@ SEED = Check(lambda value: 0 <= value < 2 ** 32, "must be in [0, 4,294,967,295]"
 MAX_STEPS = 2 ** 53
 STEPS = Check(lambda value: 0 < value <= MAX_STEPS,
               f"must be positive and at most 2^53 = {MAX_STEPS:,}")
+DEFAULT_MAX_STEPS = 1000  # without --epochs
+DEFAULT_EVAL_EVERY_STEPS = 500  # without --eval-every-epochs or --epochs
+AUGMENT_MIN_AREA = 0.5
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,6 +89,12 @@ class DataConfig:
     augment: bool = flag("augment", False, switch=True,
                          help="training images (encoded sources): random resized crop and "
                               "horizontal flip")
+    augment_min_area: float = flag(
+        "augment-min-area", type=number,
+        check=Check(lambda value: 0 < value <= 1, "must be in (0, 1]"),
+        help="with --augment: the smallest crop, as a fraction of the image's area (crops "
+             f"take MIN-100%%); default {AUGMENT_MIN_AREA:g}. ImageNet recipes use 0.08, "
+             "which loses the object of small images")
     skip_corrupt_images: bool = flag(
         "skip-corrupt-images", False, switch=True,
         help="drop images that cannot be read, decoded or resized to cover the model's input "
@@ -178,9 +191,19 @@ def _next(step: int, every: int) -> int:
 class LoopConfig:
     """When the training loop stops to act (in global steps, and seconds for checkpoints)."""
 
-    max_steps: int = flag("max-steps", 1000, integer, check=STEPS,
-                          help="total training steps (resumes count)")
-    eval_every_steps: int = flag("eval-every-steps", 500, integer, check=POSITIVE)
+    max_steps: int = resolved(
+        Option("max-steps", type=integer, check=STEPS,
+               help=f"total training steps (resumes count); default {DEFAULT_MAX_STEPS} "
+                    "unless --epochs"),
+        Option("epochs", type=number, check=POSITIVE,
+               help="train this many passes over the training data instead of --max-steps "
+                    "(resolved to steps once the data's size is known: ceil(epochs x "
+                    "examples / --batch-size))"))
+    eval_every_steps: int = resolved(
+        Option("eval-every-steps", type=integer, check=POSITIVE,
+               help=f"default {DEFAULT_EVAL_EVERY_STEPS}, or one epoch with --epochs"),
+        Option("eval-every-epochs", type=number, check=POSITIVE,
+               help="evaluate every this many epochs instead of --eval-every-steps"))
     eval_steps: int | None = flag("eval-steps", type=integer, check=POSITIVE,
                                   help="batches per evaluation; default: the whole eval set")
     log_every_steps: int = flag("log-every-steps", 100, integer, check=POSITIVE,
@@ -194,11 +217,45 @@ class LoopConfig:
     keep_checkpoints: int = flag("keep-checkpoints", 5, integer, check=POSITIVE)
     restart_from_scratch: bool = flag(
         "restart-from-scratch", False, switch=True,
-        help="start from step 0 even though --job-dir holds checkpoints, none of which "
-             "restores (without it that is an error)")
+        help="start from step 0 even though --job-dir holds checkpoints that none restores, "
+             "or of another run (other model, input, training data or classes: moved to "
+             "checkpoints/replaced-TIME/); without it both are errors")
     loss_upper_bound: float = flag("loss-upper-bound", type=number, check=POSITIVE,
                                    help="stop as diverged when a training interval's mean loss "
                                         "exceeds this (a non-finite loss always stops the run)")
+
+    # --epochs and --eval-every-epochs as given; the steps above are resolved from them (and
+    # the training data's size) by `in_steps`, before anything reads them.
+    epochs: float | None = None
+    eval_every_epochs: float | None = None
+    steps_per_epoch: float | None = None  # known once resolved against the data
+
+    def in_steps(self, train_examples: int | None, batch_size: int,
+                 origin: str = "--train-files") -> LoopConfig:
+        """The schedule with its epochs as steps of `batch_size` examples (identical on every
+        worker: the same data gives the same size). `steps_per_epoch` is set whenever the size
+        is known, for the progress line."""
+        if train_examples is None:
+            if self.epochs is not None or self.eval_every_epochs is not None:
+                flag = "--epochs" if self.epochs is not None else "--eval-every-epochs"
+                raise TrainerError(f"{flag} needs the size of the training data, which {origin} "
+                                   "does not tell; give --max-steps and --eval-every-steps")
+            return self
+        per_epoch = train_examples / batch_size
+        changes = {"steps_per_epoch": per_epoch}
+        if self.epochs is not None:
+            steps = max(1, math.ceil(self.epochs * per_epoch - 1e-9))
+            if steps > MAX_STEPS:
+                raise TrainerError(f"--epochs {self.epochs:g} of {train_examples:,} examples is "
+                                   f"{steps:,} steps of {batch_size}; at most 2^53 = "
+                                   f"{MAX_STEPS:,} are taken")
+            changes["max_steps"] = steps
+        if self.eval_every_epochs is not None or self.eval_every_steps is None:
+            every = max(1, round((self.eval_every_epochs or 1.0) * per_epoch))
+            changes["eval_every_steps"] = every
+            if self.checkpoint_every_steps is None:
+                changes["checkpoint_every_steps"] = every
+        return dataclasses.replace(self, **changes)
 
     def next_boundary(self, step: int) -> int:
         """The first step after `step` at which something is due (a log line at the least)."""
@@ -232,11 +289,13 @@ class OutputConfig:
 
     job_dir: str = resolved(Option("job-dir", help="root of checkpoints/, logs/ and export/ "
                                                    "(per trial when tuning); default: "
-                                                   f"./{DEFAULT_JOB_DIR}"))
+                                                   f"./{DEFAULT_JOB_DIR}/MODEL-HASH, one per "
+                                                   "model, input and training data"))
     checkpoint_dir: str
     tensorboard_dir: str
     export_dir: str
     export_timestamped: bool  # under the job dir; AIP_MODEL_DIR receives the model itself
+    job_dir_given: bool  # False: ./trainer-output/<model>-<hash>, one per distinct run
     origins: tuple[tuple[str, str], ...]  # (directory, the flag or variable it came from)
     hypertune_metric: str = flag("hypertune-metric", "accuracy", choices=tuple(sorted(METRICS)),
                                  help="eval metric reported to hyperparameter tuning after every "
@@ -292,8 +351,12 @@ def config_from_flags(argv: Sequence[str] | None, environ: Mapping[str, str]) ->
                 raise TrainerError(problem)
     role = resolve_cluster(environ)
     spec = MODELS[args.model]
+    if args.augment_min_area is not None and not args.augment:
+        raise TrainerError("--augment-min-area needs --augment (it sets the smallest random "
+                           "crop)")
     data = given(DataConfig, args, image_shape=(args.image_height, args.image_width,
                                                 args.image_channels),
+                 augment_min_area=_or(args.augment_min_area, AUGMENT_MIN_AREA),
                  files=resolve_data_files(
                      {"--train-files": args.train_files, "--eval-files": args.eval_files,
                       "--test-files": args.test_files}, environ,
@@ -303,9 +366,7 @@ def config_from_flags(argv: Sequence[str] | None, environ: Mapping[str, str]) ->
                   learning_rate=_or(args.learning_rate, spec.learning_rate),
                   dropout=_or(args.dropout, spec.dropout),
                   eval_batch_size=args.eval_batch_size or args.batch_size)
-    loop = given(LoopConfig, args,
-                 checkpoint_every_steps=args.checkpoint_every_steps or args.eval_every_steps,
-                 loss_upper_bound=_or(args.loss_upper_bound, math.inf))
+    loop = _loop(args)
     recipe = _recipe(args, spec, data, model, loop)
     cluster = given(ClusterConfig, args, role=role, strategy=resolve_strategy(
         args.distribution_strategy, args.collective_implementation, role,
@@ -317,8 +378,35 @@ def config_from_flags(argv: Sequence[str] | None, environ: Mapping[str, str]) ->
     if recipe.freeze_backbone_steps and strategy.coordinated:
         raise TrainerError(f"--freeze-backbone-steps is not available with {strategy.name}; "
                            "use a synchronous strategy")
-    outputs = given(OutputConfig, args, **resolve_output_dirs(args.job_dir, role.trial, environ))
+    run_name = None if args.job_dir else run_record.run_name(
+        model.name, data.image_shape, data.files, data.num_classes, data.label_map)
+    outputs = given(OutputConfig, args, **resolve_output_dirs(args.job_dir, role.trial, environ,
+                                                               run_name))
     return Config(data, model, recipe, loop, cluster, outputs)
+
+
+def with_data_size(config: Config, train_examples: int | None) -> Config:
+    """The config with --epochs and --eval-every-epochs resolved to steps for training data of
+    this many examples (every worker resolves the same data alike, so they agree on steps)."""
+    loop = config.loop.in_steps(train_examples, config.model.batch_size,
+                                config.data.files.origin("--train-files"))
+    _check_phases(config.recipe, loop)
+    return dataclasses.replace(config, loop=loop)
+
+
+def _loop(args) -> LoopConfig:
+    """The loop flags: steps as given, or left for `with_data_size` to resolve from epochs."""
+    for steps, epochs in (("max_steps", "epochs"), ("eval_every_steps", "eval_every_epochs")):
+        if getattr(args, steps) is not None and getattr(args, epochs) is not None:
+            raise TrainerError(f"--{steps.replace('_', '-')} and --{epochs.replace('_', '-')} "
+                               "both set the same thing; give one of them")
+    max_steps = args.max_steps or (None if args.epochs else DEFAULT_MAX_STEPS)
+    eval_every = args.eval_every_steps or (
+        None if args.epochs or args.eval_every_epochs else DEFAULT_EVAL_EVERY_STEPS)
+    return given(LoopConfig, args, max_steps=max_steps, eval_every_steps=eval_every,
+                 epochs=args.epochs, eval_every_epochs=args.eval_every_epochs,
+                 checkpoint_every_steps=args.checkpoint_every_steps or eval_every,
+                 loss_upper_bound=_or(args.loss_upper_bound, math.inf))
 
 
 def _or(value, default):
@@ -345,27 +433,38 @@ def _recipe(args, spec: ModelSpec, data: DataConfig, model: ModelConfig,
                 raise TrainerError(f"--{name.replace('_', '-')} needs a model with a backbone "
                                    f"({', '.join(n for n, s in MODELS.items() if s.backbone)}); "
                                    f"{named} has none")
-    for name in ("warmup_steps", "freeze_backbone_steps"):
-        if not 0 <= getattr(args, name) < loop.max_steps:
-            raise TrainerError(f"--{name.replace('_', '-')} must be in [0, --max-steps "
-                               f"{loop.max_steps}), got {getattr(args, name)}")
     fine_tune = args.fine_tune_learning_rate
     if fine_tune is None and args.freeze_backbone_steps:
         fine_tune = model.learning_rate / 10
-    return given(RecipeConfig, args, weight_decay=_or(args.weight_decay, spec.weight_decay),
-                 fine_tune_learning_rate=fine_tune)
+    recipe = given(RecipeConfig, args, weight_decay=_or(args.weight_decay, spec.weight_decay),
+                   fine_tune_learning_rate=fine_tune)
+    if loop.max_steps is not None:  # else once --epochs is resolved (with_data_size)
+        _check_phases(recipe, loop)
+    return recipe
+
+
+def _check_phases(recipe: RecipeConfig, loop: LoopConfig) -> None:
+    for name in ("warmup_steps", "freeze_backbone_steps"):
+        if not 0 <= getattr(recipe, name) < loop.max_steps:
+            budget = (f"--max-steps {loop.max_steps}" if loop.epochs is None else
+                      f"the {loop.max_steps} steps of --epochs {loop.epochs:g}")
+            raise TrainerError(f"--{name.replace('_', '-')} must be in [0, {budget}), got "
+                               f"{getattr(recipe, name)}")
 
 
 def resolve_output_dirs(job_dir: str | None, trial: str | None,
-                        environ: Mapping[str, str]) -> dict:
+                        environ: Mapping[str, str], run_name: str | None = None) -> dict:
     """Where checkpoints, TensorBoard logs and the export go (OutputConfig's fields).
 
     Each of Vertex's AIP_* directories wins for its kind. Everything else lives under the job
     dir, inside a per-trial subdirectory when this is a tuning trial, so trials never overwrite
-    each other. AIP_MODEL_DIR receives the SavedModel itself (Vertex uploads that directory);
-    under the job dir each export gets a timestamped directory, as tf.estimator's exporters did.
+    each other. Without --job-dir that is ./trainer-output/`run_name` (run_record.run_name: the
+    model and a hash of the data and input), so different runs never share checkpoints and the
+    same command resumes. AIP_MODEL_DIR receives the SavedModel itself (Vertex uploads that
+    directory); under the job dir each export gets a timestamped directory, as tf.estimator's
+    exporters did.
     """
-    root = job_dir or DEFAULT_JOB_DIR
+    root = job_dir or join(DEFAULT_JOB_DIR, run_name or "")
     if not is_url(root):
         root = os.path.abspath(root)
     if trial:
@@ -378,5 +477,6 @@ def resolve_output_dirs(job_dir: str | None, trial: str | None,
         origins.append((dirs[key], variable if environ.get(variable) else "--job-dir"))
     dirs["export_timestamped"] = not environ.get("AIP_MODEL_DIR")
     dirs["origins"] = tuple(origins)
+    dirs["job_dir_given"] = job_dir is not None
     return dirs
 

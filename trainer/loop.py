@@ -37,6 +37,11 @@ _INPUT_ERRORS = (tf.errors.OpError, UnicodeDecodeError)
 
 ErrorExplainer = Callable[[Exception], "TrainerError | None"]
 
+# Until the first progress line, training calls run 1, 2, 4, ... steps (the same on every
+# worker) and a line comes as soon as this much time has passed, whatever --log-every-steps:
+# at most about twice this after training starts, plus one step.
+FIRST_LINE_SECS = 15.0
+
 
 class StepFunctions:
     """Training and evaluation steps for one model under one strategy.
@@ -287,6 +292,9 @@ class TrainInterval:
     metrics: dict  # loss and accuracy over the interval's examples
     examples: int
     skipped_steps: int = 0  # fp16 steps skipped on gradient overflow (not applied)
+    # Of the interval's last training call: the first call of a run also traces the step
+    # function (seconds of it), so an early interval's mean would overstate the ETA.
+    recent_seconds_per_step: float | None = None
 
     @property
     def examples_per_sec(self) -> float:
@@ -421,6 +429,9 @@ class Controller:
     eval set. `vote` (multi-worker runs) makes every worker agree on saving and stopping.
     `agree` (several replicas in sync) makes the replicas' own state equal before anything
     evaluates or saves it (`average_across_replicas`); every replica calls it at the same steps.
+    Until the first progress line the calls are short (FIRST_LINE_SECS), so a slow model shows
+    its speed and ETA within seconds; a SIGTERM or a due time-based checkpoint is acted on at
+    the end of any call.
     """
 
     def __init__(self, *, trainer, evaluation, checkpoints: Checkpoints, schedule: LoopConfig,
@@ -428,7 +439,8 @@ class Controller:
                  eval_actions: Sequence[EvalAction] = (), stop: StopRequest | None = None,
                  vote: Callable[[tuple[bool, ...]], tuple[bool, ...]] | None = None,
                  agree: Callable[[], None] | None = None,
-                 loss_upper_bound: float = math.inf, loss_scale=None):
+                 loss_upper_bound: float = math.inf, loss_scale=None,
+                 first_line_secs: float = FIRST_LINE_SECS):
         self._trainer = trainer
         self._evaluation = evaluation
         self._checkpoints = checkpoints
@@ -441,6 +453,7 @@ class Controller:
         self._agreed_at: int | None = None  # the step at which the replicas last agreed
         self._loss_upper_bound = loss_upper_bound
         self._loss_scale = loss_scale  # checked at every boundary when training in fp16
+        self._first_line_secs = first_line_secs
         self.evaluations: list[Evaluation] = []
         self.train_seconds = 0.0
 
@@ -463,11 +476,14 @@ class Controller:
             log.info("checkpoint step %d already reaches --max-steps %d; evaluating only",
                      step, schedule.max_steps)
             return self._evaluate(step)
-        last_save = time.monotonic()
+        started = last_save = time.monotonic()
         interval, interval_steps, interval_seconds = 0.0, 0, 0.0
         evaluation = None
+        chunk = 1  # steps per call until the first progress line (then 0: whole intervals)
         while step < schedule.max_steps:
             num_steps = schedule.next_boundary(step) - step
+            if chunk:
+                num_steps, chunk = min(num_steps, chunk), 2 * chunk
             start = time.perf_counter()
             totals = self._trainer.train(num_steps)
             seconds = time.perf_counter() - start
@@ -480,19 +496,22 @@ class Controller:
             interval_steps += num_steps
             interval_seconds += seconds
             final = step == schedule.max_steps
-            if step % schedule.log_every_steps == 0 or final:
+            now = time.monotonic()
+            stop, save_due, line_due = self._vote((
+                self._stop.requested, now - last_save >= schedule.checkpoint_every_secs,
+                bool(chunk) and now - started >= self._first_line_secs))
+            if step % schedule.log_every_steps == 0 or final or line_due:
                 metrics, examples = metrics_of(interval)
                 skipped = round(float(interval[3])) if len(interval) > 3 else 0
                 record = TrainInterval(step, interval_steps, interval_seconds, metrics, examples,
-                                       skipped)
+                                       skipped, seconds / num_steps)
                 for action in self._train_actions:
                     action(record)
                 interval, interval_steps, interval_seconds = 0.0, 0, 0.0
+                chunk = 0
             if step % schedule.eval_every_steps == 0 or final:
                 self._agree_at(step)
                 evaluation = self._evaluate(step)
-            stop, save_due = self._vote((self._stop.requested, time.monotonic() - last_save
-                                         >= schedule.checkpoint_every_secs))
             if step % schedule.checkpoint_every_steps == 0 or final or save_due or stop:
                 self._agree_at(step)
                 self._checkpoints.save(step)

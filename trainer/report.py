@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import errno
 import logging
+import math
 import os
 from typing import TYPE_CHECKING, Callable
 
@@ -19,23 +20,30 @@ log = logging.getLogger(__name__)
 
 
 class Progress:
-    """One line per training interval (step, loss, accuracy, examples/s, ETA) and evaluation.
+    """One line per training interval (step, epoch, loss, accuracy, examples/s, ETA) and
+    evaluation. `steps_per_epoch` (the training data's size / the batch) shows the epoch.
 
     Keeps each interval's examples/s for the run's result.
     """
 
-    def __init__(self, max_steps: int):
+    def __init__(self, max_steps: int, steps_per_epoch: float | None = None):
         self._max_steps = max_steps
+        self._steps_per_epoch = steps_per_epoch
         self.examples_per_sec: list[float] = []
 
     def on_train(self, interval: TrainInterval) -> None:
         seconds_per_step = interval.seconds / interval.steps
-        eta = _duration((self._max_steps - interval.step) * seconds_per_step)
+        eta = _duration((self._max_steps - interval.step)
+                        * (interval.recent_seconds_per_step or seconds_per_step))
         self.examples_per_sec.append(interval.examples_per_sec)
         skipped = (f"  {interval.skipped_steps} step(s) skipped on fp16 overflow"
                    if interval.skipped_steps else "")
-        log.info("step %d/%d  loss %.4f  accuracy %.2f%%  %s examples/s  %.1f ms/step  ETA %s%s",
-                 interval.step, self._max_steps, interval.metrics["loss"],
+        epoch = ""
+        if self._steps_per_epoch:
+            epoch = (f"  epoch {_tenths(interval.step / self._steps_per_epoch)}/"
+                     f"{_tenths(self._max_steps / self._steps_per_epoch)}")
+        log.info("step %d/%d%s  loss %.4f  accuracy %.2f%%  %s examples/s  %.1f ms/step  "
+                 "ETA %s%s", interval.step, self._max_steps, epoch, interval.metrics["loss"],
                  100 * interval.metrics["accuracy"], f"{interval.examples_per_sec:,.0f}",
                  1000 * seconds_per_step, eta, skipped)
 
@@ -44,6 +52,12 @@ class Progress:
         log.info("eval at step %d: accuracy %.2f%%  loss %.4f  (%s examples, %.1f s)",
                  evaluation.step, 100 * evaluation.metrics["accuracy"],
                  evaluation.metrics["loss"], f"{evaluation.examples:,}", evaluation.seconds)
+
+
+def _tenths(value: float) -> str:
+    """2.4, 5 (not 5.0), rounded down so that an epoch shows as done only when it is."""
+    text = f"{math.floor(value * 10 + 1e-9) / 10:.1f}"
+    return text[:-2] if text.endswith(".0") else text
 
 
 def _duration(seconds: float) -> str:

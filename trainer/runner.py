@@ -28,7 +28,8 @@ class Inputs:
         return lambda context=None: data.make_dataset(
             source, batch_size=batch_size, training=training, shuffle_buffer=config.shuffle_buffer,
             num_batches=num_batches, seed=self._seed, input_context=context,
-            augment=config.augment, skipped=self.skipped)
+            augment=config.augment, augment_min_area=config.augment_min_area,
+            skipped=self.skipped)
 
     @staticmethod
     def explain(source) -> loop.ErrorExplainer:

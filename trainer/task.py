@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterator, NoReturn, Sequence
 
 from trainer.cli import exit_with, run_cli, usage_errors
-from trainer.config import Config, RecipeConfig, config_from_flags
+from trainer.config import Config, RecipeConfig, config_from_flags, with_data_size
 from trainer.logs import log_to_stdout
 from trainer.preemption import StopRequest
 
@@ -56,6 +56,9 @@ def run(config: Config, stop: StopRequest | None = None) -> RunResult:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     warnings.filterwarnings("ignore", message="To make it possible to preserve tf.data options")
     log.info("%s", config.data.files.note)
+    from trainer import tf_start
+
+    tf_start.start()
     from trainer import distribute
 
     role = config.cluster.role
@@ -76,25 +79,27 @@ def _train_and_evaluate(config: Config, strategy, stop) -> RunResult:
     import keras
     import tensorflow as tf
 
-    from trainer import data, loop, memory, runner, storage
+    from trainer import data, loop, memory, models, runner, storage
 
     if config.model.seed is not None:
         keras.utils.set_random_seed(config.model.seed)
     precision = _choose_precision(config)
-    plan = data.resolve(config.data)
+    plan, config = _data_plan(config)
     memory.check(config, plan, half_precision=precision.precision != "none",
                  on_accelerator=config.cluster.strategy.on_tpu
                  or bool(tf.config.list_physical_devices("GPU")))
     class_names = list(plan.class_names) if plan.class_names else None
-    log.info("training on %s; evaluating on %s%s; %d classes", data.describe(plan.train),
-             data.describe(plan.eval),
-             f"; testing on {data.describe(plan.test)}" if plan.test else "", plan.num_classes)
     outputs, role = config.outputs, config.cluster.role
     if role.is_chief:
         for directory, origin in outputs.origins:
             storage.ensure_writable_dir(directory, origin)
-        if class_names:
-            data.save_label_map(class_names, outputs.checkpoint_dir)
+        if not outputs.job_dir_given and "--job-dir" in dict(outputs.origins).values():
+            log.info("job dir %s (no --job-dir: one per model, input and training data, so "
+                     "this command run again resumes there)", outputs.job_dir)
+    _claim_checkpoints(config, plan, write=role.is_chief)
+    misfit = models.misfit(config.model.name, config.data.image_shape, plan.num_classes)
+    if misfit:
+        log.warning("%s", misfit)
     skipped = data.SkippedImages() if config.data.skip_corrupt_images else None
 
     model, optimizer, local_model = _build_models(config, strategy.tf_strategy,
@@ -133,6 +138,34 @@ def _train_and_evaluate(config: Config, strategy, stop) -> RunResult:
                      statistics.median(rates) if rates else None, _digest(model),
                      tuple(controller.evaluations), written.exporter.seconds,
                      test.metrics if test else None)
+
+
+def _data_plan(config: Config):
+    """The run's sources (logged), and the config with its epochs resolved against them."""
+    from trainer import data
+
+    plan = data.resolve(config.data)
+    log.info("training on %s; evaluating on %s%s; %d classes", data.describe(plan.train),
+             data.describe(plan.eval),
+             f"; testing on {data.describe(plan.test)}" if plan.test else "", plan.num_classes)
+    config = with_data_size(config, plan.train.size)
+    loop_config = config.loop
+    if loop_config.steps_per_epoch:
+        log.info("%s step(s) of %s examples: %s epochs of %s (evaluating every %s steps)",
+                 f"{loop_config.max_steps:,}", f"{config.model.batch_size:,}",
+                 f"{loop_config.max_steps / loop_config.steps_per_epoch:.3g}",
+                 f"{plan.train.size:,}", f"{loop_config.eval_every_steps:,}")
+    return plan, config
+
+
+def _claim_checkpoints(config: Config, plan, write: bool) -> None:
+    """Stops a run whose checkpoint directory holds another run's work (run_record)."""
+    from trainer import run_record
+
+    outputs = config.outputs
+    run_record.claim(outputs.checkpoint_dir, run_record.record_of(config, plan),
+                     dict(outputs.origins)[outputs.checkpoint_dir],
+                     restart_from_scratch=config.loop.restart_from_scratch, write=write)
 
 
 def _replica_agreement(strategy, model):
@@ -191,7 +224,7 @@ def _outputs(config: Config, strategy, steps, local_model, class_names,
         keep=loop_config.keep_checkpoints, options=strategy.checkpoint_options,
         restart_from_scratch=loop_config.restart_from_scratch,
         optional={"loss_scale": loss_scale.checkpointed} if loss_scale else None)
-    progress = report.Progress(loop_config.max_steps)
+    progress = report.Progress(loop_config.max_steps, loop_config.steps_per_epoch)
     summaries = report.Summaries(outputs.tensorboard_dir if chief else None,
                                  learning_rate=steps.learning_rate,
                                  loss_scale=loss_scale.value if loss_scale else None)
@@ -293,9 +326,11 @@ def _build_models(config: Config, strategy, policy: str, num_classes: int):
         if recipe.init_checkpoint:
             warm_start(model, recipe.init_checkpoint)
         optimizer = _build_optimizer(config, model)
-    log.info("model %s: %s parameters, optimizer %s, learning rate %g; variables on %s",
-             settings.name, f"{model.count_params():,}", settings.optimizer,
-             settings.learning_rate, model.trainable_variables[0].value.device or "this host")
+    log.info("model %s: %s parameters, %s per example forward, optimizer %s, learning rate "
+             "%g; variables on %s", settings.name, f"{model.count_params():,}",
+             models.costs.flops_text(models.cost(settings.name, shape, num_classes).flops),
+             settings.optimizer, settings.learning_rate,
+             model.trainable_variables[0].value.device or "this host")
     if policy == "float32" and strategy is tf.distribute.get_strategy():
         return model, optimizer, model
     local_model = models.build_model(settings.name, shape, num_classes, settings.dropout)
@@ -335,10 +370,11 @@ def _evaluate_checkpoints(config: Config) -> RunResult:
     from trainer import data, loop, models, report, runner, storage
     from trainer.checkpoints import Checkpoints
 
-    plan = data.resolve(config.data)
+    plan, config = _data_plan(config)
     outputs = config.outputs
     storage.ensure_writable_dir(outputs.tensorboard_dir,
                                 dict(outputs.origins)[outputs.tensorboard_dir])
+    _claim_checkpoints(config, plan, write=False)
     model = models.build_model(config.model.name, config.data.image_shape, plan.num_classes,
                                config.model.dropout)
     averaged = config.recipe.ema_decay is not None

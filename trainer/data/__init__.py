@@ -18,7 +18,7 @@ _LAZY = {
     "Terms": "trainer.data.source", "DataPlan": "trainer.data.plan",
     "inspect": "trainer.data.plan", "inspect_input": "trainer.data.plan",
     "resolve": "trainer.data.plan",
-    "describe": "trainer.data.plan", "save_label_map": "trainer.data.plan",
+    "describe": "trainer.data.plan",
     "SkippedImages": "trainer.data.pipeline", "SkipReport": "trainer.data.pipeline",
     "make_dataset": "trainer.data.pipeline", "explain_pipeline_error": "trainer.data.pipeline",
     "find_corrupt_file": "trainer.data.tfrecords",

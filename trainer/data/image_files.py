@@ -120,8 +120,11 @@ def _named_classes(items: list[manifests.Item], request: Request) -> Classes:
         names = labels.read(request.label_map, "--label-map")
         origin = f"--label-map {request.label_map}"
     else:
-        names, origin = labels.build(item.label for item in items), request.origin
-        labels.check_names(names, origin)
+        first = {}
+        for item in items:
+            first.setdefault(item.label, item.where)
+        labels.check_names(first.items(), request.origin)
+        names, origin = labels.build(first), request.origin
     if len(names) < 2:
         raise TrainerError(f"{request.origin}: the training data has {len(names)} class "
                            f"({', '.join(names)}); expected at least 2")

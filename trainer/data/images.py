@@ -5,8 +5,9 @@ dropped). Evaluation and serving resize the image to cover H x W, keeping its as
 crop the centre; an image already H x W passes untouched (exact). An image whose covering size
 breaks trainer/image_bounds.py's rule (the server's) fails instead, before the resize: a 2 KB
 1 x 990,000 PNG would otherwise cover 28 x 28 as 3.1 GB of floats. Training with augmentation
-takes a random crop of 8-100% of the area and aspect ratio 3/4-4/3, resizes it to H x W and flips
-it horizontally at random; for JPEG only the crop window is decoded, which saves most of the
+takes a random crop of MIN-100% of the area (--augment-min-area, 50% by default: ImageNet's 8%
+cut the object out of small photos) and aspect ratio 3/4-4/3, resizes it to H x W and flips it
+horizontally at random; for JPEG only the crop window is decoded, which saves most of the
 decoding time of a large photo.
 """
 
@@ -14,10 +15,10 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from trainer.config import AUGMENT_MIN_AREA
 from trainer.image_bounds import MAX_COVER_FACTOR
 
 COVER_CHECK = "CoverBound"  # the name of the op that refuses an image, as errors show it
-_AREA_RANGE = (0.08, 1.0)
 _ASPECT_RANGE = (3 / 4, 4 / 3)
 
 
@@ -82,8 +83,9 @@ def eval_image(data, image_shape):
     return tf.ensure_shape(image, image_shape)
 
 
-def train_image(data, image_shape, augment: bool):
-    """A random resized crop, flipped at random, with `augment`; else as evaluated."""
+def train_image(data, image_shape, augment: bool, min_area: float = AUGMENT_MIN_AREA):
+    """A random resized crop of `min_area`-100% of the image, flipped at random, with
+    `augment`; else as evaluated."""
     if not augment:
         return eval_image(data, image_shape)
     height, width, channels = image_shape
@@ -91,7 +93,7 @@ def train_image(data, image_shape, augment: bool):
     def window(size_hw):
         begin, size, _ = tf.image.sample_distorted_bounding_box(
             tf.concat([size_hw, [channels]], 0), tf.zeros([1, 0, 4]), min_object_covered=0.0,
-            aspect_ratio_range=_ASPECT_RANGE, area_range=_AREA_RANGE, max_attempts=10,
+            aspect_ratio_range=_ASPECT_RANGE, area_range=(min_area, 1.0), max_attempts=10,
             use_image_if_no_bounding_boxes=True)
         return begin[:2], size[:2]
 

@@ -2,12 +2,15 @@
 
 A label map is a list of class names; index i names class i. For data labelled by name it is
 built from the training data (sorted, so the same data always gives the same map) unless
---label-map fixes it. The file form is one name per line (labels.txt), written beside the
-checkpoints and inside the export.
+--label-map fixes it. The file form is one name per line (labels.txt), written inside the
+export; the checkpoints keep theirs in the run record (trainer.run_record). A name that one line
+cannot hold as itself (a line break, whitespace at either end) is refused when the map is
+built, so the export's labels.txt always reads back as the map it was written from.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from collections import Counter
 from typing import Iterable
 
@@ -25,6 +28,17 @@ MAX_FILE_BYTES = MAX_CLASSES * (4 * MAX_NAME_CHARS + 2)  # UTF-8: up to 4 bytes 
 
 def build(names: Iterable[str]) -> list[str]:
     return sorted(set(names))
+
+
+def name_problem(name: str) -> str | None:
+    """Why a class name cannot be one line of labels.txt and read back as itself, or None."""
+    if not name.strip():
+        return "is empty"
+    if name != name.strip():
+        return "starts or ends with whitespace"
+    if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in name):
+        return "holds a line break or another control character"
+    return None
 
 
 def text_of(class_names: list[str]) -> str:
@@ -56,11 +70,19 @@ def parse(content: str, path: str, source: str) -> list[str]:
     return names
 
 
-def check_names(names: list[str], where: str) -> None:
-    """Class names the data itself gives (manifests, folders) within the bounds of a file's."""
-    _check_count(names, where)
-    for name in names:
-        check_name(name, where)
+def check_names(named: Iterable[tuple[str, str]], origin: str) -> None:
+    """(name, where) pairs the training data itself gives (manifests, folders): within the
+    bounds of a labels file's, and each a name that survives labels.txt (written beside the
+    export, one per line, and read back stripped), or refused up front."""
+    named = list(named)
+    _check_count(named, origin)
+    for name, where in named:
+        check_name(name, f"{origin}: {where}")
+        problem = name_problem(name)
+        if problem:
+            raise TrainerError(f"{origin}: {where}: the class name {name!r} {problem}; rename "
+                               "that class (its folder or label): labels.txt keeps one name "
+                               "per line")
 
 
 def _check_count(names: list[str], where: str) -> None:
@@ -95,14 +117,6 @@ def check_num_classes(num_classes: int | None, class_names: list[str], origin: s
                            f"{len(class_names)} classes ({_preview(class_names)}); omit "
                            "--num-classes to infer it")
     return len(class_names)
-
-
-def check_resume(saved: list[str], current: list[str], path: str) -> None:
-    """A checkpoint's classes must be the data's: otherwise index i would change meaning."""
-    if saved != current:
-        raise TrainerError(f"the checkpoints' label map {path} ({_preview(saved)}) differs from "
-                           f"this data's ({_preview(current)}); use another --job-dir or "
-                           "AIP_CHECKPOINT_DIR")
 
 
 def _preview(names: list[str], limit: int = 8) -> str:

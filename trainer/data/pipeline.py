@@ -73,13 +73,15 @@ class SkipReport:
 def make_dataset(source, *, batch_size: int, training: bool, shuffle_buffer: int = 0,
                  num_batches: int | None = None, seed: int | None = None,
                  input_context: tf.distribute.InputContext | None = None, augment: bool = False,
+                 augment_min_area: float = images.AUGMENT_MIN_AREA,
                  skipped: SkippedImages | None = None) -> tf.data.Dataset:
     """Batches of (float32 images in [0, 1] shaped [B, H, W, C], int32 labels).
 
     `batch_size` is global; with an `input_context` each pipeline gets its replicas' share and
     its own shard of the data. Training data is shuffled and repeated forever (and augmented with
-    `augment`); evaluation data is read once, in a deterministic order. With `skipped`, images
-    that cannot be read or decoded are dropped and counted there instead of stopping the run.
+    `augment`: crops of `augment_min_area`-100% of the image); evaluation data is read once, in
+    a deterministic order. With `skipped`, images that cannot be read or decoded are dropped and
+    counted there instead of stopping the run.
     """
     if input_context is not None and input_context.num_input_pipelines > 1:
         batch_size = input_context.get_per_replica_batch_size(batch_size)
@@ -92,7 +94,7 @@ def make_dataset(source, *, batch_size: int, training: bool, shuffle_buffer: int
         dataset = dataset.map(source.parse_batch, num_parallel_calls=tf.data.AUTOTUNE,
                               deterministic=not training)
     else:
-        dataset = _decoded(units, source, training, augment, skipped)
+        dataset = _decoded(units, source, training, augment, augment_min_area, skipped)
         dataset = dataset.batch(batch_size, drop_remainder=training)
         if num_batches is not None:
             dataset = dataset.take(num_batches)
@@ -105,13 +107,14 @@ def make_dataset(source, *, batch_size: int, training: bool, shuffle_buffer: int
     return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
-def _decoded(units, source, training: bool, augment: bool, skipped: SkippedImages | None):
+def _decoded(units, source, training: bool, augment: bool, min_area: float,
+             skipped: SkippedImages | None):
     shape = source.image_shape
 
     def preprocess(data):
         data = source.read(data)
         if training:
-            return images.train_image(data, shape, augment)
+            return images.train_image(data, shape, augment, min_area)
         return images.eval_image(data, shape)
 
     if skipped is None:

@@ -14,10 +14,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from trainer import storage
 from trainer.cli import UsageError
-from trainer.data import encoded_records, image_files, labels, manifests, raw_records, \
-    record_guard, tfds
+from trainer.data import encoded_records, image_files, manifests, raw_records, record_guard, \
+    tfds
 from trainer.data.source import ENCODED_CHANNELS, IMAGE_SUFFIXES, Classes, Probe, Request, Source
 from trainer.errors import TrainerError
 
@@ -98,12 +97,3 @@ def describe(source: Source) -> str:
     count = "" if source.size is None else f"{source.size:,} "
     return f"{count}{source.description} from {source.flag}"
 
-
-def save_label_map(class_names, checkpoint_dir: str) -> None:
-    """labels.txt beside the checkpoints; one already there must agree (a resumed run)."""
-    path = storage.join(checkpoint_dir, labels.FILE_NAME)
-    if storage.exists(path):
-        saved = labels.read(path, "checkpoints")
-        labels.check_resume(saved, list(class_names), path)
-        return
-    storage.write_text(path, labels.text_of(list(class_names)))
