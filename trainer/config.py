@@ -29,7 +29,7 @@ from trainer.models import MODELS, OPTIMIZERS, ModelSpec
 from trainer.options import (FRACTION, NOT_NEGATIVE, POSITIVE, Check, Option, add_section,
                              flag, given, integer, number, options_of, resolved)
 from trainer.precision import CHOICES as MIXED_PRECISION
-from trainer.storage import is_url, join
+from trainer.storage import dirname, is_url, join
 from trainer.strategies import COLLECTIVES, STRATEGIES, StrategySpec, resolve as resolve_strategy
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
@@ -221,12 +221,13 @@ class ClusterConfig:
 class OutputConfig:
     """Where the run writes, and what it reports to hyperparameter tuning."""
 
-    job_dir: str = resolved(Option("job-dir", help="root of checkpoints/, logs/ and export/ "
+    job_dir: str = resolved(Option("job-dir", help="root of checkpoints/, logs/, results/ and export/ "
                                                    "(per trial when tuning); default: "
                                                    f"./{DEFAULT_JOB_DIR}"))
     checkpoint_dir: str
     tensorboard_dir: str
     export_dir: str
+    results_dir: str  # per-class tables, confusion matrices, curves (trainer.results)
     export_timestamped: bool  # under the job dir; AIP_MODEL_DIR receives the model itself
     origins: tuple[tuple[str, str], ...]  # (directory, the flag or variable it came from)
     hypertune_metric: str = flag("hypertune-metric", "accuracy", choices=tuple(sorted(METRICS)),
@@ -367,6 +368,9 @@ def resolve_output_dirs(job_dir: str | None, trial: str | None,
                                   ("export_dir", "AIP_MODEL_DIR", "export")):
         dirs[key] = environ.get(variable) or join(root, subdir)
         origins.append((dirs[key], variable if environ.get(variable) else "--job-dir"))
+    # Vertex has no variable for them: beside the checkpoints, in the job's output directory.
+    dirs["results_dir"] = join(dirname(dirs["checkpoint_dir"]), "results")
+    origins.append((dirs["results_dir"], origins[0][1]))
     dirs["export_timestamped"] = not environ.get("AIP_MODEL_DIR")
     dirs["origins"] = tuple(origins)
     return dirs

@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # these import TensorFlow
     from trainer.checkpoints import Checkpoints
     from trainer.export import Exporter
     from trainer.report import Progress
+    from trainer.results import Results
 
 log = logging.getLogger("trainer")
 
@@ -109,7 +110,8 @@ def _train_and_evaluate(config: Config, strategy, stop) -> RunResult:
         local_model=local_model if strategy.evaluates_local_copy else None)
     evaluation = evaluations(plan.eval, config.loop.eval_steps)
     test_evaluation = evaluations(plan.test) if plan.test is not None else None
-    with _outputs(config, strategy, steps, local_model, class_names, skipped) as written:
+    with _outputs(config, strategy, steps, local_model, class_names, plan.num_classes,
+                  skipped) as written:
         controller = loop.Controller(
             trainer=trainer, evaluation=evaluation, checkpoints=written.checkpoints,
             schedule=config.loop, train_actions=written.train_actions,
@@ -122,6 +124,11 @@ def _train_and_evaluate(config: Config, strategy, stop) -> RunResult:
         if test_evaluation is not None:
             test = loop.evaluate(test_evaluation, controller.step, [lambda result: _report_test(
                 result, outputs.tensorboard_dir if role.is_chief else None)])
+        if written.results is not None:
+            written.results.final(last, "eval")
+            if test is not None:
+                written.results.final(test, "test")
+            written.results.curves(controller.step)
         if role.is_chief and not outputs.export_best_only:
             written.export(controller.step)
     rates = written.progress.examples_per_sec[1:] or written.progress.examples_per_sec
@@ -159,18 +166,19 @@ class _Outputs:
     export: Callable[[int], str | None]  # the SavedModel of a step (--ema-decay: averaged)
     exporter: Exporter  # for last_export and seconds
     progress: Progress  # for examples_per_sec
+    results: Results | None  # the chief's per-class tables, confusion matrices and curves
 
 
 @contextlib.contextmanager
-def _outputs(config: Config, strategy, steps, local_model, class_names,
+def _outputs(config: Config, strategy, steps, local_model, class_names, num_classes: int,
              skipped) -> Iterator[_Outputs]:
     """Checkpoints (every replica saves; only the chief's are kept), progress lines, and on the
-    chief summaries, hypertune reports, the skipped-images report and the export (at each new
-    best metric with --export-best-only). Closes the summaries and removes a replica's
+    chief summaries, hypertune reports, the skipped-images report, the results (history and
+    per-class tables) and the export (at each new best metric with --export-best-only). Closes the summaries and removes a replica's
     throwaway checkpoints on leaving."""
     import tensorflow as tf
 
-    from trainer import data, export, loop, report
+    from trainer import data, export, loop, report, results
     from trainer.checkpoints import Checkpoints
 
     chief = config.cluster.role.is_chief
@@ -198,7 +206,13 @@ def _outputs(config: Config, strategy, steps, local_model, class_names,
     if config.recipe.ema_decay is not None:
         export_step = _with_averaged_weights(exporter.export, model, optimizer)
     eval_actions = [progress.on_evaluation, best]
+    train_actions = [progress.on_train, summaries.on_train]
+    run_results = None
     if chief:
+        run_results = results.Results(outputs.results_dir, outputs.tensorboard_dir, class_names,
+                                      num_classes)
+        train_actions.append(run_results.history.on_train)
+        eval_actions.append(run_results.history.on_evaluation)
         exporter.remove_leftovers()
         # Constructed on the chief only: cloudml-hypertune creates its metric file's directory.
         eval_actions += [summaries.on_evaluation,
@@ -208,8 +222,8 @@ def _outputs(config: Config, strategy, steps, local_model, class_names,
         if outputs.export_best_only:
             best.on_improvement.append(lambda evaluation: export_step(evaluation.step))
     try:
-        yield _Outputs(checkpoints, [progress.on_train, summaries.on_train], eval_actions,
-                       export_step, exporter, progress)
+        yield _Outputs(checkpoints, train_actions, eval_actions, export_step, exporter, progress,
+                       run_results)
     finally:
         summaries.close()
         if not chief:
