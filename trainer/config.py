@@ -23,6 +23,7 @@ from typing import Mapping, Sequence
 
 from trainer.cli import OneLineParser
 from trainer.cluster import Cluster, resolve_cluster
+from trainer.data.cache import CHOICES as CACHE_CHOICES
 from trainer.data.vertex_env import DataFiles, resolve_data_files
 from trainer.errors import TrainerError
 from trainer.models import MODELS, OPTIMIZERS, ModelSpec
@@ -74,6 +75,12 @@ class DataConfig:
     augment: bool = flag("augment", False, switch=True,
                          help="training images (encoded sources): random resized crop and "
                               "horizontal flip")
+    cache: str | None = flag(
+        "cache", choices=CACHE_CHOICES,
+        help="keep decoded, resized images (folders, manifests, encoded TFRecords) after their "
+             "first read, for later epochs and evaluations: in memory (checked to fit) or on "
+             "disk (under --job-dir, or a local temporary directory when that is on Cloud "
+             "Storage); augmentation then crops the kept image")
     skip_corrupt_images: bool = flag(
         "skip-corrupt-images", False, switch=True,
         help="drop images that cannot be read or decoded, counting them (log and TensorBoard), "
@@ -306,6 +313,10 @@ def config_from_flags(argv: Sequence[str] | None, environ: Mapping[str, str]) ->
     if data.skip_corrupt_images and strategy.coordinated:
         raise TrainerError(f"--skip-corrupt-images is not available with {strategy.name}: its "
                            "input pipelines run on remote workers, where skips cannot be counted")
+    if data.cache and strategy.coordinated:
+        raise TrainerError(f"--cache is not available with {strategy.name}: its input "
+                           "pipelines run on remote workers, whose memory and disks this task "
+                           "cannot size")
     if recipe.freeze_backbone_steps and strategy.coordinated:
         raise TrainerError(f"--freeze-backbone-steps is not available with {strategy.name}; "
                            "use a synchronous strategy")

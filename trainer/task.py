@@ -86,6 +86,7 @@ def _train_and_evaluate(config: Config, strategy, stop) -> RunResult:
     log.info("training on %s; evaluating on %s%s; %d classes", data.describe(plan.train),
              data.describe(plan.eval),
              f"; testing on {data.describe(plan.test)}" if plan.test else "", plan.num_classes)
+    cache = _cache(config, plan)
     outputs, role = config.outputs, config.cluster.role
     if role.is_chief:
         for directory, origin in outputs.origins:
@@ -100,7 +101,7 @@ def _train_and_evaluate(config: Config, strategy, stop) -> RunResult:
     steps = loop.StepFunctions(strategy.tf_strategy, model, optimizer, config.model.batch_size,
                                jit_compile=config.model.jit_compile, loss_scale=loss_scale,
                                **_recipe_step_options(config.recipe, model))
-    inputs = runner.Inputs(config.data, config.model.seed, skipped)
+    inputs = runner.Inputs(config.data, config.model.seed, skipped, cache)
     trainer = runner.build_trainer(inputs, steps, plan.train, config.model.batch_size,
                                    coordinated=strategy.coordinated,
                                    num_workers=role.num_workers)
@@ -136,6 +137,20 @@ def _train_and_evaluate(config: Config, strategy, stop) -> RunResult:
                      statistics.median(rates) if rates else None, _digest(model),
                      tuple(controller.evaluations), written.exporter.seconds,
                      test.metrics if test else None)
+
+
+def _cache(config: Config, plan):
+    """--cache of the training data and of evaluations that read the whole eval set (a part
+    of it would never complete a cache), sized for this task's share, or None."""
+    from trainer.data import cache
+
+    role = config.cluster.role
+    sources = [plan.train] + ([plan.eval] if config.loop.eval_steps is None else [])
+    chosen = cache.plan(config.data.cache, sources, job_dir=config.outputs.job_dir,
+                        pipelines=max(1, role.num_workers + len(role.spec.get("chief", ()))))
+    if chosen is not None:
+        log.info("%s", chosen.note)
+    return chosen
 
 
 def _replica_agreement(strategy, model):
