@@ -97,7 +97,7 @@ def test_a_disk_cache_is_keyed_by_its_data_and_cleared_of_a_killed_runs_leftover
                    free_disk=lambda path: 1024)
 
 
-# --- the pipeline ----------------------------------------------------------------------------------
+# --- the pipeline -------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
@@ -188,7 +188,7 @@ def test_a_disk_cache_killed_while_written_is_rewritten_by_the_next_run(photos, 
                                                         "pipeline-0-of-1.index"]
 
 
-# --- runs -------------------------------------------------------------------------------------------
+# --- runs ---------------------------------------------------------------------------------------
 
 def train(photos, job_dir, *flags):
     return task.run(config_from_flags(

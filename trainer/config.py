@@ -228,8 +228,8 @@ class ClusterConfig:
 class OutputConfig:
     """Where the run writes, and what it reports to hyperparameter tuning."""
 
-    job_dir: str = resolved(Option("job-dir", help="root of checkpoints/, logs/, results/ and export/ "
-                                                   "(per trial when tuning); default: "
+    job_dir: str = resolved(Option("job-dir", help="root of checkpoints/, logs/, results/ and "
+                                                   "export/ (per trial when tuning); default: "
                                                    f"./{DEFAULT_JOB_DIR}"))
     checkpoint_dir: str
     tensorboard_dir: str

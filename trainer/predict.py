@@ -169,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=SPLITS,
                    help="the ml_use split of a manifest (or TFDS split) to predict; default: all")
     p.add_argument("--batch-size", type=_positive, default=64)
-    p.add_argument("--grid", type=_positive, default=25, help="images in predictions.png: across the classes, misclassified first")
+    p.add_argument("--grid", type=_positive, default=25,
+                   help="images in predictions.png: across the classes, misclassified first")
     p.add_argument("--limit", type=_positive, help="predict the first N inputs only")
     return p
 

@@ -189,8 +189,8 @@ def _outputs(config: Config, strategy, steps, local_model, class_names, num_clas
              skipped) -> Iterator[_Outputs]:
     """Checkpoints (every replica saves; only the chief's are kept), progress lines, and on the
     chief summaries, hypertune reports, the skipped-images report, the results (history and
-    per-class tables) and the export (at each new best metric with --export-best-only). Closes the summaries and removes a replica's
-    throwaway checkpoints on leaving."""
+    per-class tables) and the export (at each new best metric with --export-best-only). Closes
+    the summaries and removes a replica's throwaway checkpoints on leaving."""
     import tensorflow as tf
 
     from trainer import data, export, loop, report, results
