@@ -221,13 +221,11 @@ def run(args: argparse.Namespace) -> list[str]:
 
 
 def _write(directory: str, name: str, content: str | bytes) -> str:
-    import tensorflow as tf
-
+    from trainer.results import write_whole
     from trainer.storage import join
 
     path = join(directory, name)
-    with tf.io.gfile.GFile(path, "wb" if isinstance(content, bytes) else "w") as f:
-        f.write(content)
+    write_whole(path, content)
     return path
 
 

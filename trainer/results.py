@@ -19,6 +19,7 @@ import contextlib
 import csv
 import io
 import logging
+import os
 from typing import Sequence
 
 import numpy as np
@@ -64,7 +65,7 @@ class History:
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(_HISTORY_COLUMNS)
         writer.writerows(self.rows)
-        storage.write_text(self._path, buffer.getvalue())
+        write_whole(self._path, buffer.getvalue())
 
     def series(self) -> dict[str, list[tuple[int, float, float]]]:
         return {split: [(step, loss, accuracy) for step, s, loss, accuracy in self.rows
@@ -121,8 +122,7 @@ class Results:
 
     def _write(self, name: str, content: str | bytes) -> str:
         path = storage.join(self._dir, name)
-        with tf.io.gfile.GFile(path, "wb" if isinstance(content, bytes) else "w") as f:
-            f.write(content)
+        write_whole(path, content)
         return path
 
     @contextlib.contextmanager
@@ -134,6 +134,15 @@ class Results:
                 yield
         finally:
             writer.close()
+
+
+def write_whole(path: str, content: str | bytes) -> None:
+    """Written beside `path`, then moved onto it: a run killed while writing leaves the old file
+    (which a resumed run reads back), never half of a new one."""
+    staging = f"{path}.tmp-{os.getpid()}"
+    with tf.io.gfile.GFile(staging, "wb" if isinstance(content, bytes) else "w") as f:
+        f.write(content)
+    tf.io.gfile.rename(staging, path, overwrite=True)
 
 
 def _image(png: bytes):
