@@ -8,7 +8,6 @@ manifest (ml_use set) listing them.
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from tests.conftest import REPO, synthetic_images
+from trainer.tools.digit_photos import NAMES, encode, photo  # noqa: F401 (encode: for tests)
 
-NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 _MNIST_DIRS = [REPO.parent / "shared" / "data" / "mnist",
                REPO.parents[1] / "shared" / "data" / "mnist"]  # a worktree one level deeper
 
@@ -34,33 +33,6 @@ def digits(count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     labels = read_idx(str(found / "t10k-labels-idx1-ubyte.gz"))
     chosen = np.random.default_rng(seed).choice(len(images), count, replace=False)
     return images[chosen], labels[chosen]
-
-
-def encode(pixels: np.ndarray, fmt: str) -> bytes:
-    import tensorflow as tf
-
-    if fmt == "png":
-        return tf.io.encode_png(pixels).numpy()
-    if fmt == "jpg":
-        return tf.io.encode_jpeg(pixels, quality=90).numpy()
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    image = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
-    image.save(buffer, format={"gif": "GIF", "bmp": "BMP"}[fmt])
-    return buffer.getvalue()
-
-
-def photo(digit: np.ndarray, rng: np.random.Generator, fmt: str, colour: bool) -> bytes:
-    """The digit resized to 20-60 px (not square), optionally RGB with a tint, encoded."""
-    import tensorflow as tf
-
-    height, width = (int(v) for v in rng.integers(20, 61, 2))
-    image = tf.image.resize(digit[..., None].astype(np.float32), [height, width]).numpy()
-    if colour:
-        tint = rng.uniform(0.6, 1.0, 3)
-        image = image * tint
-    return encode(np.clip(np.round(image), 0, 255).astype(np.uint8), fmt)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,8 @@ HARDWARE = "Some CPU, 2 cores (AVX-512, no AMX-BF16), no GPU"
 
 @pytest.mark.parametrize("argv, message", [
     (["--only", "jpeg,gpu"], "error: --only 'jpeg,gpu': expected sections among estimator, "
-                             "breakdown, pipeline, jpeg, resnet, speed, accuracy, resources\n"),
+                             "breakdown, pipeline, jpeg, photos, resnet, speed, accuracy, "
+                             "resources\n"),
     (["--only", "pipeline"], "error: section pipeline needs --train-files (see --help)\n"),
     (["--only", "resnet", "--train-files", "{data}/*"],
      "error: section resnet needs --eval-files (see --help)\n"),

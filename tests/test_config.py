@@ -412,8 +412,10 @@ def test_default_output_dirs_are_one_absolute_dir_per_run_under_trainer_output(t
     assert all(os.path.isabs(d) for d in dirs_of(config))
     assert config.outputs.export_timestamped is True
     assert config.outputs.job_dir_given is False
-    assert [origin for _, origin in config.outputs.origins] == ["--job-dir"] * 3
-    assert [d for d, _ in config.outputs.origins] == list(dirs_of(config))
+    assert [origin for _, origin in config.outputs.origins] == ["--job-dir"] * 4
+    assert [d for d, _ in config.outputs.origins] == [*dirs_of(config),
+                                                      config.outputs.results_dir]
+    assert config.outputs.results_dir == str(run / "results")
 
 
 def job_dir_of(*argv) -> str:
@@ -488,7 +490,7 @@ def test_aip_variable_overrides_its_own_kind(tmp_path, variable, index):
     assert dirs_of(config) == tuple(expected)
     origins = ["--job-dir"] * 3
     origins[index] = variable
-    assert config.outputs.origins == tuple(zip(expected, origins))
+    assert config.outputs.origins[:3] == tuple(zip(expected, origins))
     assert config.outputs.export_timestamped is (variable != "AIP_MODEL_DIR")
 
 
@@ -499,8 +501,16 @@ def test_all_aip_variables_together():
     assert dirs_of(config) == ("gs://v/ckpt", "gs://v/tb", "gs://v/model")
     assert config.outputs.origins == (("gs://v/ckpt", "AIP_CHECKPOINT_DIR"),
                                      ("gs://v/tb", "AIP_TENSORBOARD_LOG_DIR"),
-                                     ("gs://v/model", "AIP_MODEL_DIR"))
+                                     ("gs://v/model", "AIP_MODEL_DIR"),
+                                     ("gs://v/results", "AIP_CHECKPOINT_DIR"))
     assert config.outputs.export_timestamped is False
+
+
+def test_results_go_beside_the_checkpoints_in_vertex_output_directory():
+    environ = {"AIP_CHECKPOINT_DIR": "gs://b/out/7/checkpoints/",
+               "AIP_MODEL_DIR": "gs://b/out/7/model/", "CLOUD_ML_TRIAL_ID": "7"}
+    assert config_from_flags(["--bundled-sample"], environ).outputs.results_dir == \
+        "gs://b/out/7/results"
 
 
 def test_empty_aip_variable_is_ignored(tmp_path):

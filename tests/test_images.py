@@ -182,6 +182,10 @@ def test_training_writes_checkpoints_logs_and_export_to_the_mount_and_resumes(tr
     (export,) = (job_dir / "export").iterdir()
     assert (export / "saved_model.pb").exists()
     assert all(p.stat().st_uid == CONTAINER_UID for p in job_dir.rglob("*"))
+    # The image has no matplotlib: the run's results are there as CSV, and the log says why.
+    assert sorted(p.name for p in (job_dir / "results").iterdir()) == [
+        "eval_classes.csv", "eval_confusion_matrix.csv", "history.csv"]
+    assert "matplotlib is not installed: results as CSV only" in log
 
     resumed = train(training_image, job_dir, "--max-steps", "30", "--eval-every-steps", "10")
     assert re.search(r"resumed from checkpoint \S+ at step 20\b", resumed), resumed[-2000:]

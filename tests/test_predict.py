@@ -1,5 +1,6 @@
 """`python -m trainer.predict` over TFRecords and image files: lines, grid and confusion matrix."""
 
+import csv
 import json
 import subprocess
 import sys
@@ -10,8 +11,9 @@ import tensorflow as tf
 
 from tests.conftest import FP32, REPO, synthetic_images, write_records
 from tests.exports import DIGITS, current_example, export_model, images, png
-from trainer import predict, task
+from trainer import data, predict, task
 from trainer.config import config_from_flags
+from trainer.data.source import Classes, Request
 
 
 @pytest.fixture(scope="module")
@@ -54,13 +56,78 @@ def test_records_print_predictions_and_write_both_pngs(trained, tmp_path, capsys
     wrong = sum(line.endswith("WRONG") for line in predictions)
     accuracy = float(lines[120].rsplit(" ", 1)[1])
     assert lines[120].startswith("120 predictions, accuracy") and accuracy == 1 - wrong / 120
-    assert lines[121:] == [f"wrote {tmp_path / 'predictions.png'}",
-                           f"wrote {tmp_path / 'confusion_matrix.png'}"]
+    assert lines[121].split() == ["class", "precision", "recall", "count"]
+    assert lines[-3:] == [f"wrote {tmp_path / 'predictions.png'}",
+                          f"wrote {tmp_path / 'confusion_matrix.png'}",
+                          f"wrote {tmp_path / 'classes.csv'}"]
     for name in ("predictions.png", "confusion_matrix.png"):
         check_png(tmp_path / name)
-    # The grid shows the first 25: red marks exactly the misclassified ones among them.
-    assert (red_pixels(tmp_path / "predictions.png") > 0) == any(
-        line.endswith("WRONG") for line in predictions[:25])
+    # The grid shows the misclassified first: red whenever any prediction is wrong.
+    assert (red_pixels(tmp_path / "predictions.png") > 0) == (wrong > 0)
+    # The per-class table and CSV match a count by hand of the printed lines.
+    counted = {str(c): {"count": 0, "predicted": 0, "correct": 0} for c in range(10)}
+    for line in predictions:
+        fields = line.split("  ")
+        predicted, truth = fields[1].split(" ")[0], fields[2].removeprefix("true ")
+        counted[truth]["count"] += 1
+        counted[predicted]["predicted"] += 1
+        counted[truth]["correct"] += predicted == truth
+    with open(tmp_path / "classes.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [row["class"] for row in rows] == [str(c) for c in range(10)]
+    for row in rows:
+        want = counted[row["class"]]
+        assert {k: int(row[k]) for k in want} == want
+        assert row["recall"] == (f"{want['correct'] / want['count']:.4f}" if want["count"]
+                                 else "")
+        assert row["precision"] == (f"{want['correct'] / want['predicted']:.4f}"
+                                    if want["predicted"] else "")
+    table = {line.split()[0]: line.split()[1:] for line in lines[122:132]}
+    assert {name: int(values[-1]) for name, values in table.items()} == {
+        name: want["count"] for name, want in counted.items()}
+
+
+def test_the_grid_spans_the_classes_misclassified_first(trained, tmp_path):
+    """Class folders list every image of class 0 first: the grid must still show the wrong
+    predictions first, one class after the other, then right ones of every class."""
+    model_dir, _ = trained
+    pixels, labels = synthetic_images(150, seed=11)
+    folders = labels.copy()
+    folders[:3] = (labels[:3] + 5) % 10  # filed under a wrong class: certainly misclassified
+    for index, (image, folder) in enumerate(zip(pixels, folders)):
+        (tmp_path / str(folder)).mkdir(exist_ok=True)
+        (tmp_path / str(folder) / f"{index:03d}.png").write_bytes(png(image))
+    model = tf.saved_model.load(model_dir)
+    source = data.inspect(Request((str(tmp_path),), "FILES", None, "", (28, 28, 1), 10, None,
+                                  Classes(tuple(map(str, range(10))), 10, "the model")))
+    result = predict.predict(model, source, batch_size=32, grid=25, limit=None)
+    wrong = result.labels != result.classes
+    assert 3 <= wrong.sum() < 25
+    shown = [index for index, _ in result.grid]
+    assert len(shown) == 25 and len(set(shown)) == 25
+    assert [bool(wrong[i]) for i in shown] == [True] * wrong.sum() + [False] * (25 - wrong.sum())
+    # Round robin over the classes: each class's first wrong one before any class's second.
+    wrong_classes = [int(result.labels[i]) for i in shown[:wrong.sum()]]
+    first_round = len(set(wrong_classes))
+    assert len(set(wrong_classes[:first_round])) == first_round
+    right_classes = [int(result.labels[i]) for i in shown[wrong.sum():]]
+    assert set(right_classes[:10]) == set(range(10))
+    for index, image in result.grid:  # each shown image is the one predicted at that index
+        original = pixels[int(result.sources[index].rsplit("/", 1)[1][:3])]
+        assert np.allclose(image, original / 255, atol=1e-6)
+
+
+def test_the_grid_sample_keeps_the_smallest_keys_in_one_pass():
+    sample = predict.GridSample(5)
+    # (class, right) in arrival order; images are their indices
+    stream = [(0, True), (0, True), (0, False), (1, True), (0, False), (2, False), (1, True),
+              (2, True), (1, False)]
+    for index, (klass, right) in enumerate(stream):
+        sample.offer(index, klass, right, np.array([index]))
+    # wrong: class 0 #2, class 2 #5, class 1 #8 (round 1), class 0 #4 (round 2); then right:
+    # class 0 #0 (round 1, class 0 first)
+    assert [index for index, _ in sample.chosen()] == [2, 8, 5, 4, 0]
+    assert [int(image[0]) for _, image in sample.chosen()] == [2, 8, 5, 4, 0]
 
 
 def test_images_in_class_folders_match_the_model_and_red_marks_the_wrong(trained, tmp_path,

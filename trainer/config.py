@@ -27,13 +27,14 @@ from typing import Mapping, Sequence
 from trainer import run_record
 from trainer.cli import OneLineParser
 from trainer.cluster import Cluster, resolve_cluster
+from trainer.data.cache import CHOICES as CACHE_CHOICES
 from trainer.data.vertex_env import DataFiles, resolve_data_files
 from trainer.errors import TrainerError
 from trainer.models import MODELS, OPTIMIZERS, ModelSpec
 from trainer.options import (FRACTION, NOT_NEGATIVE, POSITIVE, Check, Option, add_section,
                              flag, given, integer, number, options_of, resolved)
 from trainer.precision import CHOICES as MIXED_PRECISION
-from trainer.storage import is_url, join
+from trainer.storage import dirname, is_url, join
 from trainer.strategies import COLLECTIVES, STRATEGIES, StrategySpec, resolve as resolve_strategy
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
@@ -95,6 +96,12 @@ class DataConfig:
         help="with --augment: the smallest crop, as a fraction of the image's area (crops "
              f"take MIN-100%%); default {AUGMENT_MIN_AREA:g}. ImageNet recipes use 0.08, "
              "which loses the object of small images")
+    cache: str | None = flag(
+        "cache", choices=CACHE_CHOICES,
+        help="keep decoded, resized images (folders, manifests, encoded TFRecords) after their "
+             "first read, for later epochs and evaluations: in memory (checked to fit) or on "
+             "disk (under --job-dir, or a local temporary directory when that is on Cloud "
+             "Storage); augmentation then crops the kept image")
     skip_corrupt_images: bool = flag(
         "skip-corrupt-images", False, switch=True,
         help="drop images that cannot be read, decoded or resized to cover the model's input "
@@ -287,13 +294,14 @@ class ClusterConfig:
 class OutputConfig:
     """Where the run writes, and what it reports to hyperparameter tuning."""
 
-    job_dir: str = resolved(Option("job-dir", help="root of checkpoints/, logs/ and export/ "
-                                                   "(per trial when tuning); default: "
+    job_dir: str = resolved(Option("job-dir", help="root of checkpoints/, logs/, results/ and "
+                                                   "export/ (per trial when tuning); default: "
                                                    f"./{DEFAULT_JOB_DIR}/MODEL-HASH, one per "
                                                    "model, input and training data"))
     checkpoint_dir: str
     tensorboard_dir: str
     export_dir: str
+    results_dir: str  # per-class tables, confusion matrices, curves (trainer.results)
     export_timestamped: bool  # under the job dir; AIP_MODEL_DIR receives the model itself
     job_dir_given: bool  # False: ./trainer-output/<model>-<hash>, one per distinct run
     origins: tuple[tuple[str, str], ...]  # (directory, the flag or variable it came from)
@@ -375,6 +383,10 @@ def config_from_flags(argv: Sequence[str] | None, environ: Mapping[str, str]) ->
     if data.skip_corrupt_images and strategy.coordinated:
         raise TrainerError(f"--skip-corrupt-images is not available with {strategy.name}: its "
                            "input pipelines run on remote workers, where skips cannot be counted")
+    if data.cache and strategy.coordinated:
+        raise TrainerError(f"--cache is not available with {strategy.name}: its input "
+                           "pipelines run on remote workers, whose memory and disks this task "
+                           "cannot size")
     if recipe.freeze_backbone_steps and strategy.coordinated:
         raise TrainerError(f"--freeze-backbone-steps is not available with {strategy.name}; "
                            "use a synchronous strategy")
@@ -475,6 +487,9 @@ def resolve_output_dirs(job_dir: str | None, trial: str | None,
                                   ("export_dir", "AIP_MODEL_DIR", "export")):
         dirs[key] = environ.get(variable) or join(root, subdir)
         origins.append((dirs[key], variable if environ.get(variable) else "--job-dir"))
+    # Vertex has no variable for them: beside the checkpoints, in the job's output directory.
+    dirs["results_dir"] = join(dirname(dirs["checkpoint_dir"]), "results")
+    origins.append((dirs["results_dir"], origins[0][1]))
     dirs["export_timestamped"] = not environ.get("AIP_MODEL_DIR")
     dirs["origins"] = tuple(origins)
     dirs["job_dir_given"] = job_dir is not None

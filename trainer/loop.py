@@ -171,10 +171,19 @@ class StepFunctions:
         return totals
 
     def _eval_step(self, images, labels):
-        return self._sums(self.model(images, training=False), labels)[1]
+        logits = self.model(images, training=False)
+        # The confusion matrix rides with the sums, so per-class results cost no second pass
+        # over the data and one all-reduce of a few more numbers per batch. One-hot products
+        # (rows: true class, columns: predicted) run on every device, TPUs included; float32
+        # counts are exact up to 2**24 examples in one cell.
+        classes = tf.shape(logits)[-1]
+        predicted = tf.one_hot(tf.argmax(logits, axis=-1, output_type=tf.int32), classes)
+        confusion = tf.matmul(tf.one_hot(labels, classes), predicted, transpose_a=True)
+        return tf.concat([self._sums(logits, labels)[1], tf.reshape(confusion, [-1])], axis=0)
 
     def _evaluate(self, dataset):
-        totals = tf.zeros([3])
+        """(loss sum, correct, examples, then the confusion matrix row by row) over `dataset`."""
+        totals = tf.zeros([3 + int(self.model.outputs[0].shape[-1]) ** 2])
         for images, labels in dataset:
             totals += self.strategy.reduce(
                 _SUM, self.strategy.run(self._eval_step, args=(images, labels)), axis=None)
@@ -282,6 +291,16 @@ def metrics_of(totals) -> tuple[dict, int]:
     return {"loss": loss_sum / count, "accuracy": correct / count}, int(count)
 
 
+def confusion_of(totals) -> np.ndarray | None:
+    """The confusion matrix (rows: true class, columns: predicted; int64) that an evaluation's
+    totals carry after their sums, else None."""
+    cells = np.asarray(totals[3:])
+    size = math.isqrt(len(cells))
+    if not size or size * size != len(cells):
+        return None
+    return np.rint(cells).astype(np.int64).reshape(size, size)
+
+
 @dataclass(frozen=True)
 class TrainInterval:
     """The training steps between two boundaries, as train actions see them."""
@@ -310,6 +329,7 @@ class Evaluation:
     examples: int
     seconds: float
     train_seconds: float | None  # training time of this process until then (the loop only)
+    confusion: np.ndarray | None = None  # [true class, predicted class] counts
 
 
 TrainAction = Callable[[TrainInterval], None]
@@ -325,14 +345,16 @@ def evaluate(evaluation, step: int, actions: Sequence[EvalAction],
              train_seconds: float | None = None) -> Evaluation:
     """Runs one evaluation and hands it to the actions (progress line, summaries, ...)."""
     start = time.perf_counter()
-    metrics, count = metrics_of(evaluation())
+    totals = evaluation()
+    metrics, count = metrics_of(totals)
     if count == 0:
         raise TrainerError(f"{evaluation.flag}: evaluation read no examples")
     if not math.isfinite(metrics["loss"]):
         raise Diverged(f"the model diverged: evaluation loss at step {step} is "
                        f"{metrics['loss']}; nothing was exported or reported for it; checkpoints "
                        "from before it are kept (try a lower --learning-rate)")
-    result = Evaluation(step, metrics, count, time.perf_counter() - start, train_seconds)
+    result = Evaluation(step, metrics, count, time.perf_counter() - start, train_seconds,
+                        confusion_of(totals))
     for action in actions:
         action(result)
     return result

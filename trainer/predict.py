@@ -12,15 +12,16 @@ Each prediction prints as one line naming its input (FILE#N for a record). True 
 the data (records, class folders, manifests), or for image files from their folder's name when
 every folder names one of the model's classes.
 
-Written to --output-dir: `predictions.png`, a grid of the first --grid images titled with the
-true and predicted label (misclassified ones in red), and with true labels
-`confusion_matrix.png`.
+Written to --output-dir: `predictions.png`, a grid of --grid images drawn across the classes,
+misclassified ones first (in red), titled with the true and predicted label; with true labels
+also `confusion_matrix.png` and `classes.csv` (precision, recall and count per class, also
+printed).
 """
 
 from __future__ import annotations
 
 import argparse
-import io
+import heapq
 import os
 import sys
 from dataclasses import dataclass
@@ -28,13 +29,14 @@ from typing import Sequence
 
 import numpy as np
 
+from trainer import class_metrics, plots
 from trainer.cli import OneLineParser, run_cli
 from trainer.errors import TrainerError, short_reason
 
 GRID_FILE = "predictions.png"
 CONFUSION_FILE = "confusion_matrix.png"
+CLASSES_FILE = "classes.csv"
 SPLITS = ("training", "validation", "test")
-_COLUMNS = 5
 
 
 @dataclass
@@ -43,12 +45,40 @@ class Predictions:
     classes: np.ndarray  # int [N]
     confidence: np.ndarray  # float [N]: the predicted class's probability
     labels: np.ndarray | None  # int [N], when known
-    images: list[np.ndarray]  # the first --grid inputs, H x W x C, for display
+    grid: list[tuple[int, np.ndarray]]  # (example index, H x W x C image) to display, in order
+
+
+class GridSample:
+    """The examples a grid shows, chosen in one pass over any number of them, keeping `size`.
+
+    Drawn across classes, misclassified first: every misclassified class's first wrong
+    example, then every such class's second, ..., then the same for the right ones. Each example
+    gets the key (right?, its rank among its class's wrong or right ones, class) when it
+    arrives, and keys never change, so the `size` smallest keys seen so far are the grid's.
+    The class is the true one, or the predicted one where there are no true labels.
+    """
+
+    def __init__(self, size: int):
+        self._size = size
+        self._heap: list = []  # (negated key, index, image): the largest key on top
+        self._seen: dict[tuple[bool, int], int] = {}
+
+    def offer(self, index: int, klass: int, right: bool, image) -> None:
+        rank = self._seen.get((right, klass), 0)
+        self._seen[(right, klass)] = rank + 1
+        key = (-int(right), -rank, -klass)
+        if len(self._heap) < self._size:
+            heapq.heappush(self._heap, (key, index, np.array(image)))
+        elif key > self._heap[0][0]:
+            heapq.heapreplace(self._heap, (key, index, np.array(image)))
+
+    def chosen(self) -> list[tuple[int, np.ndarray]]:
+        return [(index, image) for _, index, image in sorted(self._heap, reverse=True)]
 
 
 def predict(model, source, batch_size: int, grid: int, limit: int | None) -> Predictions:
     """The model's predictions for every example of `source` (the first `limit`), in
-    evaluation order."""
+    evaluation order, and the `grid` examples to show."""
     import tensorflow as tf
 
     from trainer import data
@@ -57,7 +87,8 @@ def predict(model, source, batch_size: int, grid: int, limit: int | None) -> Pre
     batches = iter(data.make_dataset(source, batch_size=batch_size, training=False,
                                      num_batches=None if limit is None else -(-limit //
                                                                              batch_size)))
-    sources, classes, confidence, labels, images = [], [], [], [], []
+    sources, classes, confidence, labels = [], [], [], []
+    sample = GridSample(grid)
     for names in source.example_names().batch(batch_size):
         names = [name.decode("utf-8", "replace") for name in names.numpy()]
         try:
@@ -73,15 +104,21 @@ def predict(model, source, batch_size: int, grid: int, limit: int | None) -> Pre
                 f"{source.flag}: cannot read {_among(names)} ({short_reason(err)})") from None
         count = len(names) if limit is None else min(len(names), limit - len(sources))
         outputs = signature(image=batch_images[:count])
+        predicted = outputs["classes"].numpy()
+        truth = batch_labels.numpy()[:count]
+        pixels = batch_images.numpy()
+        for i in range(count):
+            known = source.labelled
+            sample.offer(len(sources) + i, int(truth[i] if known else predicted[i]),
+                         not known or truth[i] == predicted[i], pixels[i])
         sources += names[:count]
-        classes.append(outputs["classes"].numpy())
+        classes.append(predicted)
         confidence.append(outputs["probabilities"].numpy().max(axis=1))
-        labels.append(batch_labels.numpy()[:count])
-        images += list(batch_images.numpy()[:max(0, min(count, grid - len(images)))])
+        labels.append(truth)
         if limit is not None and len(sources) >= limit:
             break
     return Predictions(sources, np.concatenate(classes), np.concatenate(confidence),
-                       np.concatenate(labels) if source.labelled else None, images)
+                       np.concatenate(labels) if source.labelled else None, sample.chosen())
 
 
 def _among(names: list[str]) -> str:
@@ -93,73 +130,25 @@ def _among(names: list[str]) -> str:
     return f"a record among {names[0]} ... {names[-1]}"
 
 
-def _figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(width, height))
-    FigureCanvasAgg(figure)
-    return figure
-
-
-def _save(figure, path: str) -> None:
-    import tensorflow as tf
-
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    with tf.io.gfile.GFile(path, "wb") as f:
-        f.write(buffer.getvalue())
-
-
-def plot_grid(predictions: Predictions, names: list[str], path: str) -> None:
-    """The images titled `true / predicted`; misclassified ones in red, with a red frame."""
-    count = len(predictions.images)
-    rows = -(-count // _COLUMNS)
-    figure = _figure(2 * _COLUMNS, 2.2 * rows)
-    for i, image in enumerate(predictions.images):
-        axes = figure.add_subplot(rows, _COLUMNS, i + 1)
-        pixels = image.astype(np.float32) / (255.0 if image.dtype == np.uint8 else 1.0)
-        axes.imshow(pixels[..., 0] if pixels.shape[-1] == 1 else pixels,
-                    cmap="gray", vmin=0, vmax=1)
-        predicted = names[predictions.classes[i]]
-        wrong = predictions.labels is not None and predictions.labels[i] != predictions.classes[i]
-        title = (f"{names[predictions.labels[i]]} / {predicted}" if predictions.labels is not None
-                 else predicted)
-        axes.set_title(title, color="red" if wrong else "black", fontsize=10)
-        axes.set_xticks([])
-        axes.set_yticks([])
-        for spine in axes.spines.values():
-            spine.set_color("red" if wrong else "black")
-            spine.set_linewidth(3 if wrong else 0.5)
-    figure.suptitle("true / predicted" if predictions.labels is not None else "predicted")
-    figure.tight_layout()
-    _save(figure, path)
+def grid_png(predictions: Predictions, names: list[str]) -> bytes:
+    """The grid's images titled `true / predicted`; misclassified ones in red."""
+    titles, wrong = [], []
+    for index, _ in predictions.grid:
+        predicted = names[predictions.classes[index]]
+        if predictions.labels is None:
+            titles.append(predicted)
+            wrong.append(False)
+        else:
+            titles.append(f"{names[predictions.labels[index]]} / {predicted}")
+            wrong.append(predictions.labels[index] != predictions.classes[index])
+    return plots.grid([image for _, image in predictions.grid], titles, wrong,
+                      "true / predicted" if predictions.labels is not None else "predicted")
 
 
 def confusion_matrix(labels: np.ndarray, classes: np.ndarray, num_classes: int) -> np.ndarray:
     matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(matrix, (labels, classes), 1)
     return matrix
-
-
-def plot_confusion(matrix: np.ndarray, names: list[str], path: str) -> None:
-    size = max(4.0, 0.6 * len(names) + 2)
-    figure = _figure(size, size)
-    axes = figure.add_subplot()
-    axes.imshow(matrix, cmap="Blues")
-    for (row, column), count in np.ndenumerate(matrix):
-        if count:
-            axes.text(column, row, str(count), ha="center", va="center", fontsize=8,
-                      color="white" if count > matrix.max() / 2 else "black")
-    ticks = range(len(names))
-    axes.set_xticks(ticks, names, rotation=90 if max(map(len, names)) > 2 else 0)
-    axes.set_yticks(ticks, names)
-    axes.set_xlabel("predicted")
-    axes.set_ylabel("true")
-    accuracy = np.trace(matrix) / matrix.sum()
-    axes.set_title(f"{matrix.sum()} examples, accuracy {accuracy:.4f}")
-    figure.tight_layout()
-    _save(figure, path)
 
 
 def _positive(text: str) -> int:
@@ -180,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=SPLITS,
                    help="the ml_use split of a manifest (or TFDS split) to predict; default: all")
     p.add_argument("--batch-size", type=_positive, default=64)
-    p.add_argument("--grid", type=_positive, default=25, help="images in predictions.png")
+    p.add_argument("--grid", type=_positive, default=25,
+                   help="images in predictions.png: across the classes, misclassified first")
     p.add_argument("--limit", type=_positive, help="predict the first N inputs only")
     return p
 
@@ -189,7 +179,6 @@ def run(args: argparse.Namespace) -> list[str]:
     """Predicts, prints one line per input, writes the PNGs; returns their paths."""
     from trainer import data, export, storage
     from trainer.data.source import Classes, Request, Terms
-    from trainer.storage import join
 
     model = export.load(args.model_dir, "--model-dir")
     if "serving_default" not in model.signatures:
@@ -215,19 +204,29 @@ def run(args: argparse.Namespace) -> list[str]:
             line += f"  true {truth}" + ("" if predictions.labels[i] == predictions.classes[i]
                                          else "  WRONG")
         print(line)
-    written = [join(args.output_dir, GRID_FILE)]
-    plot_grid(predictions, names, written[0])
+    written = [_write(args.output_dir, GRID_FILE, grid_png(predictions, names))]
     if predictions.labels is not None:
         matrix = confusion_matrix(predictions.labels, predictions.classes, num_classes)
         print(f"{len(predictions.sources)} predictions, accuracy "
               f"{np.trace(matrix) / matrix.sum():.4f}")
-        written.append(join(args.output_dir, CONFUSION_FILE))
-        plot_confusion(matrix, names, written[1])
+        rows = class_metrics.rows_of(matrix, names)
+        print("\n".join(class_metrics.table_lines(rows)))
+        written += [_write(args.output_dir, CONFUSION_FILE, plots.confusion_matrix(matrix, names)),
+                    _write(args.output_dir, CLASSES_FILE, class_metrics.csv_text(rows))]
     else:
         print(f"{len(predictions.sources)} predictions (no true labels: no confusion matrix)")
     for path in written:
         print(f"wrote {path}")
     return written
+
+
+def _write(directory: str, name: str, content: str | bytes) -> str:
+    from trainer.results import write_whole
+    from trainer.storage import join
+
+    path = join(directory, name)
+    write_whole(path, content)
+    return path
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,13 +15,15 @@ class Inputs:
     """The dataset functions of a run's sources, as a strategy's input pipelines call them.
 
     With `skipped` (--skip-corrupt-images) every pipeline drops unreadable images and counts
-    them there; `seed` (--seed) fixes the shuffle and the augmentation.
+    them there; `seed` (--seed) fixes the shuffle and the augmentation; `cache` (--cache, a
+    trainer.data.cache.Cache) keeps the decoded images of the sources it covers.
     """
 
-    def __init__(self, config: DataConfig, seed: int | None, skipped=None):
+    def __init__(self, config: DataConfig, seed: int | None, skipped=None, cache=None):
         self._config = config
         self._seed = seed
         self.skipped = skipped
+        self._cache = cache
 
     def dataset_fn(self, source, batch_size: int, training: bool, num_batches=None):
         config = self._config
@@ -29,7 +31,7 @@ class Inputs:
             source, batch_size=batch_size, training=training, shuffle_buffer=config.shuffle_buffer,
             num_batches=num_batches, seed=self._seed, input_context=context,
             augment=config.augment, augment_min_area=config.augment_min_area,
-            skipped=self.skipped)
+            skipped=self.skipped, cache=self._cache)
 
     @staticmethod
     def explain(source) -> loop.ErrorExplainer:

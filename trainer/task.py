@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # these import TensorFlow
     from trainer.checkpoints import Checkpoints
     from trainer.export import Exporter
     from trainer.report import Progress
+    from trainer.results import Results
 
 log = logging.getLogger("trainer")
 
@@ -89,6 +90,7 @@ def _train_and_evaluate(config: Config, strategy, stop) -> RunResult:
                  on_accelerator=config.cluster.strategy.on_tpu
                  or bool(tf.config.list_physical_devices("GPU")))
     class_names = list(plan.class_names) if plan.class_names else None
+    cache = _cache(config, plan)
     outputs, role = config.outputs, config.cluster.role
     if role.is_chief:
         for directory, origin in outputs.origins:
@@ -108,7 +110,7 @@ def _train_and_evaluate(config: Config, strategy, stop) -> RunResult:
     steps = loop.StepFunctions(strategy.tf_strategy, model, optimizer, config.model.batch_size,
                                jit_compile=config.model.jit_compile, loss_scale=loss_scale,
                                **_recipe_step_options(config.recipe, model))
-    inputs = runner.Inputs(config.data, config.model.seed, skipped)
+    inputs = runner.Inputs(config.data, config.model.seed, skipped, cache)
     trainer = runner.build_trainer(inputs, steps, plan.train, config.model.batch_size,
                                    coordinated=strategy.coordinated,
                                    num_workers=role.num_workers)
@@ -118,7 +120,8 @@ def _train_and_evaluate(config: Config, strategy, stop) -> RunResult:
         local_model=local_model if strategy.evaluates_local_copy else None)
     evaluation = evaluations(plan.eval, config.loop.eval_steps)
     test_evaluation = evaluations(plan.test) if plan.test is not None else None
-    with _outputs(config, strategy, steps, local_model, class_names, skipped) as written:
+    with _outputs(config, strategy, steps, local_model, class_names, plan.num_classes,
+                  skipped) as written:
         controller = loop.Controller(
             trainer=trainer, evaluation=evaluation, checkpoints=written.checkpoints,
             schedule=config.loop, train_actions=written.train_actions,
@@ -131,6 +134,11 @@ def _train_and_evaluate(config: Config, strategy, stop) -> RunResult:
         if test_evaluation is not None:
             test = loop.evaluate(test_evaluation, controller.step, [lambda result: _report_test(
                 result, outputs.tensorboard_dir if role.is_chief else None)])
+        if written.results is not None:
+            written.results.final(last, "eval")
+            if test is not None:
+                written.results.final(test, "test")
+            written.results.curves(controller.step)
         if role.is_chief and not outputs.export_best_only:
             written.export(controller.step)
     rates = written.progress.examples_per_sec[1:] or written.progress.examples_per_sec
@@ -168,6 +176,20 @@ def _claim_checkpoints(config: Config, plan, write: bool) -> None:
                      restart_from_scratch=config.loop.restart_from_scratch, write=write)
 
 
+def _cache(config: Config, plan):
+    """--cache of the training data and of evaluations that read the whole eval set (a part
+    of it would never complete a cache), sized for this task's share, or None."""
+    from trainer.data import cache
+
+    role = config.cluster.role
+    sources = [plan.train] + ([plan.eval] if config.loop.eval_steps is None else [])
+    chosen = cache.plan(config.data.cache, sources, job_dir=config.outputs.job_dir,
+                        pipelines=max(1, role.num_workers + len(role.spec.get("chief", ()))))
+    if chosen is not None:
+        log.info("%s", chosen.note)
+    return chosen
+
+
 def _replica_agreement(strategy, model):
     """What makes the replicas' own copies of the model's statistics equal, if they have any."""
     from trainer import loop
@@ -196,18 +218,19 @@ class _Outputs:
     export: Callable[[int], str | None]  # the SavedModel of a step (--ema-decay: averaged)
     exporter: Exporter  # for last_export and seconds
     progress: Progress  # for examples_per_sec
+    results: Results | None  # the chief's per-class tables, confusion matrices and curves
 
 
 @contextlib.contextmanager
-def _outputs(config: Config, strategy, steps, local_model, class_names,
+def _outputs(config: Config, strategy, steps, local_model, class_names, num_classes: int,
              skipped) -> Iterator[_Outputs]:
     """Checkpoints (every replica saves; only the chief's are kept), progress lines, and on the
-    chief summaries, hypertune reports, the skipped-images report and the export (at each new
-    best metric with --export-best-only). Closes the summaries and removes a replica's
-    throwaway checkpoints on leaving."""
+    chief summaries, hypertune reports, the skipped-images report, the results (history and
+    per-class tables) and the export (at each new best metric with --export-best-only). Closes
+    the summaries and removes a replica's throwaway checkpoints on leaving."""
     import tensorflow as tf
 
-    from trainer import data, export, loop, report
+    from trainer import data, export, loop, report, results
     from trainer.checkpoints import Checkpoints
 
     chief = config.cluster.role.is_chief
@@ -235,7 +258,13 @@ def _outputs(config: Config, strategy, steps, local_model, class_names,
     if config.recipe.ema_decay is not None:
         export_step = _with_averaged_weights(exporter.export, model, optimizer)
     eval_actions = [progress.on_evaluation, best]
+    train_actions = [progress.on_train, summaries.on_train]
+    run_results = None
     if chief:
+        run_results = results.Results(outputs.results_dir, outputs.tensorboard_dir, class_names,
+                                      num_classes)
+        train_actions.append(run_results.history.on_train)
+        eval_actions.append(run_results.history.on_evaluation)
         exporter.remove_leftovers()
         # Constructed on the chief only: cloudml-hypertune creates its metric file's directory.
         eval_actions += [summaries.on_evaluation,
@@ -245,8 +274,8 @@ def _outputs(config: Config, strategy, steps, local_model, class_names,
         if outputs.export_best_only:
             best.on_improvement.append(lambda evaluation: export_step(evaluation.step))
     try:
-        yield _Outputs(checkpoints, [progress.on_train, summaries.on_train], eval_actions,
-                       export_step, exporter, progress)
+        yield _Outputs(checkpoints, train_actions, eval_actions, export_step, exporter, progress,
+                       run_results)
     finally:
         summaries.close()
         if not chief:

@@ -47,7 +47,8 @@ def each(values) -> str:
 
 def merge(existing: str, hardware_class: str, tables: str) -> str:
     """`existing` BENCHMARKS.md with `tables` (`### ` blocks) put into `hardware_class`'s
-    section: a block replaces the one of the same key in place, a new one goes last."""
+    section, which stays where it is (a new one goes last): a block replaces the one of the
+    same key in place, a new one goes last."""
     sections = _split(existing, "## ")[1]
     intro, blocks = "", {}
     for heading, body in sections:
@@ -56,9 +57,11 @@ def merge(existing: str, hardware_class: str, tables: str) -> str:
     for key, block in _blocks(tables)[1].items():
         blocks[key] = block
     merged = "\n\n".join(part for part in (intro, *blocks.values()) if part)
-    others = [f"## {heading}\n\n{body}" for heading, body in sections if heading != hardware_class]
-    return "\n".join([PREFACE, *(f"{s}\n" for s in others),
-                      f"## {hardware_class}\n\n{merged}\n"])
+    if all(heading != hardware_class for heading, _ in sections):
+        sections.append((hardware_class, merged))
+    return "\n".join([PREFACE, *(
+        f"## {heading}\n\n{merged if heading == hardware_class else body}\n"
+        for heading, body in sections)])
 
 
 def _blocks(text: str) -> tuple[str, dict[str, str]]:

@@ -45,13 +45,19 @@ class Budget:
     jpeg_batches: int = 20
     resnet_accuracy_steps: int = 600
     help_runs: int = 5
+    photo_train: int = 20_000  # the user's folder of issue 23: 20,000 small photos
+    photo_test: int = 10_000
+    photo_batch: int = 128
+    photo_steps: int = 1000
+    photo_eval_every: int = 100
 
 
 FULL = Budget()
 SMOKE = Budget(rounds=1, steps_per_call=2, pipeline_records=400, engine_steps=3,
                estimator_steps=6, estimator_warmup=2, breakdown_steps=2, models=("dnn",),
                batches=(32,), accuracy_steps=10, accuracy_eval_every=10, jpeg_count=6,
-               jpeg_batch=3, jpeg_batches=2, resnet_accuracy_steps=6, help_runs=1)
+               jpeg_batch=3, jpeg_batches=2, resnet_accuracy_steps=6, help_runs=1,
+               photo_train=40, photo_test=20, photo_batch=8, photo_steps=4, photo_eval_every=2)
 
 
 @dataclass

@@ -35,6 +35,9 @@ SECTIONS = {
     "pipeline": (("train",), "the TFRecord input pipeline against a raw read"),
     "jpeg": ((), "the encoded-JPEG pipeline against a bare decode loop and keras "
                  "image_dataset_from_directory (writes its own JPEGs)"),
+    "photos": (("train", "eval"), "MNIST digits as a folder of small PNG/JPEG photos: 5 "
+                                  "epochs of input with --cache memory against uncached and "
+                                  "keras .cache(); time to 98% test accuracy"),
     "resnet": (("train", "eval"), "resnet20 at 32x32x3: ours against fit, bf16 against fp32 in "
                                   "speed and accuracy, its step breakdown"),
     "speed": (("train",), "examples/s per model: fp32, bf16, XLA and Keras fit"),

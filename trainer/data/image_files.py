@@ -17,6 +17,7 @@ import tensorflow as tf
 from trainer import storage
 from trainer.data import labels, manifests, text
 from trainer.data.source import IMAGE_SUFFIXES, Classes, Detector, Probe, Request, Terms
+from trainer.data.source import fingerprint as source_fingerprint
 from trainer.data.source import is_folder as is_folder  # prepare_images reads folders as we do
 from trainer.errors import TrainerError, short_reason
 
@@ -44,7 +45,8 @@ class ImageFiles:
     def size(self) -> int:
         return len(self.uris)
 
-    def units(self, *, training: bool, shuffle_buffer: int, seed: int | None, input_context):
+    def units(self, *, training: bool, shuffle_buffer: int, seed: int | None, input_context,
+              repeat: bool = True):
         # The list is small (names, not pixels): shuffle all of it every epoch.
         del shuffle_buffer
         dataset = tf.data.Dataset.from_tensor_slices(
@@ -55,7 +57,9 @@ class ImageFiles:
             dataset = dataset.shard(pipelines, index)
             count = len(range(index, count, pipelines))
         if training:
-            dataset = dataset.shuffle(count, seed=seed, reshuffle_each_iteration=True).repeat()
+            dataset = dataset.shuffle(count, seed=seed, reshuffle_each_iteration=True)
+            if repeat:
+                dataset = dataset.repeat()
         return dataset
 
     def parse_one(self, uri, label, where):
@@ -73,6 +77,9 @@ class ImageFiles:
 
     def explain(self, err: Exception) -> None:
         return None  # image errors are the pipeline's; there is nothing else to read
+
+    def fingerprint(self) -> str:
+        return source_fingerprint((self.uris, self.labels, self.image_shape), self.uris)
 
 
 def folder_items(root: str, origin: str) -> list[manifests.Item]:

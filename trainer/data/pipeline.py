@@ -12,6 +12,7 @@ a flag: the image is dropped and counted.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import threading
@@ -74,30 +75,48 @@ def make_dataset(source, *, batch_size: int, training: bool, shuffle_buffer: int
                  num_batches: int | None = None, seed: int | None = None,
                  input_context: tf.distribute.InputContext | None = None, augment: bool = False,
                  augment_min_area: float = images.AUGMENT_MIN_AREA,
-                 skipped: SkippedImages | None = None) -> tf.data.Dataset:
+                 skipped: SkippedImages | None = None, cache=None) -> tf.data.Dataset:
     """Batches of (float32 images in [0, 1] shaped [B, H, W, C], int32 labels).
 
     `batch_size` is global; with an `input_context` each pipeline gets its replicas' share and
     its own shard of the data. Training data is shuffled and repeated forever (and augmented with
     `augment`: crops of `augment_min_area`-100% of the image); evaluation data is read once, in
     a deterministic order. With `skipped`, images that cannot be read or decoded are dropped and
-    counted there instead of stopping the run.
+    counted there instead of stopping the run. With a `cache` (trainer.data.cache.Cache) that
+    covers the source, decoded images are kept after their first read (`_cached`).
     """
     if input_context is not None and input_context.num_input_pipelines > 1:
         batch_size = input_context.get_per_replica_batch_size(batch_size)
-    units = source.units(training=training, shuffle_buffer=shuffle_buffer, seed=seed,
-                         input_context=input_context)
     if source.parses_batches:
+        units = source.units(training=training, shuffle_buffer=shuffle_buffer, seed=seed,
+                             input_context=input_context)
         dataset = units.batch(batch_size, drop_remainder=training)
         if num_batches is not None:
             dataset = dataset.take(num_batches)
         dataset = dataset.map(source.parse_batch, num_parallel_calls=tf.data.AUTOTUNE,
                               deterministic=not training)
     else:
-        dataset = _decoded(units, source, training, augment, augment_min_area, skipped)
+        if cache is not None and cache.covers(source):
+            dataset = _cached(source, cache, training=training, shuffle_buffer=shuffle_buffer,
+                              seed=seed, input_context=input_context, skipped=skipped)
+        else:
+            units = source.units(training=training, shuffle_buffer=shuffle_buffer, seed=seed,
+                                 input_context=input_context)
+            dataset = _decoded(units, source, _preprocess(source, training, augment,
+                                                          augment_min_area), skipped, training)
         dataset = dataset.batch(batch_size, drop_remainder=training)
         if num_batches is not None:
             dataset = dataset.take(num_batches)
+        if dataset.element_spec[0].dtype == tf.uint8:
+            # Cached pixels become floats (and are augmented) a batch at a time: a few ops a
+            # batch, where ops per image would cost more than decoding small images did. In
+            # order, so that each epoch stays whole batches.
+            shape = source.image_shape
+            finish = (functools.partial(images.augmented_batch, image_shape=shape,
+                                        min_area=augment_min_area)
+                      if training and augment else images.to_float)
+            dataset = dataset.map(lambda pixels, labels: (finish(pixels), labels),
+                                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     options = tf.data.Options()
     # Destroying an iterator while the autotune model's optimizer thread sleeps blocks for up to
     # 60 s (seen here: 6-30 s between the last evaluation and the export). With the model off,
@@ -107,8 +126,8 @@ def make_dataset(source, *, batch_size: int, training: bool, shuffle_buffer: int
     return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
-def _decoded(units, source, training: bool, augment: bool, min_area: float,
-             skipped: SkippedImages | None):
+def _preprocess(source, training: bool, augment: bool, min_area: float):
+    """Encoded data of `parse_one` -> the float32 image the model gets."""
     shape = source.image_shape
 
     def preprocess(data):
@@ -117,6 +136,34 @@ def _decoded(units, source, training: bool, augment: bool, min_area: float,
             return images.train_image(data, shape, augment, min_area)
         return images.eval_image(data, shape)
 
+    return preprocess
+
+
+def _cached(source, cache, *, training: bool, shuffle_buffer: int, seed: int | None,
+            input_context, skipped: SkippedImages | None):
+    """(uint8 image, label) of `source`, its images decoded and resized once and cached.
+
+    The cache is filled from one epoch of the source's own units, shuffled as the uncached
+    pipeline shuffles them, so the first epoch trains at once, in the usual order; from the
+    second on, the cached images are shuffled anew each epoch. Augmentation comes after the
+    cache (make_dataset, a batch at a time), so it varies per epoch too. Evaluation reads the
+    cache in its fixed order.
+    """
+    shape = source.image_shape
+    units = source.units(training=training, shuffle_buffer=shuffle_buffer, seed=seed,
+                         input_context=input_context, repeat=False)
+    stored = _decoded(units, source, lambda data: images.cached_image(source.read(data), shape),
+                      skipped, training).cache(cache.target(source, input_context))
+    if not training:
+        return stored
+    # The second read of `stored` starts when the first has ended, the cache complete.
+    later = stored.shuffle(cache.shuffle_buffer(source, shuffle_buffer), seed=seed,
+                           reshuffle_each_iteration=True).repeat()
+    return stored.concatenate(later)
+
+
+def _decoded(units, source, preprocess, skipped: SkippedImages | None, training: bool):
+    """(image, label) of each unit, `preprocess` applied to its data in a parallel map."""
     if skipped is None:
         # A bad image fails this map with an op error that names no image:
         # explain_pipeline_error finds it then, so the common case pays nothing for it.
@@ -134,7 +181,8 @@ def _decoded(units, source, training: bool, augment: bool, min_area: float,
         # than a plain map: only for skipping.)
         decoded = tf.data.Dataset.from_tensors(data).map(
             lambda d: (preprocess(d), True)).ignore_errors()
-        fallback = tf.data.Dataset.from_tensors((tf.zeros(shape), False))
+        fallback = tf.data.Dataset.from_tensors(
+            (tf.zeros(source.image_shape, decoded.element_spec[0].dtype), False))
         return decoded.concatenate(fallback).take(1).map(
             lambda image, ok: (image, label, where, ok))
 

@@ -10,6 +10,8 @@ a source the questions of the protocol below, never which class it is.
 from __future__ import annotations
 
 import functools
+import hashlib
+import os
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
@@ -88,8 +90,11 @@ class Source(Protocol):
     def size(self) -> int | None:
         """Examples in the source; None when unknown."""
 
-    def units(self, *, training: bool, shuffle_buffer: int, seed: int | None, input_context):
-        """A tf.data.Dataset of units for one input pipeline."""
+    def units(self, *, training: bool, shuffle_buffer: int, seed: int | None, input_context,
+              repeat: bool = True):
+        """A tf.data.Dataset of units for one input pipeline; training units are repeated
+        forever unless `repeat` is false (then one shuffled epoch: what --cache is filled
+        from)."""
 
     def parse_batch(self, units):
         """Batched units -> (images, labels) (sources that parse batches)."""
@@ -108,6 +113,25 @@ class Source(Protocol):
 
     def explain(self, err: Exception) -> TrainerError | None:
         """A one-line error for what this kind of source knows of a failure, else None."""
+
+    def fingerprint(self) -> str:
+        """What a --cache of this source's images is keyed by (`fingerprint` below): a cache
+        made from other inputs, labels or image size is never read."""
+
+
+def fingerprint(parts: tuple, paths: tuple[str, ...]) -> str:
+    """A digest of `parts` (what the source reads, in order) and the size and modification
+    time of each local file among `paths`, so that a file edited in place changes it too.
+    Remote objects (gs://) count by name only: a stat each would cost a request each."""
+    digest = hashlib.sha256(repr(parts).encode("utf-8"))
+    for path in paths:
+        if not storage.is_url(path):
+            try:
+                stat = os.stat(path)
+            except OSError:
+                continue  # the pipeline names a missing file when it gets there
+            digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode("utf-8"))
+    return digest.hexdigest()[:16]
 
 
 class Probe:

@@ -21,6 +21,7 @@ import tensorflow as tf
 from trainer import records, storage
 from trainer.data import labels, record_guard
 from trainer.data.source import RECORD_SUFFIXES, Classes, Probe, Request, Terms
+from trainer.data.source import fingerprint as source_fingerprint
 from trainer.errors import TrainerError, short_reason
 
 DEFAULT_NUM_CLASSES = 10  # MNIST's, the bundled sample's
@@ -136,7 +137,8 @@ class RecordFiles:
     def size(self) -> int:
         return sum(self.counts)
 
-    def units(self, *, training: bool, shuffle_buffer: int, seed: int | None, input_context):
+    def units(self, *, training: bool, shuffle_buffer: int, seed: int | None, input_context,
+              repeat: bool = True):
         """Serialized records (and "FILE record N" for a kind that parses one at a time)."""
         def read(path, compression, _):
             dataset = tf.data.TFRecordDataset(path, compression)
@@ -147,7 +149,7 @@ class RecordFiles:
                                                                 tf.strings.as_string(index)])))
 
         return self._interleave(read, training=training, shuffle_buffer=shuffle_buffer,
-                                seed=seed, input_context=input_context)
+                                seed=seed, input_context=input_context, repeat=repeat)
 
     def example_names(self):
         """"FILE#N" for each record, in evaluation order: the order `units` reads them, made
@@ -159,8 +161,12 @@ class RecordFiles:
         return self._interleave(names, training=False, shuffle_buffer=0, seed=None,
                                 input_context=None)
 
+    def fingerprint(self) -> str:
+        return source_fingerprint((self.files, self.counts, self.compressions, self.num_classes,
+                                   self.image_shape, type(self).__name__), self.files)
+
     def _interleave(self, read, *, training: bool, shuffle_buffer: int, seed: int | None,
-                    input_context):
+                    input_context, repeat: bool = True):
         stream = tf.data.Dataset.from_tensor_slices(
             (list(self.files), list(self.compressions), list(self.counts)))
         num_files = len(self.files)
@@ -174,7 +180,9 @@ class RecordFiles:
             else:
                 shard_records = True
         if training:
-            stream = stream.shuffle(num_files, seed=seed, reshuffle_each_iteration=True).repeat()
+            stream = stream.shuffle(num_files, seed=seed, reshuffle_each_iteration=True)
+            if repeat:
+                stream = stream.repeat()
         dataset = stream.interleave(read, cycle_length=min(num_files, _MAX_CYCLE),
                                     num_parallel_calls=tf.data.AUTOTUNE,
                                     deterministic=not training)

@@ -24,7 +24,8 @@ def measure_run(budget: runner.Budget, task_flags: list[str]) -> dict:
     start = time.perf_counter()
     result = task.run(config_from_flags(task_flags, {}))
     evaluations = [{"step": e.step, "accuracy": e.metrics["accuracy"],
-                    "train_seconds": e.train_seconds} for e in result.evaluations]
+                    "train_seconds": e.train_seconds, "seconds": e.seconds}
+                   for e in result.evaluations]
     return {"evaluations": evaluations, "export_seconds": result.export_seconds,
             "total_seconds": time.perf_counter() - start, "final": result.metrics,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
