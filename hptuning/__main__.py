@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 from hptuning import cli, spec, tuner
-from trainer.cli import OneLineParser, run_cli, usage_errors
+from trainer.cli import OneLineParser, run_cli, split_trainer_args, usage_errors
 
 _CPU_MAX = "/sys/fs/cgroup/cpu.max"
 
@@ -49,7 +49,7 @@ def local_parallelism(configured: int, given: int | None, cores: int) -> tuple[i
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    own, trainer_args = cli.split_trainer_args(sys.argv[1:] if argv is None else argv)
+    own, trainer_args = split_trainer_args(argv)
     parser = OneLineParser(
         prog="vertex-trainer tune", allow_abbrev=False,
         usage="%(prog)s CONFIG [--output-dir DIR] [--max-trials N] [--parallel-trials N] "

@@ -48,15 +48,6 @@ def config_path(text: str) -> str:
     return str(shipped) if shipped.is_file() else text
 
 
-def split_trainer_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
-    """(the command's own args, the trainer flags after the first `--`)."""
-    argv = list(argv)
-    if "--" not in argv:
-        return argv, []
-    split = argv.index("--")
-    return argv[:split], argv[split + 1:]
-
-
 def placeholder_values(assignments: Sequence[str],
                        defaults: Mapping[str, str] = {}) -> dict[str, str]:
     """The environment, overridden by `defaults` (values of other flags), then by --set."""

@@ -30,7 +30,7 @@ from google.protobuf import json_format
 from hptuning import cli, flags, spec
 from trainer.cloud import checks
 from trainer.cloud.prebuilt import past_end_warning
-from trainer.cli import OneLineParser, run_cli, usage_errors
+from trainer.cli import OneLineParser, run_cli, split_trainer_args, usage_errors
 from trainer.errors import TrainerError
 
 DEFAULT_REGION = "us-central1"
@@ -141,7 +141,7 @@ def _init_sdk(project: str | None, region: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    own, trainer_args = cli.split_trainer_args(sys.argv[1:] if argv is None else argv)
+    own, trainer_args = split_trainer_args(argv)
     parser = OneLineParser(
         prog="vertex-trainer tune-submit", allow_abbrev=False,
         usage="%(prog)s CONFIG --project P [options] [--dry-run] [-- TRAINER_FLAGS ...]",

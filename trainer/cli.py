@@ -13,7 +13,7 @@ import gc
 import logging
 import os
 import sys
-from typing import Callable, Iterator, NoReturn
+from typing import Callable, Iterator, NoReturn, Sequence
 
 from trainer.errors import TrainerError
 
@@ -29,6 +29,16 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message):
         raise UsageError(f"{message} (see --help)")
+
+
+def split_trainer_args(argv: Sequence[str] | None) -> tuple[list[str], list[str]]:
+    """(the command's own args, the trainer flags after the first `--`); `sys.argv[1:]` when
+    `argv` is None."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--" not in argv:
+        return argv, []
+    split = argv.index("--")
+    return argv[:split], argv[split + 1:]
 
 
 @contextlib.contextmanager

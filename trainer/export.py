@@ -30,6 +30,7 @@ server (`trainer.serve`) also takes `"parameters": {"signature_name": ...}`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -189,6 +190,7 @@ def class_names_of(path: str) -> list[str] | None:
         return f.read().splitlines()
 
 
+@dataclasses.dataclass
 class Exporter:
     """Writes the model's current weights as a SavedModel (at the end, or on each new best).
 
@@ -200,34 +202,33 @@ class Exporter:
     otherwise `export_dir` itself holds the model (Vertex's AIP_MODEL_DIR).
     """
 
-    def __init__(self, model, local_model, *, export_dir: str, timestamped: bool,
-                 image_shape: tuple[int, int, int], class_names: list[str] | None = None):
-        self._model = model
-        self._local_model = local_model
-        self._export_dir = export_dir
-        self._timestamped = timestamped
-        self._image_shape = image_shape
-        self._class_names = class_names
-        self.last_export: str | None = None
-        self.seconds = 0.0  # spent exporting, for benchmarks
+    model: object  # keras.Model
+    local_model: object
+    _: dataclasses.KW_ONLY
+    export_dir: str
+    timestamped: bool
+    image_shape: tuple[int, int, int]
+    class_names: list[str] | None = None
+    last_export: str | None = dataclasses.field(default=None, init=False)
+    seconds: float = dataclasses.field(default=0.0, init=False)  # spent exporting, for benchmarks
 
     def remove_leftovers(self) -> None:
         """Removes half-written exports of earlier runs that were killed while exporting."""
-        remove_staging_leftovers(join(self._export_dir, "*") if self._timestamped
-                                 else self._export_dir)
+        remove_staging_leftovers(join(self.export_dir, "*") if self.timestamped
+                                 else self.export_dir)
 
     def export(self, step: int) -> str:
-        path = self._export_dir
+        path = self.export_dir
         try:
-            if self._timestamped:
+            if self.timestamped:
                 stamp = int(time.time())
-                while tf.io.gfile.exists(join(self._export_dir, str(stamp))):
+                while tf.io.gfile.exists(join(self.export_dir, str(stamp))):
                     stamp += 1
-                path = join(self._export_dir, str(stamp))
+                path = join(self.export_dir, str(stamp))
             start = time.perf_counter()
             # A plain local copy: distributed (mirrored, ps-placed) variables stay out of it.
-            self._local_model.set_weights(self._model.get_weights())
-            write_saved_model(self._local_model, path, self._image_shape, self._class_names)
+            self.local_model.set_weights(self.model.get_weights())
+            write_saved_model(self.local_model, path, self.image_shape, self.class_names)
         except (tf.errors.OpError, OSError) as err:
             raise TrainerError(f"cannot export the model to {path} "
                                f"({storage.problem(err, path)}); the checkpoints are kept: free "

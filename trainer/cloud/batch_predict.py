@@ -157,9 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32,
                    help="instances per request to the server")
     p.add_argument("--timeout-minutes", type=int, default=60, help="for the model upload")
-    p.add_argument("--poll-secs", type=float, default=30, help="how often to check the job")
-    p.add_argument("--no-follow", action="store_true",
-                   help="return once the job is created instead of following it to its end")
+    submit.add_follow_flags(p)
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--dry-run", action="store_true",
                       help="print the checked requests and the prerequisites; send nothing")

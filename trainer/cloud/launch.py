@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainer.cli import OneLineParser, run_cli, usage_errors
+from trainer.cli import OneLineParser, run_cli, split_trainer_args, usage_errors
 from trainer.cloud import checks, deploy, plans, submit
 from trainer.errors import TrainerError
 
@@ -479,7 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     job.add_argument("--timeout", help="of the training job, e.g. 2h")
     job.add_argument("--timeout-minutes", type=int, default=60,
                      help="for each deployment step (upload, endpoint, deployment)")
-    job.add_argument("--poll-secs", type=float, default=30, help="how often to check the job")
+    submit.add_follow_flags(job, optional=False)  # launch follows: its next steps need the model
     here = p.add_argument_group("--local serving")
     here.add_argument("--port", type=int, help="of the local endpoint (default: a free one)")
     here.add_argument("--stop", action="store_true",
@@ -525,14 +525,12 @@ def check_args(args: argparse.Namespace, data: Data, trainer_args: list[str]) ->
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    split = argv.index("--") if "--" in argv else len(argv)
-    trainer_args = argv[split + 1:]
+    own, trainer_args = split_trainer_args(argv)
 
     def body():
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # listing photos imports TensorFlow
         with usage_errors():
-            args = build_parser().parse_args(argv[:split])
+            args = build_parser().parse_args(own)
             data = classify(args.data)
             check_args(args, data, trainer_args)
             if args.predict_image:

@@ -37,7 +37,7 @@ from pathlib import Path
 from trainer.cloud import checks, plans
 from trainer.cloud.prebuilt import TRAINING_CPU as PREBUILT_CPU_IMAGE
 from trainer.cloud.prebuilt import end_of_availability, past_end_warning
-from trainer.cli import OneLineParser, run_cli, usage_errors
+from trainer.cli import OneLineParser, run_cli, split_trainer_args, usage_errors
 from trainer.cluster import REDUCTION_SERVER_ENV
 from trainer.containers import images
 from trainer.errors import TrainerError
@@ -422,20 +422,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true",
                    help="print the request JSON, the gcloud equivalent, the build commands and "
                         "the prerequisites; send nothing (no credentials needed)")
-    p.add_argument("--poll-secs", type=float, default=30, help="how often to check the job")
-    p.add_argument("--no-follow", action="store_true",
-                   help="return once the job is created instead of following it to its end")
+    add_follow_flags(p)
     return p
 
 
+def add_follow_flags(group, *, optional: bool = True) -> None:
+    """The flags of `submit`'s following: how often, and (when `optional`) whether at all."""
+    group.add_argument("--poll-secs", type=float, default=30, help="how often to check the job")
+    if optional:
+        group.add_argument("--no-follow", action="store_true",
+                           help="return once the job is created instead of following it to its "
+                                "end")
+
+
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    split = argv.index("--") if "--" in argv else len(argv)
-    trainer_args = argv[split + 1:]
+    own, trainer_args = split_trainer_args(argv)
 
     def body():
         with usage_errors():
-            args = build_parser().parse_args(argv[:split])
+            args = build_parser().parse_args(own)
             for name in ("workers", "ps", "reduction_servers"):
                 if getattr(args, name) < 0:
                     raise TrainerError(f"--{name.replace('_', '-')} must be >= 0")

@@ -30,7 +30,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from trainer.cli import OneLineParser, run_cli
+from trainer.cli import OneLineParser, run_cli, split_trainer_args
 from trainer.config import integer, number
 
 _POOLS = {"chief": "workerpool0", "worker": "workerpool1", "ps": "workerpool2",
@@ -205,9 +205,8 @@ def _cluster(argv) -> int:
     p.add_argument("--image", help="run each task as a container of this training image")
     p.add_argument("--volume", action="append", default=[], metavar="HOST:CONTAINER[:ro]",
                    help="with --image: a directory for every task's container (repeatable)")
-    argv = sys.argv[1:] if argv is None else list(argv)
-    split = argv.index("--") if "--" in argv else len(argv)
-    args = p.parse_args(argv[:split])
+    own, trainer_args = split_trainer_args(argv)
+    args = p.parse_args(own)
     if args.workers < 0:
         p.error(f"--workers must be >= 0, got {args.workers}")
     if args.ps < 0:
@@ -218,7 +217,7 @@ def _cluster(argv) -> int:
         p.error("--ps needs at least one worker")
     if args.volume and not args.image:
         p.error("--volume needs --image: local processes already see this machine's files")
-    return run_cluster(args.workers, args.ps, args.evaluator, argv[split + 1:], args.timeout,
+    return run_cluster(args.workers, args.ps, args.evaluator, trainer_args, args.timeout,
                        args.trial, args.image, tuple(args.volume))
 
 
