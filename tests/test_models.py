@@ -85,8 +85,8 @@ def test_the_cost_estimate_is_the_built_models(name, shape):
     spec = models.MODELS[name]
     if not spec.accepts(shape):
         return
-    built, estimate = models.build_model(name, shape, 7, 0.2), models.cost(name, shape, 7)
-    assert estimate.parameters == built.count_params()
+    built, estimate = models.build_model(name, shape, 7, 0.2), spec.footprint(shape, 7)
+    assert estimate.weights == built.count_params()
     if not spec.backbone or all(d % 32 == 0 for d in shape[:2]):
         assert estimate.multiply_adds == multiply_adds(built)
     else:  # the strides' rounding, which the per-pixel figure leaves out
@@ -94,7 +94,7 @@ def test_the_cost_estimate_is_the_built_models(name, shape):
 
 
 def test_the_readme_example_of_old_is_a_warning_naming_the_models_that_fit():
-    assert models.cost("cnn", (224, 224, 3), 10).parameters == 205_585_866
+    assert models.MODELS["cnn"].footprint((224, 224, 3), 10).weights == 205_585_866
     warning = models.misfit("cnn", (224, 224, 3), 10)
     assert warning.startswith("--model cnn on 224x224x3 images: 205,585,866 parameters, "
                               "1.94 GFLOPs per example, far beyond what the input needs")

@@ -357,7 +357,8 @@ def _build_models(config: Config, strategy, policy: str, num_classes: int):
         optimizer = _build_optimizer(config, model)
     log.info("model %s: %s parameters, %s per example forward, optimizer %s, learning rate "
              "%g; variables on %s", settings.name, f"{model.count_params():,}",
-             models.costs.flops_text(models.cost(settings.name, shape, num_classes).flops),
+             models.footprint.flops_text(
+                 models.MODELS[settings.name].footprint(shape, num_classes).flops),
              settings.optimizer, settings.learning_rate,
              model.trainable_variables[0].value.device or "this host")
     if policy == "float32" and strategy is tf.distribute.get_strategy():

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from trainer.models import applications, costs, resnet, tutorials
+from trainer.models import applications, footprint, resnet, tutorials
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,6 @@ class ModelSpec:
 
     build: Callable  # (input_shape, num_classes, dropout, weights=None) -> keras.Model
     footprint: Callable  # (input_shape, num_classes) -> footprint.Footprint, without building
-    cost: costs.Estimate  # (input_shape, num_classes) -> parameters and multiply-adds
     description: str
     optimizer: str
     learning_rate: float
@@ -34,62 +33,51 @@ class ModelSpec:
         return min(shape[:2]) >= self.min_size and (self.channels is None
                                                     or shape[2] in self.channels)
 
-def _application(name: str, description: str, cost: costs.Estimate) -> ModelSpec:
-    return ModelSpec(applications.builder(name), applications.footprint(name), cost,
-                     description, optimizer="adam", learning_rate=1e-3, dropout=0.2,
-                     backbone=True, pooled=True, min_size=32, channels=(1, 3))
+
+def _application(name: str, description: str) -> ModelSpec:
+    return ModelSpec(applications.builder(name), applications.footprint(name), description,
+                     optimizer="adam", learning_rate=1e-3, dropout=0.2, backbone=True,
+                     pooled=True, min_size=32, channels=(1, 3))
 
 
 def _resnet(blocks_per_stage: int) -> ModelSpec:
     # He et al. 2016, section 4.2: SGD with momentum 0.9 from 0.1, weight decay 1e-4.
     return ModelSpec(resnet.builder(blocks_per_stage), resnet.footprint(blocks_per_stage),
-                     costs.resnet(blocks_per_stage),
                      f"CIFAR ResNet-{6 * blocks_per_stage + 2}, 16/32/64 filters (He et al. "
                      "2016)", optimizer="momentum", learning_rate=0.1, dropout=0.0,
                      weight_decay=1e-4, pooled=True)
 
 
 MODELS: dict[str, ModelSpec] = {
-    "dnn": ModelSpec(tutorials.dnn, tutorials.dnn_footprint, costs.dnn,
+    "dnn": ModelSpec(tutorials.dnn, tutorials.dnn_footprint,
                      "dense 512-256-128 relu (DNNClassifier tutorial)",
                      optimizer="adagrad", learning_rate=0.05, dropout=0.0),
     "cnn_small": ModelSpec(tutorials.conv_pool_dense("cnn_small", (16, 36), 128),
                            tutorials.conv_pool_dense_footprint((16, 36), 128),
-                           costs.conv_pool_dense((16, 36), 128),
                            "conv16-conv36-dense128 (Estimator API tutorial)",
                            optimizer="adam", learning_rate=1e-4, dropout=0.0),
     "cnn": ModelSpec(tutorials.conv_pool_dense("cnn", (32, 64), 1024),
                      tutorials.conv_pool_dense_footprint((32, 64), 1024),
-                     costs.conv_pool_dense((32, 64), 1024),
                      "conv32-conv64-dense1024-dropout (Deep MNIST / Estimator tutorial)",
                      optimizer="adam", learning_rate=1e-3, dropout=0.4),
-    "cnn_bn": ModelSpec(tutorials.cnn_bn, tutorials.cnn_bn_footprint, costs.cnn_bn,
+    "cnn_bn": ModelSpec(tutorials.cnn_bn, tutorials.cnn_bn_footprint,
                         "5 conv + BatchNorm, dense 200 (Keras-to-Estimator tutorial)",
                         optimizer="adam", learning_rate=1e-3, dropout=0.5),
     "resnet20": _resnet(3),
     "resnet56": _resnet(9),
-    # The backbones' numbers: count_params and multiply-adds of the built models (costs.py).
-    "mobilenet_v3_small": _application(
-        "mobilenet_v3_small", "keras.applications MobileNetV3Small + new head",
-        costs.backbone(939_120, 576, per_pixel=1084.9375, fixed=458_752)),
-    "efficientnet_v2_b0": _application(
-        "efficientnet_v2_b0", "keras.applications EfficientNetV2B0 + new head",
-        costs.backbone(5_919_312, 1280, per_pixel=14265.28125, fixed=1_031_424)),
-    "resnet50": _application("resnet50", "keras.applications ResNet50 + new head",
-                             costs.backbone(23_587_712, 2048, per_pixel=76848, fixed=0)),
+    "mobilenet_v3_small": _application("mobilenet_v3_small",
+                                       "keras.applications MobileNetV3Small + new head"),
+    "efficientnet_v2_b0": _application("efficientnet_v2_b0",
+                                       "keras.applications EfficientNetV2B0 + new head"),
+    "resnet50": _application("resnet50", "keras.applications ResNet50 + new head"),
 }
-
-
-def cost(name: str, shape: tuple[int, int, int], num_classes: int) -> costs.Cost:
-    """Parameters and multiply-adds of a model for this input, before it is built."""
-    return MODELS[name].cost(shape, num_classes)
 
 
 def misfit(name: str, shape: tuple[int, int, int], num_classes: int) -> str | None:
     """A warning when the model is far too large for the input, naming models that fit."""
-    return costs.misfit(name, shape, num_classes,
-                        {n: spec.cost for n, spec in MODELS.items()},
-                        lambda other: MODELS[other].pooled and MODELS[other].accepts(shape))
+    return footprint.misfit(name, shape, num_classes,
+                            {n: spec.footprint for n, spec in MODELS.items()},
+                            lambda other: MODELS[other].pooled and MODELS[other].accepts(shape))
 
 
 def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, dropout: float,

@@ -19,13 +19,16 @@ _BACKBONES = {
     "efficientnet_v2_b0": ("EfficientNetV2B0", True),
     "resnet50": ("ResNet50", False),
 }
-# name -> (weights, features pooled, layer output values per input pixel), as built here at
-# 224x224x3 (tests/test_memory.py checks them): the weights do not depend on the image size
-# (global pooling), the activations grow with its pixels.
+# name -> (weights, features pooled, layer output values per input pixel, multiply-adds per
+# input pixel and fixed), as built here (tests/test_memory.py and test_models.py check them):
+# the weights do not depend on the image size (global pooling), the activations grow with its
+# pixels (measured at 224x224x3), the multiply-adds are per-pixel x H x W + fixed (measured at
+# 224x224 and 96x96: exact at sizes that are multiples of 32; elsewhere the strides' rounding
+# makes small images cost up to ~40% more, e.g. 33x45).
 _SIZES = {
-    "mobilenet_v3_small": (939_120, 576, 106),
-    "efficientnet_v2_b0": (5_919_312, 1280, 315),
-    "resnet50": (23_587_712, 2048, 742),
+    "mobilenet_v3_small": (939_120, 576, 106, 1084.9375, 458_752),
+    "efficientnet_v2_b0": (5_919_312, 1280, 315, 14265.28125, 1_031_424),
+    "resnet50": (23_587_712, 2048, 742, 76848, 0),
 }
 _CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)  # ResNet50's preprocess_input, mode "caffe"
 # MobileNetV3's BatchNorm layers average their statistics with momentum 0.999: after 1,500
@@ -43,11 +46,14 @@ def builder(name: str):
 
 
 def footprint(name: str):
-    weights, features, per_pixel = _SIZES[name]
+    weights, features, kept_per_pixel, multiply_adds_per_pixel, fixed = _SIZES[name]
 
     def of(input_shape, num_classes) -> Footprint:
+        pixels = input_shape[0] * input_shape[1]
         return Footprint(weights + (features + 1) * num_classes,
-                         per_pixel * input_shape[0] * input_shape[1] + num_classes)
+                         kept_per_pixel * pixels + num_classes,
+                         round(multiply_adds_per_pixel * pixels) + fixed
+                         + features * num_classes)
 
     return of
 

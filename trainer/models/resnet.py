@@ -24,7 +24,8 @@ def builder(blocks_per_stage: int):
 
 
 def footprint(blocks_per_stage: int):
-    """The network's weights and kept activations, layer by layer as `_resnet` stacks them."""
+    """The network's weights, kept activations and multiply-adds, layer by layer as `_resnet`
+    stacks them."""
     def of(input_shape, num_classes) -> Footprint:
         tally = Tally(input_shape).conv(_FILTERS[0], 3, bias=False).norm(4).keep()
         for stage, filters in enumerate(_FILTERS):

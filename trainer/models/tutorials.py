@@ -1,5 +1,6 @@
 """The classic TensorFlow tutorials' MNIST models, rebuilt as Keras 3 functional models, and
-their footprints (weights and kept activations, worked out without building them)."""
+their footprints (weights, kept activations and multiply-adds, worked out without building
+them)."""
 
 from __future__ import annotations
 
