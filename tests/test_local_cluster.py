@@ -64,7 +64,8 @@ def test_chief_and_worker_train_in_sync_and_only_the_chief_writes(dataset, tmp_p
     reports = (tmp_path / "hp" / "chief-0" / "output.metrics").read_text().splitlines()
     assert [json.loads(r)["global_step"] for r in reports] == ["20", "40"]
     assert not (tmp_path / "hp" / "worker-0").exists()
-    assert sorted(p.name for p in (tmp_path / "job").iterdir()) == ["checkpoints", "export", "logs"]
+    assert sorted(p.name for p in (tmp_path / "job").iterdir()) == [
+        "checkpoints", "export", "logs", "results"]
 
 
 def test_parameter_servers_hold_the_variables_and_an_evaluator_follows(dataset, tmp_path):

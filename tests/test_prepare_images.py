@@ -29,6 +29,22 @@ def folder(tmp_path_factory):
                           seed=9).train_dir
 
 
+def test_a_folders_split_is_the_same_wherever_the_folder_is(folder, tmp_path):
+    # The split hashed the absolute path: the same photos elsewhere (another tmp dir, a copy on
+    # gs://) split differently, and 60 images once held out none (a CI failure).
+    import shutil
+
+    from trainer.tools.prepare_images import list_images
+
+    moved = shutil.copytree(folder, tmp_path / "elsewhere" / "photos")
+
+    def splits(root):
+        return sorted((str(e.uri)[len(str(root)):], e.split) for e in list_images(str(root), 0.25))
+
+    assert splits(folder) == splits(moved)
+    assert {split for _, split in splits(folder)} == {"train", "eval"}
+
+
 def test_a_folder_splits_by_fraction_shrinks_and_writes_the_same_bytes_twice(folder, tmp_path,
                                                                             capsys):
     args = ["--input", str(folder), "--train-shards", "3", "--eval-shards", "1",

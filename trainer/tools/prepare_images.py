@@ -11,7 +11,8 @@
 them). A folder is either ROOT/CLASS/image or split folders ROOT/SPLIT/CLASS/image, SPLIT one of
 train, validation (or val, eval) and test. Splits come from those folders or from each item's
 ml_use (training -> train, validation -> eval, test -> test); items without one go to eval with
-probability --eval-fraction, decided by a hash of their path, so a rerun makes the same split.
+probability --eval-fraction, decided by a hash of their path below --input, so a rerun (or the
+same folder elsewhere, or copied to gs://) makes the same split.
 Each split's shards (`train-00000-of-00004.tfrecord`, ...) hold records of
 `image/encoded`, `image/format`, `image/class/label`, `image/class/text`, `image/height`,
 `image/width`, in a fixed order; labels.txt (line i names class i, sorted) goes beside them.
@@ -58,10 +59,13 @@ class Example:
     data: bytes | None = None
 
 
-def _split_of(item: manifests.Item, eval_fraction: float) -> str:
+def _split_of(item: manifests.Item, eval_fraction: float, root: str) -> str:
+    """The item's split: its own, else by a hash of its path below `root` (a folder's images
+    keep their split wherever the folder is, local or copied to gs://)."""
     if item.ml_use:
         return _SPLIT_OF_USE[item.ml_use]
-    bucket = int.from_bytes(hashlib.sha256(item.uri.encode()).digest()[:8], "big") / 2.0 ** 64
+    key = item.uri[len(root):] if item.uri.startswith(root) else item.uri
+    bucket = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2.0 ** 64
     return "eval" if bucket < eval_fraction else "train"
 
 
@@ -127,7 +131,8 @@ def list_images(source: str, eval_fraction: float | None,
         raise UsageError(f"--eval-fraction: every image of {source} has its split already "
                          "(split folders or ml_use); the fraction splits only images without one")
     fraction = DEFAULT_EVAL_FRACTION if eval_fraction is None else eval_fraction
-    return [Example(item.uri, item.label, _split_of(item, fraction)) for item in items]
+    root = source.rstrip("/") + "/"
+    return [Example(item.uri, item.label, _split_of(item, fraction, root)) for item in items]
 
 
 def cifar_examples(folder: str) -> list[Example]:
