@@ -351,7 +351,6 @@ def run_benchmark(parser: argparse.ArgumentParser, benchmark, argv) -> int:
 
     def body():
         args = parser.parse_args(argv)
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         benchmark(args)
 
     return run_cli(body)

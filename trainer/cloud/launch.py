@@ -528,7 +528,6 @@ def main(argv=None) -> int:
     own, trainer_args = split_trainer_args(argv)
 
     def body():
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # listing photos imports TensorFlow
         with usage_errors():
             args = build_parser().parse_args(own)
             data = classify(args.data)
