@@ -324,6 +324,9 @@ def _report(results: dict[str, list[dict]], images: dict[str, str] | None,
 def _benchmark(args: argparse.Namespace) -> None:
     images = None
     if args.containers:
+        from trainer.containers.daemon import require_docker
+
+        require_docker("drop --containers")
         images = ({"old": args.old_image, "new": args.new_image}
                   if args.old_image and args.new_image else _build_images())
     payloads = bodies()
