@@ -60,3 +60,79 @@ def test_a_cpu_only_run_starts_without_cuda_lines(tmp_path):
     assert "cuInit" not in result.stderr and "CUDA" not in result.stderr
     assert "I0000" not in result.stderr and "absl::InitializeLog" not in result.stderr
     assert "done at step 2" in result.stdout
+
+
+def _quiet_environ() -> dict:
+    return {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+
+
+def _command(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "trainer", *argv], cwd=REPO,
+                          env=_quiet_environ(), capture_output=True, text=True, timeout=300)
+
+
+def _assert_quiet(stderr: str) -> None:
+    for noise in ("cuInit", "absl::InitializeLog", "I0000", "oneDNN", "cuda drivers"):
+        assert noise not in stderr, stderr[-2000:]
+
+
+@pytest.mark.skipif(tf_start.has_nvidia_device(), reason="a GPU machine prints no cuInit error")
+def test_every_command_that_imports_tensorflow_starts_it_quietly(tmp_path):
+    from tests.conftest import write_idx
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for prefix, count in (("train", 6), ("t10k", 4)):
+        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz",
+                  rng.integers(0, 256, (count, 28, 28)))
+        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, count))
+    records = tmp_path / "records"
+    done = _command("prepare-mnist", "--idx-dir", str(tmp_path), "--output-dir", str(records))
+    assert done.returncode == 0, done.stderr[-2000:]
+    _assert_quiet(done.stderr)
+    done = _command("verify", str(records / "train-*"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    _assert_quiet(done.stderr)
+
+    for label in ("cat", "dog"):
+        (tmp_path / "photos" / label).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(
+                tmp_path / "photos" / label / f"{i}.png")
+    done = _command("launch", str(tmp_path / "photos"), "--local", "--dry-run",
+                    "--predict-image", str(tmp_path / "photos" / "cat" / "0.png"),
+                    "--output-dir", str(tmp_path / "launch"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    _assert_quiet(done.stderr)
+    # A failure after TensorFlow started still ends with its one error line.
+    done = _command("verify", str(tmp_path / "photos" / "cat" / "0.png"))
+    assert done.returncode == 1
+    _assert_quiet(done.stderr)
+    assert done.stderr.splitlines()[-1].startswith("error: "), done.stderr[-2000:]
+
+
+def test_the_first_tensorflow_import_anywhere_is_filtered_and_real_errors_pass(tmp_path):
+    # A stand-in package named tensorflow whose import writes what TensorFlow's C++ writes on a
+    # CPU-only machine, beside an error that must get through; the real one writes no such
+    # error here.
+    package = tmp_path / "tensorflow"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        "import os, types\n"
+        f"os.write(2, {PREAMBLE!r}.encode() + b'\\n' + {ONEDNN!r}.encode() + b'\\n')\n"
+        "config = types.SimpleNamespace(list_physical_devices=lambda: os.write(2, "
+        f"{CUINIT!r}.encode() + b'\\n' + {OTHER_ERROR!r}.encode() + b'\\n'))\n")
+    code = ("import sys\n"
+            "from trainer.cli import run_cli\n"
+            "def body():\n"
+            "    import tensorflow\n"
+            "    assert tensorflow.__spec__.loader.__class__.__name__ == 'SourceFileLoader'\n"
+            "    print('after', file=sys.stderr)\n"
+            "sys.exit(run_cli(body))\n")
+    environ = {**_quiet_environ(),
+               "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])}
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=environ,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == OTHER_ERROR + "\nafter\n"

@@ -2,7 +2,9 @@
 
 `run_cli(body)` runs a command's body and turns a `TrainerError` into `error: <message>` as the
 last line on stderr with the error's exit code: 2 for bad flags (`UsageError`, raised by
-`OneLineParser` and inside `usage_errors()`), 1 for a run that failed. No TensorFlow import.
+`OneLineParser` and inside `usage_errors()`), 1 for a run that failed. It also makes the
+command's first `import tensorflow`, if it has one, quiet (trainer.tf_start). No TensorFlow
+import.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import sys
 from typing import Callable, Iterator, NoReturn, Sequence
 
+from trainer import tf_start
 from trainer.errors import TrainerError
 
 
@@ -54,6 +57,7 @@ def usage_errors() -> Iterator[None]:
 
 def run_cli(body: Callable[[], int | None], interrupted: str = "interrupted") -> int:
     """Runs a command's body and returns its exit code; failures print one line to stderr."""
+    tf_start.install()
     tensorflow_log = logging.getLogger("tensorflow")
     level = tensorflow_log.level
     try:

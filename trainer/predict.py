@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import heapq
-import os
 import sys
 from dataclasses import dataclass
 from typing import Sequence
@@ -232,7 +231,6 @@ def _write(directory: str, name: str, content: str | bytes) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     def body():
         args = build_parser().parse_args(argv)
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         run(args)
 
     return run_cli(body)

@@ -657,7 +657,6 @@ def _serve(argv: Sequence[str] | None, environ: Mapping[str, str]) -> None:
             raise TrainerError("--batch-timeout-ms must be between 0 and 10000")
         routes = {flag: _route(getattr(args, flag.replace("-", "_")), f"--{flag}")
                   for flag in ("health-route", "predict-route")}
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import uvicorn
 
     model = load_model(args.model_dir, args.runtime, args.batch_max_size)

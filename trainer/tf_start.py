@@ -7,16 +7,23 @@ even at 3): "WARNING: All log messages before absl::InitializeLog() ...", INFO l
 cuda_platform.cc:52] failed call to cuInit: ... UNKNOWN ERROR (303)`. CUDA_VISIBLE_DEVICES=""
 does not stop that line either, and TF_CPP_MIN_LOG_LEVEL=3 would hide every real error.
 
-`start` imports TensorFlow and lists its devices with descriptor 2 passed through a filter that
-applies TF_CPP_MIN_LOG_LEVEL to those lines itself (the trainer sets 2: INFO and WARNING go)
-and drops the cuInit failure only where no NVIDIA device node exists: on a GPU machine it means
-a broken driver and is kept. Any other line (errors, Python's own output) passes unchanged.
+TensorFlow is imported and its devices listed with descriptor 2 passed through a filter that
+applies TF_CPP_MIN_LOG_LEVEL to those lines itself (commands set 2 unless it is set: INFO and
+WARNING go) and drops the cuInit failure only where no NVIDIA device node exists: on a GPU
+machine it means a broken driver and is kept. Any other line (errors, Python's own output)
+passes unchanged.
+
+`install` (run by `trainer.cli.run_cli`, so by every command) puts the filter around the first
+`import tensorflow` of the process, wherever a command does it: commands keep importing
+TensorFlow only once their flags are checked, and `--help` still imports none. The filter is
+not left on for the whole command, where it would hold back lines without an end (progress).
 """
 
 from __future__ import annotations
 
 import contextlib
 import glob
+import importlib.abc
 import os
 import re
 import sys
@@ -85,14 +92,45 @@ def _write_all(fd: int, data: bytes) -> None:
         data = data[os.write(fd, data):]
 
 
+class _QuietImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Finds `tensorflow` as the finders after it do, and executes it (then lists its devices,
+    where CUDA is probed) inside the filter. Listing physical devices does not create the
+    logical ones, so a multi-worker strategy can still be made afterwards."""
+
+    def find_spec(self, name, path, target=None):
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)  # one import only; also keeps the search below off this
+        for finder in sys.meta_path:
+            spec = getattr(finder, "find_spec", lambda *_: None)(name, path, target)
+            if spec is not None:
+                self.loader = spec.loader
+                spec.loader = self
+                return spec
+        return None
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        level, gpu = min_log_level(), has_nvidia_device()
+        module.__spec__.loader = module.__loader__ = self.loader
+        with filtered_stderr(lambda line: is_noise(line, level, gpu)):
+            self.loader.exec_module(module)
+            module.config.list_physical_devices()
+
+
+def install() -> None:
+    """The first `import tensorflow` of this process, wherever it happens, made quietly."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if "tensorflow" not in sys.modules and not any(
+            isinstance(finder, _QuietImport) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _QuietImport())
+
+
 def start():
-    """TensorFlow, imported and its devices listed (where CUDA is probed) quietly.
+    """TensorFlow, imported quietly (its devices listed)."""
+    install()
+    import tensorflow as tf
 
-    Listing physical devices does not create the logical ones, so a multi-worker strategy can
-    still be made afterwards."""
-    level, gpu = min_log_level(), has_nvidia_device()
-    with filtered_stderr(lambda line: is_noise(line, level, gpu)):
-        import tensorflow as tf
-
-        tf.config.list_physical_devices()
     return tf

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import sys
 
 from trainer.benchmarks.runner import Budget
@@ -16,7 +15,6 @@ from trainer.cli import exit_with, run_cli
 
 
 def main(argv: list[str]) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     target, options = argv
     module, _, name = target.partition(":")
     kwargs = json.loads(options)

@@ -144,7 +144,6 @@ def main(argv=None) -> int:
         args = p.parse_args(argv)
         if args.records < 4 * BATCH or args.rounds < 1:
             p.error(f"--records must be at least {4 * BATCH} and --rounds at least 1")
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         with tempfile.TemporaryDirectory() as scratch:
             patterns = datasets(scratch, args.records)
             if args.train_files:

@@ -324,6 +324,9 @@ def _report(results: dict[str, list[dict]], images: dict[str, str] | None,
 def _benchmark(args: argparse.Namespace) -> None:
     images = None
     if args.containers:
+        from trainer.containers.daemon import require_docker
+
+        require_docker("drop --containers")
         images = ({"old": args.old_image, "new": args.new_image}
                   if args.old_image and args.new_image else _build_images())
     payloads = bodies()
@@ -351,7 +354,6 @@ def run_benchmark(parser: argparse.ArgumentParser, benchmark, argv) -> int:
 
     def body():
         args = parser.parse_args(argv)
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         benchmark(args)
 
     return run_cli(body)

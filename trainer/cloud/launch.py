@@ -37,6 +37,7 @@ from pathlib import Path
 
 from trainer.cli import OneLineParser, run_cli, split_trainer_args, usage_errors
 from trainer.cloud import checks, deploy, plans, submit
+from trainer.containers.daemon import require_docker
 from trainer.errors import TrainerError
 
 _DATASET = re.compile(r"^(?:projects/[^/]+/locations/[^/]+/datasets/)?\d+$")
@@ -528,13 +529,16 @@ def main(argv=None) -> int:
     own, trainer_args = split_trainer_args(argv)
 
     def body():
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # listing photos imports TensorFlow
         with usage_errors():
             args = build_parser().parse_args(own)
             data = classify(args.data)
             check_args(args, data, trainer_args)
             if args.predict_image:
                 deploy.image_body([args.predict_image])  # readable, an image, not too big
+        if args.local and not args.dry_run:
+            require_docker("run on Vertex AI (drop --local)")
+        elif args.build == "local" and not (args.training_image or args.dry_run):
+            require_docker("build with Cloud Build (--build cloud)")
         image = HeldBack(args.predict_image) if args.predict_image else \
             held_back(data, args.eval_fraction)
         run_name = f"{args.display_name}-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -40,6 +40,7 @@ from trainer.cloud.prebuilt import end_of_availability, past_end_warning
 from trainer.cli import OneLineParser, run_cli, split_trainer_args, usage_errors
 from trainer.cluster import REDUCTION_SERVER_ENV
 from trainer.containers import images
+from trainer.containers.daemon import require_docker
 from trainer.errors import TrainerError
 
 # Where cloudbuild.yaml pushes our images (its _IMAGE / _SERVING_IMAGE / _GPU_IMAGE).
@@ -467,6 +468,8 @@ def main(argv=None) -> int:
             print("\n# prerequisites (each with the command that creates it):\n" + "\n".join(
                 f"- {p.line()}" for p in job_prerequisites(args, image_list)))
             return 0
+        if args.build == "local":
+            require_docker("build with Cloud Build (--build cloud)")
         session = checks.authorized_session() if checks.adc_present() else None
         checks.verify(job_prerequisites(args, image_list, session))
         package_uri = args.package_uri

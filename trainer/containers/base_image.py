@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from trainer.cli import OneLineParser, run_cli
+from trainer.containers.daemon import require_docker
 from trainer.errors import TrainerError
 
 SUITE = "bookworm"
@@ -108,6 +109,7 @@ def main(argv=None) -> int:
     def body():
         OneLineParser(prog="python -m trainer.containers.base_image",
                       description=__doc__.split("\n\n")[0]).parse_args(argv)
+        require_docker()
         try:
             print(ensure_base_image(log=lambda line: print(line, file=sys.stderr)))
         except (BuildError, OSError) as err:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 from trainer.cli import OneLineParser, run_cli, split_trainer_args
 from trainer.config import integer, number
+from trainer.containers.daemon import require_docker
 
 _POOLS = {"chief": "workerpool0", "worker": "workerpool1", "ps": "workerpool2",
           "evaluator": "workerpool3"}
@@ -217,6 +218,8 @@ def _cluster(argv) -> int:
         p.error("--ps needs at least one worker")
     if args.volume and not args.image:
         p.error("--volume needs --image: local processes already see this machine's files")
+    if args.image:
+        require_docker("run the tasks as processes of this Python (drop --image)")
     return run_cluster(args.workers, args.ps, args.evaluator, trainer_args, args.timeout,
                        args.trial, args.image, tuple(args.volume))
 

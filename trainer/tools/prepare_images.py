@@ -302,7 +302,6 @@ def _prepare(argv) -> None:
     if args.cifar and args.eval_fraction is not None:
         p.error("--eval-fraction does not apply to --cifar (its test batch is the eval split)")
     dataset_output.check(args.output_dir)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if args.cifar:
         examples = cifar_examples(args.cifar)
     else:

@@ -115,7 +115,6 @@ def _prepare(argv) -> None:
         if value is not None and value < 1:
             p.error(f"--{name.replace('_', '-')} must be positive, got {value}")
     dataset_output.check(args.output_dir)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     compression = "GZIP" if args.compression == "gzip" else ""
     splits = {}
     for split, limit in (("train", args.train_limit), ("eval", args.eval_limit)):

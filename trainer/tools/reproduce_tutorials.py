@@ -220,7 +220,6 @@ def _reproduce(argv) -> None:
         p.error(f"--rows: unknown row {unknown[0]!r}; expected some of: {', '.join(names)}")
     if args.steps is not None and args.steps < 2:
         p.error(f"--steps must be at least 2, got {args.steps}")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from trainer.logs import log_to_stdout
 
     log_to_stdout()

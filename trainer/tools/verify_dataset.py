@@ -12,7 +12,6 @@ Exits 1 with a one-line error at the first bad file or record.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 
@@ -55,7 +54,6 @@ def _verify(argv) -> None:
     p.add_argument("--image-channels", type=int, default=1)
     p.add_argument("--num-classes", type=int, default=10)
     args = p.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     shape = (args.image_height, args.image_width, args.image_channels)
     patterns = tuple(x.strip() for x in args.patterns.split(",") if x.strip())
     try:
