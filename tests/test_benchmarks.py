@@ -15,7 +15,10 @@ import sys
 import pytest
 
 from tests.conftest import REPO
-from trainer.benchmarks import markdown, training
+from trainer.benchmarks import markdown, runner, training
+from trainer.benchmarks.sections import photos
+from trainer.config import SAMPLE_EVAL_FILES, SAMPLE_TRAIN_FILES
+from trainer.tools.digit_photos import NAMES
 
 HARDWARE = "Some CPU, 2 cores (AVX-512, no AMX-BF16), no GPU"
 
@@ -42,6 +45,16 @@ def test_every_registered_section_is_a_module_with_a_run_function():
     for name in training.SECTIONS:
         module = importlib.import_module(f"trainer.benchmarks.sections.{name}")
         assert callable(module.run), name
+
+
+def test_the_photo_folders_hold_every_digit_at_the_smoke_budget(tmp_path):
+    # The sample's first 20 eval digits hold no 8: the first `limit` records as they lay made a
+    # test folder without "eight", and the photo recipe failed on it.
+    counts = photos.write_photos(runner.SMOKE, SAMPLE_TRAIN_FILES, SAMPLE_EVAL_FILES,
+                                 str(tmp_path))
+    assert counts == {"train": runner.SMOKE.photo_train, "test": runner.SMOKE.photo_test}
+    for split in counts:
+        assert sorted(os.listdir(tmp_path / split)) == sorted(NAMES), split
 
 
 def table(title: str, value: str) -> str:

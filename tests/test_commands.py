@@ -3,6 +3,7 @@ unknown command is one line."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -63,3 +64,15 @@ def test_every_entry_point_ends_through_trainer_cli():
     bypassing = [str(path.relative_to(repo)) for path in entry_points
                  if not any(call in path.read_text(encoding="utf-8") for call in through)]
     assert bypassing == []
+
+
+def test_every_usage_line_naming_a_command_names_a_registered_one():
+    # `python -m trainer.benchmarks.record_guard --help` called itself `vertex-trainer
+    # benchmark-record-guard`, which the command answered with "unknown command".
+    repo = Path(__file__).resolve().parent.parent
+    named = {match: str(path.relative_to(repo))
+             for path in [*repo.glob("trainer/**/*.py"), *repo.glob("hptuning/**/*.py")]
+             for match in re.findall(r'prog="vertex-trainer ([\w-]+)"',
+                                     path.read_text(encoding="utf-8"))}
+    assert len(named) > 10
+    assert {name: path for name, path in named.items() if name not in COMMANDS} == {}

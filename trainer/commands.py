@@ -25,6 +25,8 @@ COMMANDS = {
     "serve": ("trainer.serve", "serve an export over HTTP on Vertex's container contract"),
     "prepare": ("trainer.tools.prepare_images",
                 "photos (folders, CSV/JSONL, CIFAR) -> encoded-image TFRecords"),
+    "sample-photos": ("trainer.tools.digit_photos", "the bundled MNIST sample as a folder of "
+                                                    "small PNG/JPEG photos to try the commands on"),
     "prepare-mnist": ("trainer.tools.prepare_mnist", "MNIST-format idx files -> TFRecords"),
     "verify": ("trainer.tools.verify_dataset", "read every record of a dataset as training would"),
     "tune": ("hptuning.__main__", "run a hyperparameter-tuning study on this machine"),

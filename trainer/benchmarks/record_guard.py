@@ -135,7 +135,7 @@ def section(patterns: list[tuple[str, str]], rounds: int) -> list[str]:
 
 def main(argv=None) -> int:
     def body():
-        p = OneLineParser(prog="vertex-trainer benchmark-record-guard", allow_abbrev=False,
+        p = OneLineParser(prog="python -m trainer.benchmarks.record_guard", allow_abbrev=False,
                           description=__doc__.split("\n\n")[0])
         p.add_argument("--records", type=int, default=60_000,
                        help="records of each written raw dataset (a quarter for PNG)")

@@ -33,10 +33,10 @@ RECIPE = ("--model", "resnet20", "--image-height", "32", "--image-width", "32",
 def write_photos(budget: runner.Budget, train_files: str, eval_files: str, root: str) -> dict:
     from trainer.tools import digit_photos
 
-    return {"train": digit_photos.write_folder(train_files, os.path.join(root, "train"),
-                                               budget.photo_train),
-            "test": digit_photos.write_folder(eval_files, os.path.join(root, "test"),
-                                              budget.photo_test, seed=1)}
+    return {"train": len(digit_photos.write_folder(train_files, os.path.join(root, "train"),
+                                                   budget.photo_train)),
+            "test": len(digit_photos.write_folder(eval_files, os.path.join(root, "test"),
+                                                  budget.photo_test, seed=1))}
 
 
 def photos(ctx: runner.Context) -> dict:
