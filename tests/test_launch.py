@@ -114,6 +114,26 @@ def test_a_photo_folder_is_prepared_uploaded_built_trained_deployed_and_smoke_te
                for line in prerequisites)
 
 
+def test_split_folders_keep_their_splits_and_the_smoke_image_is_from_eval(capsys, tmp_path):
+    # ROOT/{train,eval}/CLASS, as `vertex-trainer sample-photos` writes: launch read train/ and
+    # eval/ as two classes ("class folder .../eval holds no images") and passed prepare an
+    # --eval-fraction, which split folders refuse.
+    images = make_image_set(tmp_path / "digits", train=20, evaluation=10, test=0)
+    out = str(tmp_path / "out")
+    commands, requests, _ = dry_run(capsys, str(images.root), "--local", "--output-dir", out,
+                                    "--", *TRAINER)
+    assert "--eval-fraction" not in dict(commands)["prepare"]
+    bodies = {step: parsed(type_name, body) for step, type_name, body in requests}
+    smoke = json.loads(bodies["rawPredict"].http_body.data)
+    sent = base64.b64decode(smoke["instances"][0]["image_bytes"]["b64"])
+    assert sent in [path.read_bytes() for path, _ in images.eval_files]
+    # A fraction cannot apply where every image has its split: one line, as prepare says it.
+    assert launch.main([str(images.root), "--local", "--dry-run", "--eval-fraction", "0.2",
+                        "--output-dir", out]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
+        "error: --eval-fraction: every image of ")
+
+
 def test_a_gs_manifest_is_read_as_it_is_and_the_smoke_image_chosen_once_trained(capsys):
     commands, requests, _ = dry_run(capsys, "gs://b/digits.jsonl", "--bucket", "gs://b/runs",
                                     "--build", "local")

@@ -115,7 +115,7 @@ def data_flags(data: Data, where: Layout) -> list[str]:
     return ["--train-files", data.where, "--eval-files", data.where]
 
 
-def held_back(data: Data, eval_fraction: float) -> HeldBack:
+def held_back(data: Data, eval_fraction: float | None) -> HeldBack:
     """The first image of the eval split that prepare writes (the same hash decides), for local
     photos; gs:// data and datasets are looked at when the run starts."""
     if data.remote:
@@ -175,9 +175,8 @@ def build_plan(args: argparse.Namespace, data: Data, trainer_args: list[str], wh
     plan = plans.Plan()
     image_names = images_for(args, tag)
     if where.data_dir:
-        plan.commands.append(("prepare", ["vertex-trainer", "prepare", "--input", data.where,
-                                          "--output-dir", where.data_dir, "--eval-fraction",
-                                          str(args.eval_fraction)]))
+        plan.commands.append(("prepare", ["vertex-trainer", "prepare",
+                                          *prepare_args(data, where, args.eval_fraction)]))
     plan.commands += build_commands(args, image_names, tag, base_image)
 
     job_argv = ["--region", args.region, "--display-name", args.display_name,
@@ -227,11 +226,16 @@ def build_plan(args: argparse.Namespace, data: Data, trainer_args: list[str], wh
     return plan
 
 
-def prepare(data: Data, where: Layout, eval_fraction: float) -> None:
+def prepare_args(data: Data, where: Layout, eval_fraction: float | None) -> list[str]:
+    """prepare's flags; --eval-fraction only when given (split folders refuse one)."""
+    return ["--input", data.where, "--output-dir", where.data_dir,
+            *(["--eval-fraction", str(eval_fraction)] if eval_fraction is not None else [])]
+
+
+def prepare(data: Data, where: Layout, eval_fraction: float | None) -> None:
     from trainer.tools import prepare_images
 
-    code = prepare_images.main(["--input", data.where, "--output-dir", where.data_dir,
-                                "--eval-fraction", str(eval_fraction)])
+    code = prepare_images.main(prepare_args(data, where, eval_fraction))
     if code:
         raise TrainerError(f"prepare of {data.where} failed (exit {code}, its error above)")
 
@@ -322,7 +326,7 @@ def predictions_line(response: dict, image: HeldBack) -> str:
     return line + (f", true class {image.label}" if image.label else "")
 
 
-def run_commands(plan: plans.Plan, data: Data, where: Layout, eval_fraction: float,
+def run_commands(plan: plans.Plan, data: Data, where: Layout, eval_fraction: float | None,
                  build_hint: str = "") -> None:
     """The plan's commands: prepare in this process, the builds as commands (a failed one's
     error ends with `build_hint`)."""
@@ -453,9 +457,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(runs/NAME/: checkpoints, logs, model) go")
     p.add_argument("--output-dir", default="launch-output",
                    help="this machine's files: --local's data and runs, each run's request.json")
-    p.add_argument("--eval-fraction", type=float, default=0.1,
-                   help="local photos: the share held out for evaluation (and the smoke "
-                        "prediction's image)")
+    p.add_argument("--eval-fraction", type=float,
+                   help="local photos without split folders: the share held out for "
+                        "evaluation (and the smoke prediction's image); default 0.1")
     p.add_argument("--predict-image", metavar="FILE",
                    help="classify this PNG/JPEG after deploying (default: a held-back image)")
     p.add_argument("--tune", metavar="CONFIG",
@@ -494,7 +498,7 @@ def check_args(args: argparse.Namespace, data: Data, trainer_args: list[str]) ->
     named = [f"--{n.replace('_', '-')}" for n in DATA_FLAGS if getattr(given, n)]
     if named:
         raise TrainerError(f"trainer flags after --: DATA gives the data; drop {named[0]}")
-    if not 0.0 < args.eval_fraction < 1.0:
+    if args.eval_fraction is not None and not 0.0 < args.eval_fraction < 1.0:
         raise TrainerError(f"--eval-fraction must be in (0, 1), got {args.eval_fraction}")
     if bool(args.training_image) != bool(args.serving_image):
         raise TrainerError("--training-image and --serving-image go together")

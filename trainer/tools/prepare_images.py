@@ -114,9 +114,12 @@ def describe_split_folders(root: str, folders: dict[str, str]) -> str:
 def list_images(source: str, eval_fraction: float | None,
                 folders: dict[str, str] | None = None) -> list[Example]:
     """The images of a folder (its split `folders`, if any) or manifest, each with its split.
-    `eval_fraction` None means the default; given, some image must lack a split."""
+    `eval_fraction` None means the default; given, some image must lack a split. `folders`
+    None: found here (`split_folders`)."""
     from trainer.data import image_files
 
+    if folders is None:
+        folders = split_folders(source) if image_files.is_folder(source) else {}
     if folders:
         items = []
         for folder, use in folders.items():
