@@ -141,7 +141,10 @@ def test_cached_augmentation_varies_per_epoch_within_the_cached_image(photos, tm
     first, second = (images_.numpy() for images_, _ in dataset.take(2))
     assert first.shape == (60, 24, 24, 3) and first.dtype == np.float32
     assert 0 <= first.min() and first.max() <= 1
-    assert {digest(i) for i in first}.isdisjoint({digest(i) for i in second})
+    # The same 60 images, augmented anew: only a crop of the whole image with the same flip in
+    # both epochs (likely enough with crops of 50-100% of a 24x24 image) repeats one.
+    repeated = {digest(i) for i in first} & {digest(i) for i in second}
+    assert len(repeated) <= 6, len(repeated)
 
 
 @pytest.mark.parametrize("min_area", [0.08, 0.5])

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import tensorflow as tf
 
 from trainer.data import tfrecords
-from trainer.data.source import Classes, Detector, Probe, Request
+from trainer.data.source import Classes, Detector, Inspected, Probe, Request
 from trainer.data.tfrecords import FileProblem, RecordFiles, assert_that
 
 ENCODED = "image/encoded"
@@ -70,9 +70,8 @@ def inspect_records(files: list[str], request: Request, classes: Classes, *,
 
     _, compressions, counts = tfrecords.inspect_files(files, request.origin, check)
     return EncodedRecords(
-        flag=request.origin, files=tuple(files), compressions=tuple(compressions),
-        counts=tuple(counts), image_shape=tuple(request.image_shape),
-        num_classes=classes.num_classes, class_names=classes.names, terms=request.terms,
+        **Inspected.of(request, classes), files=tuple(files),
+        compressions=tuple(compressions), counts=tuple(counts),
         image_key=image_key, label_key=label_key,
         description=description or f"records in {len(files)} encoded-image TFRecord file(s)")
 

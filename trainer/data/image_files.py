@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from trainer import storage
 from trainer.data import labels, manifests, text
-from trainer.data.source import IMAGE_SUFFIXES, Classes, Detector, Probe, Request, Terms
+from trainer.data.source import IMAGE_SUFFIXES, Classes, Detector, Inspected, Probe, Request
 from trainer.data.source import fingerprint as source_fingerprint
 from trainer.data.source import is_folder as is_folder  # prepare_images reads folders as we do
 from trainer.errors import TrainerError, short_reason
@@ -26,18 +26,14 @@ _THREADS = 16
 read_text = text.read  # prepare_images reads manifests as we do
 
 
-@dataclass(frozen=True)
-class ImageFiles:
-    flag: str
-    files: tuple[str, ...]  # the manifests, the root folder, or the images
-    description: str
+@dataclass(frozen=True, kw_only=True)
+class ImageFiles(Inspected):
+    """Image files, each read by its URI; `files` are the manifests, the root folder, or the
+    images themselves."""
+
     uris: tuple[str, ...]
     labels: tuple[int, ...]  # -1 each when not labelled
     wheres: tuple[str, ...]  # "URI (MANIFEST line N)" or the URI, for error messages
-    image_shape: tuple[int, int, int]
-    num_classes: int
-    class_names: tuple[str, ...] | None
-    terms: Terms
     labelled: bool = True
     parses_batches = False
 
@@ -161,11 +157,11 @@ def _source(probe: Probe, request: Request, items: list[manifests.Item], descrip
                              request.origin, classes.origin)
     _check_first_exist(items, request.origin)
     return ImageFiles(
-        request.origin, tuple(probe.files if probe.folder is None else [probe.folder]),
-        description, tuple(item.uri for item in items), tuple(indices),
-        tuple(item.uri if item.where == item.uri else f"{item.uri} ({item.where})"
-              for item in items),
-        tuple(request.image_shape), classes.num_classes, classes.names, request.terms)
+        **Inspected.of(request, classes),
+        files=tuple(probe.files if probe.folder is None else [probe.folder]),
+        description=description, uris=tuple(item.uri for item in items), labels=tuple(indices),
+        wheres=tuple(item.uri if item.where == item.uri else f"{item.uri} ({item.where})"
+                     for item in items))
 
 
 def _inspect_folder(probe: Probe, request: Request) -> ImageFiles:
@@ -192,10 +188,9 @@ def _inspect_images(probe: Probe, request: Request) -> ImageFiles:
                            "subfolder per class (ROOT/CLASS/image.jpg) or a JSONL/CSV manifest "
                            "that labels it")
     _check_first_exist([manifests.Item(p, "", "", p) for p in paths], request.origin)
-    classes = request.classes
-    return ImageFiles(request.origin, tuple(paths), "image file(s) of no known class",
-                      tuple(paths), (-1,) * len(paths), tuple(paths), tuple(request.image_shape),
-                      classes.num_classes, classes.names, request.terms, labelled=False)
+    return ImageFiles(**Inspected.of(request, request.classes), files=tuple(paths),
+                      description="image file(s) of no known class", uris=tuple(paths),
+                      labels=(-1,) * len(paths), wheres=tuple(paths), labelled=False)
 
 
 CLASS_FOLDERS = Detector("class folders", lambda probe: probe.folder is not None, _inspect_folder)

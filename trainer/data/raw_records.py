@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from trainer import records
 from trainer.data import tfrecords
-from trainer.data.source import Detector, Probe, Request
+from trainer.data.source import Detector, Inspected, Probe, Request
 from trainer.data.tfrecords import FileProblem, RecordFiles, assert_that
 from trainer.errors import TrainerError
 
@@ -51,9 +51,8 @@ def inspect(probe: Probe, request: Request) -> RawRecords:
                 f"{request.origin}: {path} stores images as {fmt.image_key!r} ({fmt.image_dtype}) "
                 f"but {files[0]} as {first.image_key!r} ({first.image_dtype}); use one schema")
     return RawRecords(
-        flag=request.origin, files=tuple(files), compressions=tuple(compressions),
-        counts=tuple(counts), image_shape=tuple(request.image_shape),
-        num_classes=classes.num_classes, class_names=classes.names, terms=request.terms,
+        **Inspected.of(request, classes), files=tuple(files),
+        compressions=tuple(compressions), counts=tuple(counts),
         description=f"records in {len(files)} raw-pixel TFRecord file(s)",
         image_key=first.image_key, image_dtype=first.image_dtype,
         has_shape_fields=any(f.has_shape_fields for f in formats))

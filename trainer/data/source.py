@@ -66,6 +66,26 @@ class Request:
     labels_required: bool = True  # False: images of no known class are read without labels
 
 
+@dataclass(frozen=True, kw_only=True)
+class Inspected:
+    """The fields every kind of source shares (what `Source` asks of it); `of` fills those a
+    request and its label map decide."""
+
+    flag: str
+    files: tuple[str, ...]
+    description: str
+    image_shape: tuple[int, int, int]
+    num_classes: int
+    class_names: tuple[str, ...] | None
+    terms: Terms
+
+    @staticmethod
+    def of(request: Request, classes: Classes) -> dict:
+        return dict(flag=request.origin, image_shape=tuple(request.image_shape),
+                    num_classes=classes.num_classes, class_names=classes.names,
+                    terms=request.terms)
+
+
 class Source(Protocol):
     """An inspected input: everything the pipeline and the tools need to read it.
 

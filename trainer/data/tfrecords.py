@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from trainer import records, storage
 from trainer.data import labels, record_guard
-from trainer.data.source import RECORD_SUFFIXES, Classes, Probe, Request, Terms
+from trainer.data.source import RECORD_SUFFIXES, Classes, Inspected, Probe, Request, Terms
 from trainer.data.source import fingerprint as source_fingerprint
 from trainer.errors import TrainerError, short_reason
 
@@ -119,18 +119,11 @@ def inspect_files(files: list[str], flag: str,
 
 
 @dataclass(frozen=True, kw_only=True)
-class RecordFiles:
+class RecordFiles(Inspected):
     """TFRecord files, inspected and proven readable; a kind adds how its records parse."""
 
-    flag: str
-    files: tuple[str, ...]
     compressions: tuple[str, ...]
     counts: tuple[int, ...]  # records per file
-    image_shape: tuple[int, int, int]
-    num_classes: int
-    class_names: tuple[str, ...] | None
-    terms: Terms
-    description: str
     labelled = True
 
     @property
