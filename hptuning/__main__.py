@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 from hptuning import cli, spec, tuner
-from trainer.cli import OneLineParser, run_cli, split_trainer_args, usage_errors
+from trainer.cli import OneLineParser, run_cli, parse_command, usage_errors
 
 _CPU_MAX = "/sys/fs/cgroup/cpu.max"
 
@@ -49,7 +49,6 @@ def local_parallelism(configured: int, given: int | None, cores: int) -> tuple[i
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    own, trainer_args = split_trainer_args(argv)
     parser = OneLineParser(
         prog="vertex-trainer tune", allow_abbrev=False,
         usage="%(prog)s CONFIG [--output-dir DIR] [--max-trials N] [--parallel-trials N] "
@@ -69,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def body() -> int:
         with usage_errors():
-            args = parser.parse_args(own)
+            args, trainer_args = parse_command(parser, argv)
             tuning = spec.load(args.config, cli.placeholder_values(args.set),
                                extra_args=trainer_args, placeholders_everywhere=False,
                                max_trials=args.max_trials)

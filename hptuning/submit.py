@@ -30,7 +30,7 @@ from google.protobuf import json_format
 from hptuning import cli, flags, spec
 from trainer.cloud import checks
 from trainer.cloud.prebuilt import past_end_warning
-from trainer.cli import OneLineParser, run_cli, split_trainer_args, usage_errors
+from trainer.cli import OneLineParser, run_cli, parse_command, usage_errors
 from trainer.errors import TrainerError
 
 DEFAULT_REGION = "us-central1"
@@ -141,7 +141,6 @@ def _init_sdk(project: str | None, region: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    own, trainer_args = split_trainer_args(argv)
     parser = OneLineParser(
         prog="vertex-trainer tune-submit", allow_abbrev=False,
         usage="%(prog)s CONFIG --project P [options] [--dry-run] [-- TRAINER_FLAGS ...]",
@@ -161,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def body() -> int:
         with usage_errors():
-            args = parser.parse_args(own)
+            args, trainer_args = parse_command(parser, argv)
             if not args.project and not args.dry_run:
                 raise TrainerError("--project is required to submit (or use --dry-run)")
             _init_sdk(args.project, args.region)

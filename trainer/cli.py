@@ -34,14 +34,13 @@ class OneLineParser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see --help)")
 
 
-def split_trainer_args(argv: Sequence[str] | None) -> tuple[list[str], list[str]]:
-    """(the command's own args, the trainer flags after the first `--`); `sys.argv[1:]` when
-    `argv` is None."""
+def parse_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
+                  ) -> tuple[argparse.Namespace, list[str]]:
+    """A command's own flags parsed, and the trainer flags after the first `--` as given
+    (`sys.argv[1:]` when `argv` is None)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    if "--" not in argv:
-        return argv, []
-    split = argv.index("--")
-    return argv[:split], argv[split + 1:]
+    split = argv.index("--") if "--" in argv else len(argv)
+    return parser.parse_args(argv[:split]), argv[split + 1:]
 
 
 @contextlib.contextmanager

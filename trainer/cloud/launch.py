@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainer.cli import OneLineParser, run_cli, split_trainer_args, usage_errors
+from trainer.cli import OneLineParser, run_cli, parse_command, usage_errors
 from trainer.cloud import checks, deploy, plans, submit
 from trainer.containers.daemon import require_docker
 from trainer.errors import TrainerError
@@ -530,11 +530,9 @@ def check_args(args: argparse.Namespace, data: Data, trainer_args: list[str]) ->
 
 
 def main(argv=None) -> int:
-    own, trainer_args = split_trainer_args(argv)
-
     def body():
         with usage_errors():
-            args = build_parser().parse_args(own)
+            args, trainer_args = parse_command(build_parser(), argv)
             data = classify(args.data)
             check_args(args, data, trainer_args)
             if args.predict_image:

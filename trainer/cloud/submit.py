@@ -37,7 +37,7 @@ from pathlib import Path
 from trainer.cloud import checks, plans
 from trainer.cloud.prebuilt import TRAINING_CPU as PREBUILT_CPU_IMAGE
 from trainer.cloud.prebuilt import end_of_availability, past_end_warning
-from trainer.cli import OneLineParser, run_cli, split_trainer_args, usage_errors
+from trainer.cli import OneLineParser, run_cli, parse_command, usage_errors
 from trainer.cluster import REDUCTION_SERVER_ENV
 from trainer.containers import images
 from trainer.containers.daemon import require_docker
@@ -437,11 +437,9 @@ def add_follow_flags(group, *, optional: bool = True) -> None:
 
 
 def main(argv=None) -> int:
-    own, trainer_args = split_trainer_args(argv)
-
     def body():
         with usage_errors():
-            args = build_parser().parse_args(own)
+            args, trainer_args = parse_command(build_parser(), argv)
             for name in ("workers", "ps", "reduction_servers"):
                 if getattr(args, name) < 0:
                     raise TrainerError(f"--{name.replace('_', '-')} must be >= 0")

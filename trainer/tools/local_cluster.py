@@ -30,7 +30,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from trainer.cli import OneLineParser, run_cli, split_trainer_args
+from trainer.cli import OneLineParser, run_cli, parse_command
 from trainer.config import integer, number
 from trainer.containers.daemon import require_docker
 
@@ -206,8 +206,7 @@ def _cluster(argv) -> int:
     p.add_argument("--image", help="run each task as a container of this training image")
     p.add_argument("--volume", action="append", default=[], metavar="HOST:CONTAINER[:ro]",
                    help="with --image: a directory for every task's container (repeatable)")
-    own, trainer_args = split_trainer_args(argv)
-    args = p.parse_args(own)
+    args, trainer_args = parse_command(p, argv)
     if args.workers < 0:
         p.error(f"--workers must be >= 0, got {args.workers}")
     if args.ps < 0:
