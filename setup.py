@@ -13,11 +13,12 @@ EXTRAS = {
               "protobuf", "google-cloud-storage"],
     "predict": ["matplotlib"],
     # setuptools and wheel: the sdist test installs with --no-build-isolation, offline;
-    # fastapi: the aiplatform SDK's local endpoint, run against the serving image.
+    # [prediction] (FastAPI, the docker SDK): the aiplatform SDK's local endpoint, run against
+    # the serving image (a fresh virtualenv without them failed that test).
     "test": ["pytest", "hypothesis", "setuptools", "wheel", "pyyaml", "optuna", "matplotlib",
-             "google-cloud-storage", "google-cloud-aiplatform", "starlette>=0.37", "uvicorn>=0.29",
-             "gcp-storage-emulator", "cryptography", SLIM_RUNTIME, "simplejpeg", "pillow",
-             "fastapi"],
+             "google-cloud-storage", "google-cloud-aiplatform[prediction]", "docker",
+             "starlette>=0.37", "uvicorn>=0.29", "gcp-storage-emulator", "cryptography",
+             SLIM_RUNTIME, "simplejpeg", "pillow", "fastapi"],
 }
 # Everything a user runs: every command of `vertex-trainer`.
 EXTRAS["all"] = sorted({r for name in ("cloud", "tune", "serve", "predict")
