@@ -30,7 +30,7 @@ from google.protobuf import json_format
 from hptuning import cli, flags, spec
 from trainer.cloud import checks
 from trainer.cloud.prebuilt import past_end_warning
-from trainer.cli import OneLineParser, run_cli, parse_command, usage_errors
+from trainer.cli import OneLineParser, add_dry_run, run_cli, parse_command, usage_errors
 from trainer.errors import TrainerError
 
 DEFAULT_REGION = "us-central1"
@@ -155,8 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="Vertex AI region (also fills ${REGION})")
     parser.add_argument("--display-name", help="default: the config's displayName, else "
                                                "<config name>-<time>")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="print the job's JSON (the request body) and stop, offline")
+    add_dry_run(parser, "the job's JSON (the request body), offline")
 
     def body() -> int:
         with usage_errors():

@@ -43,6 +43,13 @@ def parse_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
     return parser.parse_args(argv[:split]), argv[split + 1:]
 
 
+def add_dry_run(group, prints: str) -> None:
+    """`--dry-run` as every command that creates cloud resources has it: what it prints, and
+    the promise that nothing is created, sent or run."""
+    group.add_argument("--dry-run", action="store_true",
+                       help=f"print {prints} and stop: nothing is created, sent or run")
+
+
 @contextlib.contextmanager
 def usage_errors() -> Iterator[None]:
     """Marks the validation of flags: a TrainerError inside is a usage error (exit code 2)."""

@@ -20,7 +20,7 @@ import re
 import sys
 from pathlib import Path
 
-from trainer.cli import OneLineParser, run_cli, usage_errors
+from trainer.cli import OneLineParser, add_dry_run, run_cli, usage_errors
 from trainer.cloud import checks, deploy, plans, submit
 from trainer.errors import TrainerError
 
@@ -159,8 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout-minutes", type=int, default=60, help="for the model upload")
     submit.add_follow_flags(p)
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--dry-run", action="store_true",
-                      help="print the checked requests and the prerequisites; send nothing")
+    add_dry_run(mode, "the checked requests and the prerequisites")
     mode.add_argument("--local", action="store_true",
                       help="predict here through `vertex-trainer predict` (a file list of local "
                            "images and a local export)")

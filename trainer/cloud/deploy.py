@@ -25,7 +25,7 @@ from pathlib import Path
 
 from trainer.cloud import plans
 from trainer.cloud.prebuilt import PREDICTION_CPU, PREDICTION_GPU, past_end_warning
-from trainer.cli import OneLineParser, run_cli, usage_errors
+from trainer.cli import OneLineParser, add_dry_run, run_cli, usage_errors
 from trainer.errors import TrainerError
 
 # Where cloudbuild.yaml pushes our serving image (its _SERVING_IMAGE substitution).
@@ -216,8 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a PNG/JPEG to classify with rawPredict once deployed (repeatable)")
     p.add_argument("--timeout-minutes", type=int, default=60,
                    help="for each long-running step (upload, endpoint, deployment)")
-    p.add_argument("--dry-run", action="store_true",
-                   help="print the checked requests as JSON; send nothing")
+    add_dry_run(p, "the checked requests as JSON")
     return p
 
 

@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainer.cli import OneLineParser, run_cli, parse_command, usage_errors
+from trainer.cli import OneLineParser, add_dry_run, run_cli, parse_command, usage_errors
 from trainer.cloud import checks, deploy, plans, submit
 from trainer.containers.daemon import require_docker
 from trainer.errors import TrainerError
@@ -447,8 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "a Vertex managed image dataset (ID or resource name)")
     p.add_argument("--local", action="store_true",
                    help="run the whole chain on this machine (docker)")
-    p.add_argument("--dry-run", action="store_true",
-                   help="print the checked plan (commands, requests, prerequisites); run nothing")
+    add_dry_run(p, "the checked plan (commands, requests, prerequisites)")
     p.add_argument("--project", help="required on Vertex unless --dry-run")
     p.add_argument("--region", default="us-central1")
     p.add_argument("--display-name", default="vertex-trainer", help="of the job, model, endpoint")

@@ -37,7 +37,7 @@ from pathlib import Path
 from trainer.cloud import checks, plans
 from trainer.cloud.prebuilt import TRAINING_CPU as PREBUILT_CPU_IMAGE
 from trainer.cloud.prebuilt import end_of_availability, past_end_warning
-from trainer.cli import OneLineParser, run_cli, parse_command, usage_errors
+from trainer.cli import OneLineParser, add_dry_run, run_cli, parse_command, usage_errors
 from trainer.cluster import REDUCTION_SERVER_ENV
 from trainer.containers import images
 from trainer.containers.daemon import require_docker
@@ -420,9 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tensorboard", metavar="projects/P/locations/L/tensorboards/ID",
                      help="stream AIP_TENSORBOARD_LOG_DIR to this Vertex TensorBoard (needs "
                           "--service-account and --base-output-dir)")
-    p.add_argument("--dry-run", action="store_true",
-                   help="print the request JSON, the gcloud equivalent, the build commands and "
-                        "the prerequisites; send nothing (no credentials needed)")
+    add_dry_run(p, "the request JSON, the gcloud equivalent, the build commands and the "
+                       "prerequisites (no credentials needed)")
     add_follow_flags(p)
     return p
 

@@ -68,10 +68,9 @@ def inspect_records(files: list[str], request: Request, classes: Classes, *,
             raise FileProblem(f"feature {label_key!r} must hold one int64 value")
         tfrecords.check_label(label[0], classes.num_classes, request.terms)
 
-    _, compressions, counts = tfrecords.inspect_files(files, request.origin, check)
+    _, fields = tfrecords.inspect_files(files, request.origin, check)
     return EncodedRecords(
-        **Inspected.of(request, classes), files=tuple(files),
-        compressions=tuple(compressions), counts=tuple(counts),
+        **Inspected.of(request, classes), **fields,
         image_key=image_key, label_key=label_key,
         description=description or f"records in {len(files)} encoded-image TFRecord file(s)")
 

@@ -37,10 +37,6 @@ class ImageFiles(Inspected):
     labelled: bool = True
     parses_batches = False
 
-    @property
-    def size(self) -> int:
-        return len(self.uris)
-
     def units(self, *, training: bool, shuffle_buffer: int, seed: int | None, input_context,
               repeat: bool = True):
         # The list is small (names, not pixels): shuffle all of it every epoch.
@@ -159,7 +155,8 @@ def _source(probe: Probe, request: Request, items: list[manifests.Item], descrip
     return ImageFiles(
         **Inspected.of(request, classes),
         files=tuple(probe.files if probe.folder is None else [probe.folder]),
-        description=description, uris=tuple(item.uri for item in items), labels=tuple(indices),
+        description=description, size=len(items), uris=tuple(item.uri for item in items),
+        labels=tuple(indices),
         wheres=tuple(item.uri if item.where == item.uri else f"{item.uri} ({item.where})"
                      for item in items))
 
@@ -189,7 +186,8 @@ def _inspect_images(probe: Probe, request: Request) -> ImageFiles:
                            "that labels it")
     _check_first_exist([manifests.Item(p, "", "", p) for p in paths], request.origin)
     return ImageFiles(**Inspected.of(request, request.classes), files=tuple(paths),
-                      description="image file(s) of no known class", uris=tuple(paths),
+                      description="image file(s) of no known class", size=len(paths),
+                      uris=tuple(paths),
                       labels=(-1,) * len(paths), wheres=tuple(paths), labelled=False)
 
 

@@ -41,7 +41,7 @@ class _FileFormat:
 def inspect(probe: Probe, request: Request) -> RawRecords:
     files = probe.files
     classes = tfrecords.record_classes(request, files)
-    formats, compressions, counts = tfrecords.inspect_files(
+    formats, fields = tfrecords.inspect_files(
         files, request.origin, lambda path, compression, features: _check_first_record(
             features, request, classes.num_classes))
     first = formats[0]
@@ -51,8 +51,7 @@ def inspect(probe: Probe, request: Request) -> RawRecords:
                 f"{request.origin}: {path} stores images as {fmt.image_key!r} ({fmt.image_dtype}) "
                 f"but {files[0]} as {first.image_key!r} ({first.image_dtype}); use one schema")
     return RawRecords(
-        **Inspected.of(request, classes), files=tuple(files),
-        compressions=tuple(compressions), counts=tuple(counts),
+        **Inspected.of(request, classes), **fields,
         description=f"records in {len(files)} raw-pixel TFRecord file(s)",
         image_key=first.image_key, image_dtype=first.image_dtype,
         has_shape_fields=any(f.has_shape_fields for f in formats))

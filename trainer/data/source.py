@@ -78,6 +78,7 @@ class Inspected:
     num_classes: int
     class_names: tuple[str, ...] | None
     terms: Terms
+    size: int | None  # examples, counted at inspection; None when unknown
 
     @staticmethod
     def of(request: Request, classes: Classes) -> dict:
@@ -105,10 +106,7 @@ class Source(Protocol):
     labelled: bool  # False: every label is -1 (images of no known class, for predict)
     parses_batches: bool
     terms: Terms
-
-    @property
-    def size(self) -> int | None:
-        """Examples in the source; None when unknown."""
+    size: int | None  # examples in the source; None when unknown
 
     def units(self, *, training: bool, shuffle_buffer: int, seed: int | None, input_context,
               repeat: bool = True):

@@ -102,9 +102,10 @@ def first_example(path: str):
 
 
 def inspect_files(files: list[str], flag: str,
-                  check: Callable[[str, str, object], T]) -> tuple[list[T], list[str], list[int]]:
-    """(check(path, compression, features) of each file's first record, the compressions, the
-    record counts); every file proven readable to its end before it is accepted."""
+                  check: Callable[[str, str, object], T]) -> tuple[list[T], dict]:
+    """(check(path, compression, features) of each file's first record, the `RecordFiles`
+    fields the inspection decides: files, compressions, record counts and size); every file
+    proven readable to its end before it is accepted."""
     def inspect(path):
         try:
             compression, features = first_example(path)
@@ -115,7 +116,9 @@ def inspect_files(files: list[str], flag: str,
     with ThreadPoolExecutor(min(_INSPECT_THREADS, len(files))) as pool:
         checked, compressions = zip(*pool.map(inspect, files))
     framings = record_guard.verify(files, compressions, flag)
-    return list(checked), list(compressions), [framing.records for framing in framings]
+    counts = tuple(framing.records for framing in framings)
+    return list(checked), dict(files=tuple(files), compressions=tuple(compressions),
+                               counts=counts, size=sum(counts))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -125,10 +128,6 @@ class RecordFiles(Inspected):
     compressions: tuple[str, ...]
     counts: tuple[int, ...]  # records per file
     labelled = True
-
-    @property
-    def size(self) -> int:
-        return sum(self.counts)
 
     def units(self, *, training: bool, shuffle_buffer: int, seed: int | None, input_context,
               repeat: bool = True):
