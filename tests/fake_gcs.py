@@ -76,6 +76,9 @@ def _write_certificates(directory: Path) -> tuple[Path, Path, Path]:
     return paths
 
 
+_STATUS_REASONS = {"403": "Forbidden", "429": "Too Many Requests", "503": "Service Unavailable"}
+
+
 @dataclass
 class Faults:
     """What the proxy does wrong, deterministically for a given seed and request order.
@@ -84,13 +87,14 @@ class Faults:
     (a GET's response is cut after half its body; any other request is dropped unanswered, so
     nothing reaches the emulator), but never more than `max_in_a_row` in a row, so a client
     that retries always gets through. Permanent: every request whose decoded target contains
-    `broken` gets 503.
+    `broken` gets `broken_status` (503: a service that never recovers; 403: access denied).
     """
 
     share: float = 0.0
     seed: int = 0
     max_in_a_row: int = 2
     broken: str | None = None
+    broken_status: int = 503
     injected: dict = field(default_factory=lambda: {"503": 0, "429": 0, "drop": 0})
     _random: random.Random = field(init=False, repr=False)
     _in_a_row: int = field(default=0, init=False, repr=False)
@@ -103,8 +107,9 @@ class Faults:
         """"503", "429", "drop" or None (forward the request) for this request."""
         with self._lock:
             if self.broken and self.broken in unquote(target):
-                self.injected["503"] += 1
-                return "503"
+                fault = str(self.broken_status)
+                self.injected[fault] = self.injected.get(fault, 0) + 1
+                return fault
             draw, kind = self._random.random(), self._random.choice(("503", "429", "drop"))
             if draw >= self.share or self._in_a_row >= self.max_in_a_row:
                 self._in_a_row = 0
@@ -180,9 +185,8 @@ class _ProxyHandler(socketserver.StreamRequestHandler):
         fault = self.server.faults.pick(target)
         if fault == "drop" and method != "GET":
             return False
-        if fault in ("503", "429"):
-            status, reason = (503, "Service Unavailable") if fault == "503" else \
-                (429, "Too Many Requests")
+        if fault in _STATUS_REASONS:
+            status, reason = int(fault), _STATUS_REASONS[fault]
             response_headers = [("Content-Type", "application/json")]
             payload = json.dumps({"error": {"code": status, "message": "injected fault"}}).encode()
         elif method == "GET" and layout:

@@ -125,3 +125,38 @@ def test_an_export_that_always_fails_is_one_line_and_keeps_the_checkpoint(gcs):
     one_line_error(done, "cannot export the model to gs://bkt/stuck/export/",
                    r"gs://bkt/stuck/export/\d+\.tmp-\d+/saved_model\.pb\S*")
     assert b'model_checkpoint_path: "ckpt-20"' in gcs.read("bkt", "stuck/checkpoints/checkpoint")
+
+
+def test_a_job_dir_the_account_may_not_write_is_one_line_naming_the_object(gcs):
+    gcs.faults = Faults(broken="denied/", broken_status=403)
+    done = run(gcs, *TRAIN, "--job-dir", "gs://bkt/denied", "--max-steps", "20")
+    assert done.returncode == 1, done.stderr[-3000:]
+    last = done.stderr.splitlines()[-1]
+    assert re.search(r"access denied \(when [a-z ]+ gs://bkt/denied/\S+\); check the account's "
+                     r"storage roles$", last), last
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+
+
+@pytest.mark.parametrize("kind, message, expected", [
+    # An export directory is named by a timestamp: its digits may hold "403" or "404".
+    ("UnavailableError", "All 10 retry attempts failed. The last failure: Error executing an "
+     "HTTP request: HTTP response code 503 with body '{\"code\": 503}'\n\t when initiating an "
+     "upload to gs://bkt/export/1796404030.tmp-403/saved_model.pb",
+     "All 10 retry attempts failed. The last failure: Error executing an HTTP request: HTTP "
+     "response code 503 when initiating an upload to gs://bkt/export/1796404030.tmp-403/"
+     "saved_model.pb"),
+    ("PermissionDeniedError", "Error executing an HTTP request: HTTP response code 403 with body "
+     "'{}'\n\t when reading metadata of gs://bkt/a.pb",
+     "access denied (when reading metadata of gs://bkt/a.pb); check the account's storage "
+     "roles"),
+    ("NotFoundError", "Error executing an HTTP request: HTTP response code 404\n\t when reading "
+     "gs://nobucket/", "bucket gs://bkt does not exist (or is not visible to this account)"),
+])
+def test_a_gcs_failure_is_worded_by_its_status_not_by_digits_in_the_path(kind, message,
+                                                                         expected):
+    import tensorflow as tf
+
+    from trainer import storage
+
+    err = getattr(tf.errors, kind)(None, None, message)
+    assert storage.problem(err, "gs://bkt/export/1796404030.tmp-403/saved_model.pb") == expected

@@ -28,6 +28,8 @@ def join(base: str, *parts: str) -> str:
 # later one ("\t when reading metadata of gs://b/o"): one line needs the object, not the body.
 _RESPONSE_BODY = re.compile(r" with body '.*", re.DOTALL)
 _GCS_OBJECT = re.compile(r"^\s*(when .*gs://\S+)", re.MULTILINE)
+# The status GCS answered; digits elsewhere in a message (an export's timestamp) are no status.
+_HTTP_STATUS = re.compile(r"HTTP response code (\d{3})\b")
 
 
 def problem(err: Exception, path: str) -> str:
@@ -35,13 +37,16 @@ def problem(err: Exception, path: str) -> str:
     and for GCS the object that failed."""
     import tensorflow as tf
 
-    bucket = "/".join(path.split("/")[:3]) if path.startswith("gs://") else None
-    if bucket and isinstance(err, tf.errors.NotFoundError) and "404" in str(err):
-        return f"bucket {bucket} does not exist (or is not visible to this account)"
-    if isinstance(err, tf.errors.PermissionDeniedError) or (bucket and "403" in str(err)):
-        return f"access denied ({short_reason(err)}); check the account's storage roles"
     message = getattr(err, "message", None) or str(err)
+    status = _HTTP_STATUS.search(message)
+    status = status[1] if status else None
     found = _GCS_OBJECT.search(message)
+    bucket = "/".join(path.split("/")[:3]) if path.startswith("gs://") else None
+    if bucket and isinstance(err, tf.errors.NotFoundError) and status == "404":
+        return f"bucket {bucket} does not exist (or is not visible to this account)"
+    if isinstance(err, tf.errors.PermissionDeniedError) or status == "403":
+        detail = found[1] if found else short_reason(err)
+        return f"access denied ({detail}); check the account's storage roles"
     if found:
         return f"{_RESPONSE_BODY.sub('', message.splitlines()[0])} {found[1]}"
     return short_reason(err)
