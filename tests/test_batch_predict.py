@@ -1,14 +1,18 @@
 """`vertex-trainer batch-predict`: SDK-checked BatchPredictionJob requests, the bodies Vertex then
-sends answered by our server, and --local through trainer.predict."""
+sends answered by our server, and --local writing the job's output files."""
 
 from __future__ import annotations
 
+import ast
 import base64
+import datetime
+import json
+import re
 
 import pytest
 from google.cloud.aiplatform_v1 import types
 
-from trainer.cloud import batch_predict
+from trainer.cloud import batch_local, batch_predict
 from tests.exports import DIGITS, export_model, images, png
 from tests.serving import request, server_thread
 
@@ -75,24 +79,61 @@ def test_what_vertex_sends_for_a_file_list_is_answered_by_our_server(tmp_path):
     assert all(p["labels"] in DIGITS for p in answer["predictions"])
 
 
-def test_local_runs_the_file_list_through_predict(capsys, tmp_path):
+def test_local_writes_the_job_output_with_our_servers_predictions(capsys, tmp_path):
+    """--local writes what the job writes: a prediction-<model>-<time> directory under
+    --output-dir with JSONL `{"instance": {"b64": ...}, "prediction": ...}` lines, the prediction
+    being what the server's encoded_image path returns for the same bytes; a request the server
+    refuses (an undecodable image and its batch-mate) is one errors_stats line, not a crash."""
     _, model_dir = export_model(tmp_path / "model", class_names=DIGITS)
-    paths = []
-    for index, pixels in enumerate(images(3)):
-        path = tmp_path / "images" / f"{index}.png"
-        path.parent.mkdir(exist_ok=True)
-        path.write_bytes(png(pixels))
-        paths.append(str(path))
+    folder = tmp_path / "images"
+    folder.mkdir()
+    contents = {folder / f"{index}.png": png(pixels) for index, pixels in enumerate(images(4))}
+    contents[folder / "bad.png"] = b"not an image"
+    for path, data in contents.items():
+        path.write_bytes(data)
+    listed = [folder / name for name in ("0.png", "1.png", "bad.png", "2.png", "3.png")]
     listing = tmp_path / "images.txt"
-    listing.write_text("\n".join(paths) + "\n")
+    listing.write_text("".join(f"{path}\n" for path in listed))
     out = tmp_path / "predictions"
     assert batch_predict.main([str(listing), "--local", "--artifact-uri", model_dir,
-                               "--output-dir", str(out)]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    for path in paths:
-        (line,) = [line for line in lines if line.startswith(path + "  ")]
-        assert line.split()[1] in DIGITS
+                               "--output-dir", str(out), "--batch-size", "2"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines()[-1].startswith("error: 2 of 5 instances failed")
+
+    (job_dir,) = [path for path in out.iterdir() if path.is_dir()]
+    assert re.fullmatch(r"prediction-vertex-trainer-batch-\d{4}_\d\d_\d\dT\d\d_\d\d_\d\d_\d{3}Z",
+                        job_dir.name)
+    assert sorted(p.name for p in job_dir.iterdir()) == [
+        "prediction.errors_stats-00000-of-00001", "prediction.results-00000-of-00001"]
+    lines = [json.loads(line) for line in
+             (job_dir / "prediction.results-00000-of-00001").read_text().splitlines()]
+    predicted = [folder / name for name in ("0.png", "1.png", "3.png")]  # bad.png took 2.png
+    assert [set(line) for line in lines] == [{"instance", "prediction"}] * 3
+    assert [line["instance"] for line in lines] == \
+        [{"b64": base64.b64encode(contents[path]).decode()} for path in predicted]
+    with server_thread(model_dir) as port:
+        for line in lines:
+            status, answer = request(port, "POST", "/predict", {
+                "signature_name": "encoded_image",
+                "instances": [{"image_bytes": line["instance"]}]})
+            assert status == 200, answer
+            assert line["prediction"] == answer["predictions"][0]
+    assert all(line["prediction"]["labels"] in DIGITS for line in lines)
+
+    (stats,) = (job_dir / "prediction.errors_stats-00000-of-00001").read_text().splitlines()
+    message, count = ast.literal_eval(stats)
+    assert count == 2
+    assert "Non-OK result 400" in message and "cannot read the image's size" in message
+    # predict's human-facing outputs, for the predicted images
+    for path in predicted:
+        assert any(line.startswith(f"{path}  ") for line in captured.out.splitlines())
     assert (out / "predictions.png").stat().st_size > 0
+
+
+def test_the_job_output_directory_is_named_as_vertex_names_it():
+    created = datetime.datetime(2025, 3, 25, 6, 28, 43, 123456, tzinfo=datetime.timezone.utc)
+    assert batch_local.directory_name("cnn", created) == "prediction-cnn-2025_03_25T06_28_43_123Z"
+    assert batch_local.errors_stats({"it's bad": 3}) == "(\"it's bad\", 3)\n"
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -122,5 +163,5 @@ def test_bad_batch_predictions_are_one_line_errors(capsys, argv, message):
 def test_local_refuses_jsonl_instances(capsys, tmp_path):
     assert batch_predict.main([str(tmp_path / "x.jsonl"), "--local", "--artifact-uri",
                                str(tmp_path), "--output-dir", str(tmp_path)]) == 2
-    assert "--local runs image files through `vertex-trainer predict`" in \
+    assert "--local runs a file list of images; JSONL instances run on Vertex" in \
         capsys.readouterr().err

@@ -457,11 +457,16 @@ class Predictor:
             batcher.close()
 
 
+def too_large(limit: int) -> str:
+    """The 400 `error` of a request body over --max-request-bytes."""
+    return f"request body is over {limit} bytes (--max-request-bytes)"
+
+
 async def _read_body(request, limit: int) -> bytes:
-    too_large = f"request body is over {limit} bytes (--max-request-bytes)"
+    too_large_error = too_large(limit)
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > _DRAIN_BYTES:
-        raise BadRequest(too_large)
+        raise BadRequest(too_large_error)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
@@ -470,7 +475,7 @@ async def _read_body(request, limit: int) -> bytes:
         elif size > _DRAIN_BYTES:
             break
     if size > limit:
-        raise BadRequest(too_large)
+        raise BadRequest(too_large_error)
     return b"".join(chunks)
 
 
@@ -631,6 +636,14 @@ def load_model(model_dir: str, choice: str, batch_max_size: int):
     return runtime.TensorFlowModel(export.load(model_dir, "--model-dir"))
 
 
+def build_predictor(args: argparse.Namespace) -> Predictor:
+    """The model of `args.model_dir` loaded, warmed and wrapped as serve's flags in `args` say."""
+    model = load_model(args.model_dir, args.runtime, args.batch_max_size)
+    model.warm_up()
+    return Predictor(model, args.max_instances, args.max_image_pixels,
+                     batch_max_size=args.batch_max_size, batch_timeout=args.batch_timeout_ms / 1000)
+
+
 def _class_names(model_dir: str) -> list[str] | None:
     path = files.join(model_dir, LABELS_FILE)
     if not files.exists(path):
@@ -659,11 +672,7 @@ def _serve(argv: Sequence[str] | None, environ: Mapping[str, str]) -> None:
                   for flag in ("health-route", "predict-route")}
     import uvicorn
 
-    model = load_model(args.model_dir, args.runtime, args.batch_max_size)
-    model.warm_up()
-    predictor = Predictor(model, args.max_instances, args.max_image_pixels,
-                          batch_max_size=args.batch_max_size,
-                          batch_timeout=args.batch_timeout_ms / 1000)
+    predictor = build_predictor(args)
     sock = listen(args.host, args.port)
     app = build_app(predictor, model_name=args.model_name, predict_route=routes["predict-route"],
                     health_route=routes["health-route"],
@@ -675,7 +684,7 @@ def _serve(argv: Sequence[str] | None, environ: Mapping[str, str]) -> None:
     host, port = sock.getsockname()[:2]
     log.info("serving %s with %s (signatures %s; batches of up to %d instances) on "
              "http://%s:%d: POST %s, POST /v1/models/%s:predict, GET %s; images up to %s pixels; "
-             "ready %.2f s after start", args.model_dir, model.runtime,
+             "ready %.2f s after start", args.model_dir, predictor.model.runtime,
              ", ".join(predictor.signature_names), args.batch_max_size, host, port,
              routes["predict-route"], args.model_name, routes["health-route"],
              f"{predictor.limits.max_image_pixels:,}", time.monotonic() - started)

@@ -10,7 +10,9 @@ our server gives the `encoded_image` signature) or JSONL (one instance per line,
 --signature, default serving_default). The model is an uploaded one (--model) or an export
 (--artifact-uri), first registered on our serving image. Vertex writes JSONL predictions under
 --output-dir. Every request is checked with the aiplatform SDK's types first; --dry-run prints
-them. --local runs a file list (or image paths) through `vertex-trainer predict` here.
+them. --local rehearses the job here on a file list of local images (or image paths) and a local
+export: our server's prediction writes, under --output-dir, the directory and JSONL files the job
+writes (trainer/cloud/batch_local.py), and `vertex-trainer predict` adds its lines and PNGs.
 """
 
 from __future__ import annotations
@@ -38,6 +40,23 @@ def instances_format(args: argparse.Namespace) -> str:
     return found
 
 
+def check_batch_size(args: argparse.Namespace) -> None:
+    if not 1 <= args.batch_size <= 256:
+        raise TrainerError(f"--batch-size must be in [1, 256] (the server's --max-instances), "
+                           f"got {args.batch_size}")
+
+
+def signature_of(args: argparse.Namespace, fmt: str) -> str:
+    """The signature the job's modelParameters name; "" for the server's default."""
+    return args.signature or ("encoded_image" if fmt == "file-list" else "")
+
+
+def model_parameters(signature: str) -> dict | None:
+    # Vertex forwards modelParameters as each request's "parameters"; our server reads the
+    # signature from there.
+    return {"signature_name": signature} if signature else None
+
+
 def build_requests(args: argparse.Namespace) -> list[plans.Request]:
     """UploadModelRequest (with --artifact-uri), then the BatchPredictionJob; pure."""
     if bool(args.model) == bool(args.artifact_uri):
@@ -55,11 +74,9 @@ def build_requests(args: argparse.Namespace) -> list[plans.Request]:
     if args.replicas < 1 or args.max_replicas < args.replicas:
         raise TrainerError(f"--replicas ({args.replicas}) must be >= 1 and <= --max-replicas "
                            f"({args.max_replicas})")
-    if not 1 <= args.batch_size <= 256:
-        raise TrainerError(f"--batch-size must be in [1, 256] (the server's --max-instances), "
-                           f"got {args.batch_size}")
+    check_batch_size(args)
     fmt = instances_format(args)
-    signature = args.signature or ("encoded_image" if fmt == "file-list" else "")
+    signature = signature_of(args, fmt)
     location = plans.location(args.project, args.region)
     requests = []
     if args.artifact_uri:
@@ -83,9 +100,7 @@ def build_requests(args: argparse.Namespace) -> list[plans.Request]:
            # Requests stay within the server's per-request limits (instances and bytes).
            "manualBatchTuningParameters": {"batchSize": args.batch_size}}
     if signature:
-        # Vertex forwards modelParameters as each request's "parameters"; our server reads
-        # the signature from there.
-        job["modelParameters"] = {"signature_name": signature}
+        job["modelParameters"] = model_parameters(signature)
     requests.append(plans.Request("batchPredictionJob", "BatchPredictionJob", job))
     for request in requests:
         request.message()
@@ -106,15 +121,14 @@ def run_on_vertex(requests: list[plans.Request], args: argparse.Namespace) -> in
     return submit.submit(job, args.project, args.region, args.poll_secs, not args.no_follow)
 
 
-def run_here(args: argparse.Namespace) -> int:
-    """The file list's images (or the paths given) through `vertex-trainer predict`."""
-    from trainer import predict
-
+def local_files(args: argparse.Namespace) -> list[str]:
+    """The images --local predicts: the lines of each file list, or the paths given."""
     if args.instances_format == "jsonl" or any(p.lower().endswith(".jsonl") for p in args.input):
-        raise TrainerError("--local runs image files through `vertex-trainer predict`; JSONL "
-                           "instances run on Vertex (drop --local)")
+        raise TrainerError("--local runs a file list of images; JSONL instances run on Vertex "
+                           "(drop --local)")
     if not args.artifact_uri:
         raise TrainerError("--local needs the export as --artifact-uri DIR")
+    check_batch_size(args)
     files = []
     for path in args.input:
         if path.lower().endswith(tuple(FORMATS)):
@@ -127,8 +141,37 @@ def run_here(args: argparse.Namespace) -> int:
             files.append(path)
     if not files:
         raise TrainerError(f"INPUT {' '.join(args.input)} lists no image")
-    return predict.main(["--model-dir", args.artifact_uri, "--output-dir", args.output_dir,
-                         "--batch-size", str(args.batch_size), *files])
+    return files
+
+
+def run_here(args: argparse.Namespace, files: list[str]) -> int:
+    """The job's output files from our server's prediction, then predict's lines and PNGs."""
+    from trainer import predict
+    from trainer.cloud import batch_local
+    from trainer.serving import files as model_files
+    from trainer.storage import join
+
+    if not model_files.exists(join(args.artifact_uri, "saved_model.pb")):
+        raise TrainerError(f"--artifact-uri: {args.artifact_uri} holds no saved_model.pb; "
+                           "expected an export written by trainer.task")
+    outcome = batch_local.run(files, args.artifact_uri, args.output_dir, args.display_name,
+                              args.batch_size,
+                              model_parameters(signature_of(args, "file-list")))
+    print(f"wrote {join(outcome.directory, batch_local.RESULTS_FILE)}: "
+          f"{len(outcome.predicted)} predictions", flush=True)
+    if outcome.predicted:
+        predict.run(predict.build_parser().parse_args(
+            ["--model-dir", args.artifact_uri, "--output-dir", args.output_dir,
+             "--batch-size", str(args.batch_size), *outcome.predicted]))
+    if not outcome.failed:
+        return 0
+    errors = join(outcome.directory, batch_local.ERRORS_FILE)
+    for message, paths in outcome.failed.items():
+        print(f"failed: {message}")
+        print("".join(f"  {path}\n" for path in paths), end="")
+    count = sum(len(paths) for paths in outcome.failed.values())
+    raise TrainerError(f"{count} of {len(files)} instances failed (a request the server "
+                       f"refuses fails all its --batch-size instances); see {errors}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -150,7 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
                                        "list, serving_default for JSONL)")
     p.add_argument("--project", help="required unless --dry-run or --local")
     p.add_argument("--region", default="us-central1")
-    p.add_argument("--display-name", default="vertex-trainer-batch")
+    p.add_argument("--display-name", default="vertex-trainer-batch",
+                   help="of the job and the registered model; --local names its output "
+                        "directory prediction-NAME-TIME after it, as the job does")
     p.add_argument("--machine-type", default="n1-standard-4")
     p.add_argument("--replicas", type=int, default=1, help="starting replica count")
     p.add_argument("--max-replicas", type=int, default=1)
@@ -161,8 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     mode = p.add_mutually_exclusive_group()
     add_dry_run(mode, "the checked requests and the prerequisites")
     mode.add_argument("--local", action="store_true",
-                      help="predict here through `vertex-trainer predict` (a file list of local "
-                           "images and a local export)")
+                      help="rehearse the job here (a file list of local images and a local "
+                           "export): the job's output files under --output-dir, from our "
+                           "server's prediction, and `vertex-trainer predict`'s PNGs")
     return p
 
 
@@ -171,10 +217,13 @@ def main(argv=None) -> int:
         with usage_errors():
             args = build_parser().parse_args(argv)
             if args.local:
-                return run_here(args)
-            if not (args.dry_run or args.project):
+                files = local_files(args)
+            elif not (args.dry_run or args.project):
                 raise TrainerError("--project is required (or use --dry-run or --local)")
-            requests = build_requests(args)
+            else:
+                requests = build_requests(args)
+        if args.local:
+            return run_here(args, files)
         image = requests[0].body["model"]["containerSpec"]["imageUri"] \
             if requests[0].step == "uploadModel" else None
 
