@@ -30,10 +30,9 @@ from google.protobuf import json_format
 from hptuning import cli, flags, spec
 from trainer.cloud import checks
 from trainer.cloud.prebuilt import past_end_warning
-from trainer.cli import OneLineParser, add_dry_run, run_cli, parse_command, usage_errors
+from trainer.cli import (OneLineParser, add_dry_run, add_location, run_cli,
+                         parse_command, usage_errors)
 from trainer.errors import TrainerError
-
-DEFAULT_REGION = "us-central1"
 
 
 def request_job(tuning: spec.TuningSpec, display_name: str | None,
@@ -149,10 +148,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                "-- --train-files 'gs://B/data/train-*' --eval-files 'gs://B/data/eval-*'; "
                "their paths must be gs:// (or /gcs/).")
     cli.add_common(parser, parallel_default="the config's parallelTrialCount")
-    parser.add_argument("--project", help="Google Cloud project (also fills ${PROJECT}); "
-                                          "required unless --dry-run, which writes PROJECT")
-    parser.add_argument("--region", default=DEFAULT_REGION,
-                        help="Vertex AI region (also fills ${REGION})")
+    add_location(parser, "Google Cloud project (also fills ${PROJECT}); required unless "
+                         "--dry-run, which writes PROJECT",
+                 "Vertex AI region (also fills ${REGION})")
     parser.add_argument("--display-name", help="default: the config's displayName, else "
                                                "<config name>-<time>")
     add_dry_run(parser, "the job's JSON (the request body), offline")

@@ -43,6 +43,13 @@ def parse_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
     return parser.parse_args(argv[:split]), argv[split + 1:]
 
 
+def add_location(group, project: str, region: str = "Vertex AI region") -> None:
+    """`--project` and `--region` as every command that calls Vertex AI has them; `project` and
+    `region` are their help (when each is required, what else they fill)."""
+    group.add_argument("--project", help=project)
+    group.add_argument("--region", default="us-central1", help=region)
+
+
 def add_dry_run(group, prints: str) -> None:
     """`--dry-run` as every command that creates cloud resources has it: what it prints, and
     the promise that nothing is created, sent or run."""

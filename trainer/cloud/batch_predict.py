@@ -22,7 +22,7 @@ import re
 import sys
 from pathlib import Path
 
-from trainer.cli import OneLineParser, add_dry_run, run_cli, usage_errors
+from trainer.cli import OneLineParser, add_dry_run, add_location, run_cli, usage_errors
 from trainer.cloud import checks, deploy, plans, submit
 from trainer.errors import TrainerError
 
@@ -191,8 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: from INPUT's suffix (.jsonl; .txt/.csv: file-list)")
     p.add_argument("--signature", help="signature to call (default: encoded_image for a file "
                                        "list, serving_default for JSONL)")
-    p.add_argument("--project", help="required unless --dry-run or --local")
-    p.add_argument("--region", default="us-central1")
+    add_location(p, "required unless --dry-run or --local")
     p.add_argument("--display-name", default="vertex-trainer-batch",
                    help="of the job and the registered model; --local names its output "
                         "directory prediction-NAME-TIME after it, as the job does")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from trainer.cloud import plans
 from trainer.cloud.prebuilt import PREDICTION_CPU, PREDICTION_GPU, past_end_warning
-from trainer.cli import OneLineParser, add_dry_run, run_cli, usage_errors
+from trainer.cli import OneLineParser, add_dry_run, add_location, run_cli, usage_errors
 from trainer.errors import TrainerError
 
 # Where cloudbuild.yaml pushes our serving image (its _SERVING_IMAGE substitution).
@@ -192,8 +192,7 @@ def deploy(messages: dict, region: str, timeout_secs: int) -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="vertex-trainer deploy", allow_abbrev=False,
                        description=__doc__.split("\n\n")[0])
-    p.add_argument("--project", help="required unless --dry-run")
-    p.add_argument("--region", default="us-central1")
+    add_location(p, "required unless --dry-run")
     p.add_argument("--artifact-uri", required=True,
                    help="gs:// directory of the SavedModel (trainer.task's AIP_MODEL_DIR)")
     p.add_argument("--display-name", default="vertex-trainer", help="of the model and endpoint")

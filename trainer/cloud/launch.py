@@ -35,7 +35,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainer.cli import OneLineParser, add_dry_run, run_cli, parse_command, usage_errors
+from trainer.cli import (OneLineParser, add_dry_run, add_location, run_cli,
+                         parse_command, usage_errors)
 from trainer.cloud import checks, deploy, plans, submit
 from trainer.containers.daemon import require_docker
 from trainer.errors import TrainerError
@@ -448,8 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--local", action="store_true",
                    help="run the whole chain on this machine (docker)")
     add_dry_run(p, "the checked plan (commands, requests, prerequisites)")
-    p.add_argument("--project", help="required on Vertex unless --dry-run")
-    p.add_argument("--region", default="us-central1")
+    add_location(p, "required on Vertex unless --dry-run")
     p.add_argument("--display-name", default="vertex-trainer", help="of the job, model, endpoint")
     p.add_argument("--bucket", metavar="gs://BUCKET[/PREFIX]",
                    help="Vertex: where the prepared data (data/), each run's outputs "

@@ -37,7 +37,8 @@ from pathlib import Path
 from trainer.cloud import checks, plans
 from trainer.cloud.prebuilt import TRAINING_CPU as PREBUILT_CPU_IMAGE
 from trainer.cloud.prebuilt import end_of_availability, past_end_warning
-from trainer.cli import OneLineParser, add_dry_run, run_cli, parse_command, usage_errors
+from trainer.cli import (OneLineParser, add_dry_run, add_location, run_cli,
+                         parse_command, usage_errors)
 from trainer.cluster import REDUCTION_SERVER_ENV
 from trainer.containers import images
 from trainer.containers.daemon import require_docker
@@ -374,8 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="vertex-trainer submit", allow_abbrev=False,
                       usage="%(prog)s [options] -- TRAINER_FLAGS...",
                       description=__doc__.split("\n\n")[0])
-    p.add_argument("--project", help="required unless --dry-run (which then names PROJECT)")
-    p.add_argument("--region", default="us-central1")
+    add_location(p, "required unless --dry-run (which then names PROJECT)")
     p.add_argument("--display-name", default="vertex-trainer")
     p.add_argument("--dataset", metavar="ID",
                    help="a Vertex managed image dataset (ID or resource name): the job becomes "
