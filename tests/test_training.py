@@ -64,6 +64,20 @@ def test_epochs_resolve_to_steps_and_the_progress_line_shows_the_epoch(dataset, 
     assert train(dataset, tmp_path, "--epochs", "2").step == 80
 
 
+def test_the_progress_line_leaves_out_the_epoch_of_a_run_under_a_tenth_of_one(caplog,
+                                                                              monkeypatch):
+    from trainer.loop import TrainInterval
+    from trainer.report import Progress
+
+    monkeypatch.setattr(logging.getLogger("trainer"), "propagate", True)
+    caplog.set_level(logging.INFO, logger="trainer")
+    interval = TrainInterval(5, 5, 1.0, {"loss": 1.0, "accuracy": 0.5}, 500)
+    # `reproduce --steps 5`: 5 steps of 100 of 10,000 examples said 'epoch 0/0'.
+    Progress(5, steps_per_epoch=100.0).on_train(interval)
+    Progress(10, steps_per_epoch=100.0).on_train(interval)
+    assert [m.split("  loss")[0] for m in caplog.messages] == ["step 5/5", "step 5/10  epoch 0/0.1"]
+
+
 def test_a_model_far_too_large_for_the_input_is_a_warning_naming_models_that_fit(
         tmp_path, caplog, monkeypatch):
     from tests.image_data import make_image_set
