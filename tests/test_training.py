@@ -2,6 +2,7 @@
 
 import json
 import logging
+import shutil
 import signal
 import subprocess
 import sys
@@ -115,6 +116,23 @@ def test_export_reloads_and_matches_the_trained_model(dataset, tmp_path):
     outputs = loaded.signatures["serving_default"](image=tf.constant(images))
     np.testing.assert_allclose(outputs["probabilities"].numpy(), expected, atol=1e-5)
     np.testing.assert_array_equal(outputs["classes"].numpy(), expected.argmax(axis=1))
+
+
+def test_a_finished_job_run_again_exports_only_when_its_export_is_missing(
+        dataset, tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr(logging.getLogger("trainer"), "propagate", True)
+    caplog.set_level(logging.INFO, logger="trainer")
+    first = train(dataset, tmp_path, "--max-steps", "10")
+    again = train(dataset, tmp_path, "--max-steps", "10")
+    assert again.export_path == first.export_path
+    assert list((tmp_path / "export").iterdir()) == [Path(first.export_path)]
+    assert (f"the model at step 10 (weights {first.weights_digest}) is already exported to "
+            f"{first.export_path}; not exporting it again") in caplog.messages
+    # A run killed after its last checkpoint but before exporting: the rerun exports.
+    shutil.rmtree(first.export_path)
+    last = train(dataset, tmp_path, "--max-steps", "10")
+    assert list((tmp_path / "export").iterdir()) == [Path(last.export_path)]
+    assert (Path(last.export_path) / "saved_model.pb").exists()
 
 
 def test_hypertune_gets_one_report_per_evaluation_in_a_per_trial_dir(dataset, tmp_path,
