@@ -59,8 +59,8 @@ def test_epochs_resolve_to_steps_and_the_progress_line_shows_the_epoch(dataset, 
     lines = [m for m in caplog.messages if m.startswith("step ")]
     assert [line.split("  loss")[0] for line in lines] == [
         "step 20/60  epoch 0.5/1.5", "step 40/60  epoch 1/1.5", "step 60/60  epoch 1.5/1.5"]
-    assert any(m.startswith("60 step(s) of 50 examples: 1.5 epochs of 2,000") for m in
-               caplog.messages)
+    assert ("60 step(s) of 50 examples: 1.5 epochs of 2,000 (evaluating at the end of every "
+            "epoch)") in caplog.messages
     # Given again with more epochs, the run goes on from its checkpoint.
     assert train(dataset, tmp_path, "--epochs", "2").step == 80
 
