@@ -354,6 +354,48 @@ def test_epochs_resolve_to_steps_of_the_batch_and_evaluate_every_epoch():
     assert resolved(["--max-steps", "40"], 10_000).steps_per_epoch == 100
 
 
+def due_steps(loop, due) -> list[int]:
+    """The steps the controller stops at for which `due(step)` holds, the final one included."""
+    steps, step = [], 0
+    while step < loop.max_steps:
+        step = loop.next_boundary(step)
+        if due(step):
+            steps.append(step)
+    return steps
+
+
+def test_epoch_evaluations_end_on_the_step_each_epoch_ends_the_last_on_the_final_step():
+    # 1,000 examples at batch 32: 31.25 steps an epoch, 20 epochs are 625 steps. Periods of a
+    # rounded 31 steps evaluated at 620 and then at 625.
+    loop = resolved(["--epochs", "20", "--batch-size", "32"], 1000)
+    ends = [math.ceil(epoch * 31.25) for epoch in range(1, 21)]
+    assert ends[:4] == [32, 63, 94, 125] and ends[-1] == loop.max_steps == 625
+    assert due_steps(loop, loop.evaluates_at) == ends
+    assert due_steps(loop, loop.checkpoints_at) == ends  # the default follows evaluation
+    half = resolved(["--max-steps", "63", "--batch-size", "32", "--eval-every-epochs", "0.5"],
+                    1000)
+    assert due_steps(half, half.evaluates_at) == [16, 32, 47, 63]
+    # Whole periods stay multiples.
+    steps = resolved(["--max-steps", "95", "--eval-every-steps", "40",
+                      "--checkpoint-every-steps", "25"], 1000)
+    assert due_steps(steps, steps.evaluates_at) == [40, 80]
+    assert due_steps(steps, steps.checkpoints_at) == [25, 50, 75]
+
+
+@pytest.mark.parametrize("argv, examples, note", [
+    (["--max-steps", "50"], 10_000, "evaluating at the end"),  # the default 500 never comes
+    (["--max-steps", "500"], 10_000, "evaluating at the end"),
+    ([], 10_000, "evaluating every 500 steps"),
+    (["--max-steps", "3000", "--eval-every-steps", "1000"], 10, "evaluating every 1,000 steps"),
+    (["--epochs", "3"], 1000, "evaluating at the end of every epoch"),
+    (["--epochs", "1"], 1000, "evaluating at the end"),
+    (["--epochs", "1", "--eval-every-epochs", "0.25"], 1000, "evaluating every 0.25 epochs"),
+    (["--max-steps", "50", "--eval-every-epochs", "2"], 10_000, "evaluating at the end"),
+])
+def test_the_announced_evaluation_is_the_one_that_happens(argv, examples, note):
+    assert resolved(argv, examples).evaluation_note() == note
+
+
 def test_phases_are_checked_against_the_steps_the_epochs_resolve_to():
     config = config_from_flags(["--epochs", "1", "--warmup-steps", "200"], {})
     with pytest.raises(TrainerError, match=r"--warmup-steps must be in \[0, the 100 steps of "

@@ -95,6 +95,18 @@ def test_trains_to_each_boundary_and_acts_there():
     assert made.evaluations[-1].train_seconds == pytest.approx(made.train_seconds)
 
 
+def test_epochs_of_a_fractional_step_count_evaluate_where_each_epoch_ends():
+    # 1,000 examples at batch 32 (31.25 steps an epoch) for 4 epochs: 125 steps.
+    plan = LoopConfig(max_steps=None, eval_every_steps=None, epochs=4,
+                      checkpoint_every_secs=1e9).in_steps(1000, 32)
+    trainer = FakeTrainer()
+    checkpoints = FakeCheckpoints(trainer)
+    made, _ = controller(trainer, checkpoints, schedule=plan)
+    assert made.run().step == 125
+    assert [e.step for e in made.evaluations] == [32, 63, 94, 125]
+    assert checkpoints.saves == [32, 63, 94, 125]
+
+
 def test_a_resumed_run_trains_only_the_remaining_steps():
     trainer = FakeTrainer()
     made, record = controller(trainer, FakeCheckpoints(trainer, saved_step=20))

@@ -128,3 +128,18 @@ def test_exporter_writes_the_tutorial_cnn_with_labels(tmp_path):
     outputs = tf.saved_model.load(exporter.last_export).signatures["serving_default"](
         image=tf.constant(scaled(pixels)))
     check(outputs, expected(model, pixels), atol=1e-5)
+
+
+def test_exporter_writes_each_step_and_weights_once(tmp_path):
+    model = models.build_model("dnn", (28, 28, 1), 10, 0.0)
+    exporter = export.Exporter(model, models.build_model("dnn", (28, 28, 1), 10, 0.0),
+                               export_dir=str(tmp_path), timestamped=True,
+                               image_shape=(28, 28, 1))
+    first = exporter.export(step=5)
+    assert exporter.export(step=5) == first == exporter.last_export
+    other_step = exporter.export(step=6)
+    model.set_weights([w + 1 for w in model.get_weights()])
+    other_weights = exporter.export(step=6)
+    assert len({first, other_step, other_weights}) == 3
+    assert sorted(str(p) for p in tmp_path.iterdir()) == sorted([first, other_step,
+                                                                 other_weights])

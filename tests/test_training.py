@@ -2,6 +2,7 @@
 
 import json
 import logging
+import shutil
 import signal
 import subprocess
 import sys
@@ -58,10 +59,24 @@ def test_epochs_resolve_to_steps_and_the_progress_line_shows_the_epoch(dataset, 
     lines = [m for m in caplog.messages if m.startswith("step ")]
     assert [line.split("  loss")[0] for line in lines] == [
         "step 20/60  epoch 0.5/1.5", "step 40/60  epoch 1/1.5", "step 60/60  epoch 1.5/1.5"]
-    assert any(m.startswith("60 step(s) of 50 examples: 1.5 epochs of 2,000") for m in
-               caplog.messages)
+    assert ("60 step(s) of 50 examples: 1.5 epochs of 2,000 (evaluating at the end of every "
+            "epoch)") in caplog.messages
     # Given again with more epochs, the run goes on from its checkpoint.
     assert train(dataset, tmp_path, "--epochs", "2").step == 80
+
+
+def test_the_progress_line_leaves_out_the_epoch_of_a_run_under_a_tenth_of_one(caplog,
+                                                                              monkeypatch):
+    from trainer.loop import TrainInterval
+    from trainer.report import Progress
+
+    monkeypatch.setattr(logging.getLogger("trainer"), "propagate", True)
+    caplog.set_level(logging.INFO, logger="trainer")
+    interval = TrainInterval(5, 5, 1.0, {"loss": 1.0, "accuracy": 0.5}, 500)
+    # `reproduce --steps 5`: 5 steps of 100 of 10,000 examples said 'epoch 0/0'.
+    Progress(5, steps_per_epoch=100.0).on_train(interval)
+    Progress(10, steps_per_epoch=100.0).on_train(interval)
+    assert [m.split("  loss")[0] for m in caplog.messages] == ["step 5/5", "step 5/10  epoch 0/0.1"]
 
 
 def test_a_model_far_too_large_for_the_input_is_a_warning_naming_models_that_fit(
@@ -101,6 +116,23 @@ def test_export_reloads_and_matches_the_trained_model(dataset, tmp_path):
     outputs = loaded.signatures["serving_default"](image=tf.constant(images))
     np.testing.assert_allclose(outputs["probabilities"].numpy(), expected, atol=1e-5)
     np.testing.assert_array_equal(outputs["classes"].numpy(), expected.argmax(axis=1))
+
+
+def test_a_finished_job_run_again_exports_only_when_its_export_is_missing(
+        dataset, tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr(logging.getLogger("trainer"), "propagate", True)
+    caplog.set_level(logging.INFO, logger="trainer")
+    first = train(dataset, tmp_path, "--max-steps", "10")
+    again = train(dataset, tmp_path, "--max-steps", "10")
+    assert again.export_path == first.export_path
+    assert list((tmp_path / "export").iterdir()) == [Path(first.export_path)]
+    assert (f"the model at step 10 (weights {first.weights_digest}) is already exported to "
+            f"{first.export_path}; not exporting it again") in caplog.messages
+    # A run killed after its last checkpoint but before exporting: the rerun exports.
+    shutil.rmtree(first.export_path)
+    last = train(dataset, tmp_path, "--max-steps", "10")
+    assert list((tmp_path / "export").iterdir()) == [Path(last.export_path)]
+    assert (Path(last.export_path) / "saved_model.pb").exists()
 
 
 def test_hypertune_gets_one_report_per_evaluation_in_a_per_trial_dir(dataset, tmp_path,

@@ -190,8 +190,20 @@ class RecipeConfig:
         help="learning rate once the backbone is unfrozen; default: --learning-rate / 10")
 
 
-def _next(step: int, every: int) -> int:
-    return (step // every + 1) * every
+def _whole_steps(steps: float) -> int:
+    """Steps rounded up, so that a fraction of an epoch's steps is trained (or ends) whole; a
+    hair above an integer (float error) does not count."""
+    return math.ceil(steps - 1e-9)
+
+
+def _next(step: int, every: float) -> int:
+    """The first step after `step` that ends a period of `every` steps. A fractional period
+    (epochs of a size not a multiple of the batch) ends on the step that completes it, rounded
+    up as --epochs is, so the period that ends the run ends on its final step."""
+    period = int(step // every) + 1
+    while (due := _whole_steps(period * every)) <= step:
+        period += 1
+    return due
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -206,7 +218,7 @@ class LoopConfig:
                help="train this many passes over the training data instead of --max-steps "
                     "(resolved to steps once the data's size is known: ceil(epochs x "
                     "examples / --batch-size))"))
-    eval_every_steps: int = resolved(
+    eval_every_steps: float = resolved(
         Option("eval-every-steps", type=integer, check=POSITIVE,
                help=f"default {DEFAULT_EVAL_EVERY_STEPS}, or one epoch with --epochs"),
         Option("eval-every-epochs", type=number, check=POSITIVE,
@@ -215,7 +227,7 @@ class LoopConfig:
                                   help="batches per evaluation; default: the whole eval set")
     log_every_steps: int = flag("log-every-steps", 100, integer, check=POSITIVE,
                                 help="steps per progress line (and per tf.function call)")
-    checkpoint_every_steps: int = flag("checkpoint-every-steps", type=integer, check=POSITIVE,
+    checkpoint_every_steps: float = flag("checkpoint-every-steps", type=integer, check=POSITIVE,
                                        help="default: --eval-every-steps; a checkpoint is also "
                                             "written at the end")
     checkpoint_every_secs: float = flag("checkpoint-every-secs", 600.0, number, check=POSITIVE,
@@ -231,8 +243,10 @@ class LoopConfig:
                                    help="stop as diverged when a training interval's mean loss "
                                         "exceeds this (a non-finite loss always stops the run)")
 
-    # --epochs and --eval-every-epochs as given; the steps above are resolved from them (and
-    # the training data's size) by `in_steps`, before anything reads them.
+    # --epochs and --eval-every-epochs as given (once resolved, eval_every_epochs is also 1
+    # when --epochs alone sets evaluation); the steps above are resolved from them (and the
+    # training data's size) by `in_steps`, before anything reads them. Periods resolved from
+    # epochs stay fractional (31.25 steps): each ends on the step that completes it.
     epochs: float | None = None
     eval_every_epochs: float | None = None
     steps_per_epoch: float | None = None  # known once resolved against the data
@@ -251,15 +265,16 @@ class LoopConfig:
         per_epoch = train_examples / batch_size
         changes = {"steps_per_epoch": per_epoch}
         if self.epochs is not None:
-            steps = max(1, math.ceil(self.epochs * per_epoch - 1e-9))
+            steps = max(1, _whole_steps(self.epochs * per_epoch))
             if steps > MAX_STEPS:
                 raise TrainerError(f"--epochs {self.epochs:g} of {train_examples:,} examples is "
                                    f"{steps:,} steps of {batch_size}; at most 2^53 = "
                                    f"{MAX_STEPS:,} are taken")
             changes["max_steps"] = steps
         if self.eval_every_epochs is not None or self.eval_every_steps is None:
-            every = max(1, round((self.eval_every_epochs or 1.0) * per_epoch))
-            changes["eval_every_steps"] = every
+            epochs = self.eval_every_epochs or 1.0
+            every = epochs * per_epoch
+            changes.update(eval_every_epochs=epochs, eval_every_steps=every)
             if self.checkpoint_every_steps is None:
                 changes["checkpoint_every_steps"] = every
         return dataclasses.replace(self, **changes)
@@ -268,6 +283,24 @@ class LoopConfig:
         """The first step after `step` at which something is due (a log line at the least)."""
         return min(_next(step, self.log_every_steps), _next(step, self.eval_every_steps),
                    _next(step, self.checkpoint_every_steps), self.max_steps)
+
+    def evaluates_at(self, step: int) -> bool:
+        """Whether an evaluation period ends at `step` (the final step evaluates anyway)."""
+        return _next(step - 1, self.eval_every_steps) == step
+
+    def checkpoints_at(self, step: int) -> bool:
+        """Whether a checkpoint period ends at `step`."""
+        return _next(step - 1, self.checkpoint_every_steps) == step
+
+    def evaluation_note(self) -> str:
+        """When the run evaluates, as its log announces it: never an interval it cannot reach."""
+        if _next(0, self.eval_every_steps) >= self.max_steps:
+            return "evaluating at the end"
+        if self.eval_every_epochs is None:
+            return f"evaluating every {self.eval_every_steps:,} steps"
+        if self.eval_every_epochs == 1:
+            return "evaluating at the end of every epoch"
+        return f"evaluating every {self.eval_every_epochs:g} epochs"
 
 
 @dataclass(frozen=True, kw_only=True)

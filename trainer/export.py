@@ -4,7 +4,8 @@ The SavedModel (tag `serve`) loads and predicts identically under TensorFlow 2.1
 newest prebuilt prediction image, `tf2-cpu.2-15`) and 2.21. It has three signatures, each
 returning `probabilities` float32 [N, num_classes], `classes` int64 [N] and, when exported with
 a label map, `labels` string [N] (the predicted class's name). A label map is also written to
-`labels.txt` beside `saved_model.pb`, one label per line.
+`labels.txt` beside `saved_model.pb`, one label per line. `export.json` there names the step
+and a digest of the weights it holds, so a rerun of a finished job finds its export.
 
 `serving_default`: input `image`, float32 [N, H, W, C] scaled to [0, 1], as training feeds it.
 
@@ -31,6 +32,8 @@ server (`trainer.serve`) also takes `"parameters": {"signature_name": ...}`.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 import os
 import time
@@ -40,7 +43,7 @@ import tensorflow as tf
 
 from trainer import records, storage
 from trainer.data import images, labels
-from trainer.storage import join
+from trainer.storage import dirname, join
 from trainer.errors import TrainerError, short_reason
 from trainer.serving import litert
 
@@ -48,6 +51,15 @@ log = logging.getLogger(__name__)
 
 LABELS_FILE = labels.FILE_NAME
 STAGING_SUFFIX = ".tmp-"  # + pid: an export is written beside its place, then moved in
+RECORD_FILE = "export.json"  # {"step": ..., "weights": weights_digest(...)} of the export
+
+
+def weights_digest(weights) -> str:
+    """A short hash of a model's weights (numpy arrays): equal only for equal weights."""
+    digest = hashlib.sha256()
+    for array in weights:
+        digest.update(array.tobytes())
+    return digest.hexdigest()[:12]
 
 
 def read_label_map(path: str, num_classes: int | None, source: str = "--label-map") -> list[str]:
@@ -116,8 +128,9 @@ def _parse_examples(serialized, image_shape):
 
 
 def write_saved_model(model, path: str, image_shape: tuple[int, int, int],
-                      class_names: list[str] | None = None) -> None:
-    """Writes the SavedModel beside `path` first, then moves it into place whole."""
+                      class_names: list[str] | None = None, record: dict | None = None) -> None:
+    """Writes the SavedModel beside `path` first, then moves it into place whole; `record`
+    (what it holds) goes into its RECORD_FILE."""
     image_shape = tuple(image_shape)
     endpoints = {
         "serving_default": (lambda image: _predictions(model, image, class_names),
@@ -139,6 +152,8 @@ def write_saved_model(model, path: str, image_shape: tuple[int, int, int],
         if class_names:
             with tf.io.gfile.GFile(join(staging, LABELS_FILE), "w") as f:
                 f.write("".join(f"{name}\n" for name in class_names))
+        if record is not None:
+            storage.write_text(join(staging, RECORD_FILE), json.dumps(record) + "\n")
         _convert_for_slim_serving(staging)
         storage.replace_dir(staging, path)
     except (tf.errors.OpError, OSError):
@@ -218,8 +233,18 @@ class Exporter:
                                  else self.export_dir)
 
     def export(self, step: int) -> str:
+        """The export of the model's weights at `step`: written, unless an earlier run (a
+        finished job run again) already exported these weights at this step."""
         path = self.export_dir
         try:
+            weights = self.model.get_weights()
+            record = {"step": step, "weights": weights_digest(weights)}
+            existing = self._existing(record)
+            if existing is not None:
+                log.info("the model at step %d (weights %s) is already exported to %s; not "
+                         "exporting it again", step, record["weights"], existing)
+                self.last_export = existing
+                return existing
             if self.timestamped:
                 stamp = int(time.time())
                 while tf.io.gfile.exists(join(self.export_dir, str(stamp))):
@@ -227,8 +252,9 @@ class Exporter:
                 path = join(self.export_dir, str(stamp))
             start = time.perf_counter()
             # A plain local copy: distributed (mirrored, ps-placed) variables stay out of it.
-            self.local_model.set_weights(self.model.get_weights())
-            write_saved_model(self.local_model, path, self.image_shape, self.class_names)
+            self.local_model.set_weights(weights)
+            write_saved_model(self.local_model, path, self.image_shape, self.class_names,
+                              record)
         except (tf.errors.OpError, OSError) as err:
             raise TrainerError(f"cannot export the model to {path} "
                                f"({storage.problem(err, path)}); the checkpoints are kept: free "
@@ -238,3 +264,17 @@ class Exporter:
         log.info("exported the model at step %d to %s (%.1f s)", step, path, seconds)
         self.last_export = path
         return path
+
+    def _existing(self, record: dict) -> str | None:
+        """The export whose RECORD_FILE says `record`, if there is one (exports of older
+        versions have none: they are exported again, once)."""
+        pattern = (join(self.export_dir, "*", RECORD_FILE) if self.timestamped
+                   else join(self.export_dir, RECORD_FILE))
+        for path in sorted(tf.io.gfile.glob(pattern)):
+            try:
+                with tf.io.gfile.GFile(path, "r") as f:
+                    if json.loads(f.read()) == record:
+                        return dirname(path)
+            except ValueError:  # not one of ours: never mistaken for the export
+                continue
+        return None

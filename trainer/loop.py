@@ -531,10 +531,10 @@ class Controller:
                     action(record)
                 interval, interval_steps, interval_seconds = 0.0, 0, 0.0
                 chunk = 0
-            if step % schedule.eval_every_steps == 0 or final:
+            if schedule.evaluates_at(step) or final:
                 self._agree_at(step)
                 evaluation = self._evaluate(step)
-            if step % schedule.checkpoint_every_steps == 0 or final or save_due or stop:
+            if schedule.checkpoints_at(step) or final or save_due or stop:
                 self._agree_at(step)
                 self._checkpoints.save(step)
                 last_save = time.monotonic()

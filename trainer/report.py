@@ -21,14 +21,17 @@ log = logging.getLogger(__name__)
 
 class Progress:
     """One line per training interval (step, epoch, loss, accuracy, examples/s, ETA) and
-    evaluation. `steps_per_epoch` (the training data's size / the batch) shows the epoch.
+    evaluation. `steps_per_epoch` (the training data's size / the batch) shows the epoch,
+    unless the whole run is under a tenth of one (a smoke run on full data), which would read
+    `epoch 0/0`.
 
     Keeps each interval's examples/s for the run's result.
     """
 
     def __init__(self, max_steps: int, steps_per_epoch: float | None = None):
         self._max_steps = max_steps
-        self._steps_per_epoch = steps_per_epoch
+        spans_epochs = steps_per_epoch and _tenths(max_steps / steps_per_epoch) != "0"
+        self._steps_per_epoch = steps_per_epoch if spans_epochs else None
         self.examples_per_sec: list[float] = []
 
     def on_train(self, interval: TrainInterval) -> None:

@@ -8,7 +8,6 @@ hand-made Config.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import shutil
@@ -80,7 +79,7 @@ def _train_and_evaluate(config: Config, strategy, stop) -> RunResult:
     import keras
     import tensorflow as tf
 
-    from trainer import data, loop, memory, models, runner, storage
+    from trainer import data, export, loop, memory, models, runner, storage
 
     if config.model.seed is not None:
         keras.utils.set_random_seed(config.model.seed)
@@ -143,7 +142,8 @@ def _train_and_evaluate(config: Config, strategy, stop) -> RunResult:
             written.export(controller.step)
     rates = written.progress.examples_per_sec[1:] or written.progress.examples_per_sec
     return RunResult(controller.step, last.metrics, written.exporter.last_export,
-                     statistics.median(rates) if rates else None, _digest(model),
+                     statistics.median(rates) if rates else None,
+                     export.weights_digest(model.get_weights()),
                      tuple(controller.evaluations), written.exporter.seconds,
                      test.metrics if test else None)
 
@@ -159,10 +159,10 @@ def _data_plan(config: Config):
     config = with_data_size(config, plan.train.size)
     loop_config = config.loop
     if loop_config.steps_per_epoch:
-        log.info("%s step(s) of %s examples: %s epochs of %s (evaluating every %s steps)",
+        log.info("%s step(s) of %s examples: %s epochs of %s (%s)",
                  f"{loop_config.max_steps:,}", f"{config.model.batch_size:,}",
                  f"{loop_config.max_steps / loop_config.steps_per_epoch:.3g}",
-                 f"{plan.train.size:,}", f"{loop_config.eval_every_steps:,}")
+                 f"{plan.train.size:,}", loop_config.evaluation_note())
     return plan, config
 
 
@@ -380,13 +380,6 @@ def _build_optimizer(config: Config, model):
     # strategy, on the ps for parameter_server) before a checkpoint is restored into them.
     optimizer.build(model.trainable_variables)
     return optimizer
-
-
-def _digest(model) -> str:
-    digest = hashlib.sha256()
-    for weights in model.get_weights():
-        digest.update(weights.tobytes())
-    return digest.hexdigest()[:12]
 
 
 def _evaluate_checkpoints(config: Config) -> RunResult:
