@@ -37,6 +37,15 @@ def test_an_unknown_row_is_a_one_line_usage_error(capsys):
     assert "\n" not in error and error.startswith("error: --rows: unknown row 'cnn_bn+magic'")
 
 
+def test_the_table_names_the_data_it_was_measured_on(dataset, tmp_path):
+    output = tmp_path / "REPRODUCTION.md"
+    assert reproduce.main(["--train-files", dataset[0], "--eval-files", dataset[1], "--rows",
+                           "dnn", "--steps", "2", "--job-root", str(tmp_path / "jobs"),
+                           "--output", str(output)]) == 0
+    first = output.read_text().splitlines()[0]
+    assert first.startswith(f"2,000 training / 500 test digits ({dataset[0]} / {dataset[1]})")
+
+
 def test_digit_folders_hold_the_chosen_digits_pixel_for_pixel(dataset, tmp_path):
     written = reproduce.write_digit_folders(dataset[1], str(tmp_path), range(5, 10), per_class=3)
     images, labels = synthetic_images(500, seed=2)  # the `dataset` fixture's eval set
