@@ -58,6 +58,17 @@ def _split(outputs: Mapping[str, np.ndarray], counts: Sequence[int]) -> list[dic
     return [{key: pieces[key][i] for key in outputs} for i in range(len(counts))]
 
 
+_DELEGATE_NOTICE = "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+
+
+def _quiet_delegate():
+    """LiteRT's C++ announces its default delegate on descriptor 2, once a process, before the
+    server's first log line: a notice with no news in it (the runtime is in that log line)."""
+    from trainer import tf_start
+
+    return tf_start.filtered_stderr(lambda line: line.rstrip("\n") == _DELEGATE_NOTICE)
+
+
 class LiteRtModel:
     """A converted trainer export in LiteRT's interpreter with XNNPACK.
 
@@ -73,7 +84,8 @@ class LiteRtModel:
         self._flatbuffer = flatbuffer
         self._interpreter_class = Interpreter
         self._interpreters: dict[int, object] = {}
-        probe = Interpreter(model_content=flatbuffer)
+        with _quiet_delegate():
+            probe = Interpreter(model_content=flatbuffer)
         details = probe.get_input_details()[0]
         self.image_shape = tuple(int(d) for d in details["shape_signature"][1:])
         self._labels = np.array([name.encode() for name in class_names], object) \
@@ -91,11 +103,12 @@ class LiteRtModel:
     def _interpreter(self, size: int):
         interpreter = self._interpreters.get(size)
         if interpreter is None:
-            interpreter = self._interpreter_class(model_content=self._flatbuffer,
-                                                  num_threads=_threads())
-            index = interpreter.get_input_details()[0]["index"]
-            interpreter.resize_tensor_input(index, [size, *self.image_shape])
-            interpreter.allocate_tensors()
+            with _quiet_delegate():
+                interpreter = self._interpreter_class(model_content=self._flatbuffer,
+                                                      num_threads=_threads())
+                index = interpreter.get_input_details()[0]["index"]
+                interpreter.resize_tensor_input(index, [size, *self.image_shape])
+                interpreter.allocate_tensors()
             self._interpreters[size] = interpreter
         return interpreter
 
