@@ -44,6 +44,7 @@ def test_the_table_names_the_data_it_was_measured_on(dataset, tmp_path):
                            "--output", str(output)]) == 0
     first = output.read_text().splitlines()[0]
     assert first.startswith(f"2,000 training / 500 test digits ({dataset[0]} / {dataset[1]})")
+    assert " cores (" in first and "load average" in first
 
 
 def test_digit_folders_hold_the_chosen_digits_pixel_for_pixel(dataset, tmp_path):
