@@ -2,6 +2,8 @@
 steps (digit folders from records, a backbone weights file from a run's checkpoint) are right.
 The study's training itself is tests/test_image_models.py's fine-tuning test."""
 
+import logging
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -37,7 +39,11 @@ def test_an_unknown_row_is_a_one_line_usage_error(capsys):
     assert "\n" not in error and error.startswith("error: --rows: unknown row 'cnn_bn+magic'")
 
 
-def test_the_table_names_the_data_it_was_measured_on(dataset, tmp_path):
+def test_the_table_names_the_data_it_was_measured_on(dataset, tmp_path, monkeypatch):
+    # The command's logging set-up stays out of this process's later tests (caplog needs the
+    # trainer logger to propagate).
+    monkeypatch.setattr("trainer.logs.log_to_stdout", lambda: None)
+    monkeypatch.setattr(logging.getLogger("tensorflow"), "filters", [])
     output = tmp_path / "REPRODUCTION.md"
     assert reproduce.main(["--train-files", dataset[0], "--eval-files", dataset[1], "--rows",
                            "dnn", "--steps", "2", "--job-root", str(tmp_path / "jobs"),
