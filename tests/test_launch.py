@@ -407,6 +407,7 @@ def test_on_vertex_the_plan_runs_in_order_with_the_names_each_step_creates(
     assert image == open(test_item["imageGcsUri"].replace("gs://bkt/vertex", str(tmp_path)),
                          "rb").read()
     lines = out.splitlines()
+    assert "  logs: gcloud ai custom-jobs stream-logs 5 --project=p --region=us-central1" in lines
     assert f"endpoint: {location}/endpoints/7" in lines
     assert lines[-1].startswith(
         "curl -X POST -H \"Authorization: Bearer $(gcloud auth print-access-token)\" -H "
