@@ -215,7 +215,13 @@ def test_the_local_plan_is_the_vertex_plan_on_this_machine(capsys, photos, tmp_p
     (["{photos}", "--bucket", "/tmp/out"], "error: --bucket must be gs://BUCKET[/PREFIX]"),
     (["gs://b/d.jsonl", "--local"], "error: --local trains on this machine's files: DATA "
                                     "gs://b/d.jsonl lives on Google Cloud"),
-    (["{photos}/nope"], "error: DATA: {photos}/nope is neither a photo folder"),
+    (["{photos}/nope"], "error: DATA: {photos}/nope does not exist (expected a photo folder"),
+    (["PHOTOS", "--project", "p", "--bucket", "gs://b/x"],
+     "error: DATA: PHOTOS does not exist (expected a photo folder ROOT/CLASS/image, a .csv/"
+     ".jsonl manifest, a gs:// URI or a managed dataset ID: a number or projects/P/locations/R/"
+     "datasets/N)"),
+    (["{repo}/setup.py"], "error: DATA: {repo}/setup.py is neither a photo folder (ROOT/CLASS/"
+                          "image), a .csv/.jsonl manifest"),
     (["{photos}", "--bucket", "gs://b", "--stop"], "error: --stop is for --local runs"),
     (["gs://b/photos/", "--bucket", "gs://b"], "error: DATA gs://b/photos is a gs:// folder, "
                                                "which holds out no image for the smoke "
@@ -230,11 +236,11 @@ def test_the_local_plan_is_the_vertex_plan_on_this_machine(capsys, photos, tmp_p
      "is in europe-west4, the job in --region us-central1"),
 ])
 def test_bad_launches_are_one_line_errors_before_anything_runs(capsys, photos, argv, message):
-    argv = [arg.format(photos=photos.train_dir) for arg in argv]
+    argv = [arg.format(photos=photos.train_dir, repo=REPO) for arg in argv]
     assert launch.main(["--dry-run", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and err.startswith("error: ")
-    assert message.format(photos=photos.train_dir) in err
+    assert message.format(photos=photos.train_dir, repo=REPO) in err
 
 
 def test_launching_on_vertex_needs_a_project(capsys, photos):

@@ -75,6 +75,10 @@ def classify(text: str) -> Data:
         return Data("folder", str(path.resolve()))
     if path.is_file() and path.suffix.lower() in MANIFEST_SUFFIXES:
         return Data("manifest", str(path.resolve()))
+    if not path.exists():
+        raise TrainerError(f"DATA: {text} does not exist (expected a photo folder "
+                           "ROOT/CLASS/image, a .csv/.jsonl manifest, a gs:// URI or a managed "
+                           "dataset ID: a number or projects/P/locations/R/datasets/N)")
     raise TrainerError(f"DATA: {text} is neither a photo folder (ROOT/CLASS/image), a .csv/.jsonl "
                        "manifest, a gs:// URI nor a managed dataset ID")
 
