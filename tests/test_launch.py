@@ -249,6 +249,18 @@ def test_launching_on_vertex_needs_a_project(capsys, photos):
         "error: --project is required to launch on Vertex (or use --local or --dry-run)")
 
 
+def test_a_vertex_run_without_credentials_stops_before_creating_anything_here(
+        capsys, photos, monkeypatch, tmp_path):
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
+    assert launch.main([str(photos.train_dir), "--project", "p", "--bucket", "gs://b/digits",
+                        "--training-image", "us-docker.pkg.dev/p/r/t:1", "--serving-image",
+                        "us-docker.pkg.dev/p/r/s:1", "--output-dir",
+                        str(tmp_path / "launch-output")]) == 1
+    assert capsys.readouterr().err == ("error: missing application-default credentials on this "
+                                       "machine: gcloud auth application-default login\n")
+    assert not (tmp_path / "launch-output").exists()
+
+
 TINY_STUDY = """\
 studySpec:
   metrics: [{metricId: loss, goal: MINIMIZE}]

@@ -417,7 +417,6 @@ def held_out_on_gcs(where: Layout, data: Data) -> HeldBack:
 
 def run_on_vertex(args: argparse.Namespace, plan: plans.Plan, data: Data, where: Layout,
                   image: HeldBack) -> None:
-    checks.verify(plan.prerequisites)
     run_commands(plan, data, where, args.eval_fraction)
     print("== train", flush=True)
     if submit.submit(plan.get("train"), args.project, args.region, args.poll_secs, True):
@@ -564,6 +563,8 @@ def main(argv=None) -> int:
         if args.dry_run:
             print(plans.render(plan))
             return 0
+        # Before this run's local folder exists: a run stopped here leaves nothing behind.
+        checks.verify(plan.prerequisites)
         where.local_dir.mkdir(parents=True, exist_ok=True)
         if args.tune:
             if where.data_dir:
