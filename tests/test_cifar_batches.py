@@ -98,6 +98,14 @@ def test_a_missing_file_is_one_line(tmp_path):
         cifar_batches.load(str(tmp_path / "nope"))
 
 
+def test_a_missing_folder_is_named_as_missing_and_a_wrong_one_as_not_cifar(tmp_path):
+    with pytest.raises(TrainerError, match=r"^--cifar: .*/cifar-10-batches-py does not exist "
+                                           r"\(expected the folder of the CIFAR-10/100"):
+        cifar_batches.find(str(tmp_path / "cifar-10-batches-py"))
+    with pytest.raises(TrainerError, match=r"^--cifar: .* holds neither CIFAR-10 \(data_batch_"):
+        cifar_batches.find(str(tmp_path))
+
+
 def test_pixels_are_the_rgb_planes_in_hwc_and_labels_index_the_meta_names(tmp_path):
     folder = tmp_path / "cifar-100"
     folder.mkdir()

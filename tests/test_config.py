@@ -354,6 +354,13 @@ def test_epochs_resolve_to_steps_of_the_batch_and_evaluate_every_epoch():
     assert resolved(["--max-steps", "40"], 10_000).steps_per_epoch == 100
 
 
+def test_the_budget_in_epochs_is_singular_for_one_epoch():
+    assert resolved(["--max-steps", "600"], 60_000).epochs_note() == "1 epoch"
+    assert resolved(["--epochs", "1", "--batch-size", "100"], 1001).epochs_note() == "1.1 epochs"
+    assert resolved(["--max-steps", "300"], 60_000).epochs_note() == "0.5 epochs"
+    assert resolved(["--epochs", "2"], 60_000).epochs_note() == "2 epochs"
+
+
 def due_steps(loop, due) -> list[int]:
     """The steps the controller stops at for which `due(step)` holds, the final one included."""
     steps, step = [], 0

@@ -10,10 +10,13 @@ import pytest
 from google.cloud.aiplatform_v1 import types
 from google.protobuf import json_format
 
+from trainer.cloud import checks
 from trainer.cloud import deploy as deploy_model
 from tests.conftest import REPO
 from tests.exports import DIGITS, export_model, images, png
 from tests.serving import request, server_thread
+from tests.test_checks import Rebased, api
+from tests.test_launch import parse
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -31,9 +34,12 @@ def files(tmp_path_factory):
 
 
 def dry_run(capsys, *argv):
+    """{step: body} of the rendered plan's requests."""
     assert deploy_model.main(["--dry-run", "--artifact-uri", "gs://b/runs/1/model", *argv]) == 0, \
         capsys.readouterr().err
-    return json.loads(capsys.readouterr().out)
+    commands, requests, _ = parse(capsys.readouterr().out)
+    assert not commands
+    return {step: body for step, _, body in requests}
 
 
 SHAPES = {
@@ -59,6 +65,42 @@ def test_dry_run_requests_parse_back_unchanged_with_the_sdk_types(capsys, files,
         message_type = getattr(types, deploy_model.REQUEST_TYPES[key])
         message = message_type.from_json(json.dumps(body))  # unknown fields would raise
         assert json_format.MessageToDict(message_type.pb(message)) == body
+
+
+def test_the_dry_run_numbers_each_request_and_lists_the_prerequisites(capsys):
+    assert deploy_model.main(["--dry-run", "--artifact-uri", "gs://b/runs/1/model"]) == 0
+    out = capsys.readouterr().out
+    assert re.findall(r"^# \d+\. .+$", out, re.M) == [
+        "# 1. uploadModel (aiplatform_v1.UploadModelRequest)",
+        "# 2. createEndpoint (aiplatform_v1.CreateEndpointRequest)",
+        "# 3. deployModel (aiplatform_v1.DeployModelRequest)"]
+    assert parse(out)[2] == [
+        "application-default credentials on this machine: gcloud auth application-default login",
+        "the aiplatform.googleapis.com API enabled in PROJECT: gcloud services enable "
+        "aiplatform.googleapis.com --project=PROJECT",
+        "the storage.googleapis.com API enabled in PROJECT: gcloud services enable "
+        "storage.googleapis.com --project=PROJECT",
+        "the Artifact Registry repository us-docker.pkg.dev/PROJECT/vertex-trainer: gcloud "
+        "artifacts repositories create vertex-trainer --repository-format=docker "
+        "--location=us --project=PROJECT",
+        "the bucket gs://b: gcloud storage buckets create gs://b --project=PROJECT "
+        "--location=REGION"]
+    # Vertex's prebuilt image is in Vertex's repository, not one the project creates.
+    assert deploy_model.main(["--dry-run", "--artifact-uri", "gs://b/m", "--prebuilt-image"]) == 0
+    assert "Artifact Registry" not in capsys.readouterr().out
+
+
+def test_missing_credentials_stop_the_deployment_before_any_client_is_made(
+        monkeypatch, capsys, files, tmp_path):
+    from google.cloud import aiplatform_v1
+
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
+    for name in ("ModelServiceClient", "EndpointServiceClient", "PredictionServiceClient"):
+        monkeypatch.setattr(aiplatform_v1, name, None)  # calling one would raise
+    assert deploy_model.main(["--project", "p", "--artifact-uri", "gs://b/runs/cnn-1/model",
+                              "--predict-image", str(files / "a.png")]) == 1
+    assert capsys.readouterr().err == ("error: missing application-default credentials on this "
+                                       "machine: gcloud auth application-default login\n")
 
 
 def test_requests_carry_the_image_resources_and_endpoint(capsys, files):
@@ -174,8 +216,9 @@ class _Operation:
 
 
 def test_deploying_sends_each_request_with_the_names_the_previous_steps_created(
-        monkeypatch, capsys, files):
-    """The cloud path, against stand-in clients: nothing leaves this machine."""
+        monkeypatch, capsys, files, tmp_path):
+    """The cloud path, against stand-in clients and the prerequisites' GETs answered by a local
+    server: nothing leaves this machine."""
     from google.api import httpbody_pb2
     from google.cloud import aiplatform_v1
 
@@ -205,8 +248,13 @@ def test_deploying_sends_each_request_with_the_names_the_previous_steps_created(
 
     for name in ("ModelServiceClient", "EndpointServiceClient", "PredictionServiceClient"):
         monkeypatch.setattr(aiplatform_v1, name, Client)
-    code = deploy_model.main(["--project", "p", "--artifact-uri", "gs://b/m", "--timeout-minutes",
-                              "45", "--predict-image", str(files / "a.png")])
+    (tmp_path / "key.json").write_text("{}")
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "key.json"))
+    with api({}, otherwise=(200, {"state": "ENABLED"})) as base:
+        monkeypatch.setattr(checks, "authorized_session", lambda: Rebased(base))
+        code = deploy_model.main(["--project", "p", "--artifact-uri", "gs://b/m",
+                                  "--timeout-minutes", "45", "--predict-image",
+                                  str(files / "a.png")])
     assert code == 0, capsys.readouterr().err
     assert sent["upload"].model.artifact_uri == "gs://b/m"
     assert sent["deploy"].endpoint == f"{location}/endpoints/7"

@@ -215,7 +215,13 @@ def test_the_local_plan_is_the_vertex_plan_on_this_machine(capsys, photos, tmp_p
     (["{photos}", "--bucket", "/tmp/out"], "error: --bucket must be gs://BUCKET[/PREFIX]"),
     (["gs://b/d.jsonl", "--local"], "error: --local trains on this machine's files: DATA "
                                     "gs://b/d.jsonl lives on Google Cloud"),
-    (["{photos}/nope"], "error: DATA: {photos}/nope is neither a photo folder"),
+    (["{photos}/nope"], "error: DATA: {photos}/nope does not exist (expected a photo folder"),
+    (["PHOTOS", "--project", "p", "--bucket", "gs://b/x"],
+     "error: DATA: PHOTOS does not exist (expected a photo folder ROOT/CLASS/image, a .csv/"
+     ".jsonl manifest, a gs:// URI or a managed dataset ID: a number or projects/P/locations/R/"
+     "datasets/N)"),
+    (["{repo}/setup.py"], "error: DATA: {repo}/setup.py is neither a photo folder (ROOT/CLASS/"
+                          "image), a .csv/.jsonl manifest"),
     (["{photos}", "--bucket", "gs://b", "--stop"], "error: --stop is for --local runs"),
     (["gs://b/photos/", "--bucket", "gs://b"], "error: DATA gs://b/photos is a gs:// folder, "
                                                "which holds out no image for the smoke "
@@ -230,17 +236,29 @@ def test_the_local_plan_is_the_vertex_plan_on_this_machine(capsys, photos, tmp_p
      "is in europe-west4, the job in --region us-central1"),
 ])
 def test_bad_launches_are_one_line_errors_before_anything_runs(capsys, photos, argv, message):
-    argv = [arg.format(photos=photos.train_dir) for arg in argv]
+    argv = [arg.format(photos=photos.train_dir, repo=REPO) for arg in argv]
     assert launch.main(["--dry-run", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and err.startswith("error: ")
-    assert message.format(photos=photos.train_dir) in err
+    assert message.format(photos=photos.train_dir, repo=REPO) in err
 
 
 def test_launching_on_vertex_needs_a_project(capsys, photos):
     assert launch.main([str(photos.train_dir), "--bucket", "gs://b"]) == 2
     assert capsys.readouterr().err.strip() == (
         "error: --project is required to launch on Vertex (or use --local or --dry-run)")
+
+
+def test_a_vertex_run_without_credentials_stops_before_creating_anything_here(
+        capsys, photos, monkeypatch, tmp_path):
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
+    assert launch.main([str(photos.train_dir), "--project", "p", "--bucket", "gs://b/digits",
+                        "--training-image", "us-docker.pkg.dev/p/r/t:1", "--serving-image",
+                        "us-docker.pkg.dev/p/r/s:1", "--output-dir",
+                        str(tmp_path / "launch-output")]) == 1
+    assert capsys.readouterr().err == ("error: missing application-default credentials on this "
+                                       "machine: gcloud auth application-default login\n")
+    assert not (tmp_path / "launch-output").exists()
 
 
 TINY_STUDY = """\
@@ -407,6 +425,7 @@ def test_on_vertex_the_plan_runs_in_order_with_the_names_each_step_creates(
     assert image == open(test_item["imageGcsUri"].replace("gs://bkt/vertex", str(tmp_path)),
                          "rb").read()
     lines = out.splitlines()
+    assert "  logs: gcloud ai custom-jobs stream-logs 5 --project=p --region=us-central1" in lines
     assert f"endpoint: {location}/endpoints/7" in lines
     assert lines[-1].startswith(
         "curl -X POST -H \"Authorization: Bearer $(gcloud auth print-access-token)\" -H "

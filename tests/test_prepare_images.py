@@ -118,6 +118,20 @@ def test_cifar_python_batches(tmp_path, variant):
     assert stored <= expected
 
 
+def test_local_inputs_are_checked_before_the_gs_output(tmp_path, monkeypatch, capsys):
+    """No credentials here: a missing input is named first."""
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
+    output = ["--output-dir", "gs://bkt/data"]
+    assert prepare(["--cifar", str(tmp_path / "cifar-10-batches-py"), *output]) == 1
+    assert capsys.readouterr().err.startswith(
+        f"error: --cifar: {tmp_path / 'cifar-10-batches-py'} does not exist")
+    assert prepare(["--input", str(tmp_path / "photos"), *output]) == 1
+    assert capsys.readouterr().err.startswith(f"error: --input: cannot read {tmp_path}/photos")
+    assert prepare(["--cifar", str(tmp_path), *output]) == 1
+    assert "holds neither CIFAR-10" in capsys.readouterr().err
+
+
 def test_bad_inputs(tmp_path, folder, capsys):
     assert prepare(["--cifar", str(tmp_path), "--output-dir", str(tmp_path / "o")]) == 1
     assert "holds neither CIFAR-10" in capsys.readouterr().err

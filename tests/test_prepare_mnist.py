@@ -78,7 +78,23 @@ def test_rejects_a_short_idx_file(tmp_path):
 def test_missing_idx_dir_is_one_line_error(tmp_path, capsys):
     assert prepare_mnist.main(["--idx-dir", str(tmp_path / "nope"), "--output-dir",
                                str(tmp_path / "o")]) == 1
-    assert capsys.readouterr().err.strip().startswith("error: --idx-dir:")
+    assert capsys.readouterr().err == f"error: --idx-dir: {tmp_path / 'nope'} does not exist\n"
+    assert prepare_mnist.main(["--idx-dir", str(tmp_path), "--output-dir",
+                               str(tmp_path / "o")]) == 1
+    assert capsys.readouterr().err == (f"error: --idx-dir: {tmp_path}/train-images-idx3-ubyte"
+                                       "(.gz) not found\n")
+
+
+def test_local_inputs_are_checked_before_the_gs_output(idx_dir, tmp_path, monkeypatch, capsys):
+    """No credentials here: the missing --idx-dir is named first, then the credentials."""
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
+    output = ["--output-dir", "gs://bkt/mnist"]
+    assert prepare_mnist.main(["--idx-dir", str(tmp_path / "nope"), *output]) == 1
+    assert capsys.readouterr().err == f"error: --idx-dir: {tmp_path / 'nope'} does not exist\n"
+    assert prepare_mnist.main(["--idx-dir", str(idx_dir), *output]) == 1
+    assert capsys.readouterr().err.startswith("error: --output-dir gs://bkt/mnist: no Google "
+                                              "Cloud credentials found")
 
 
 @pytest.mark.skipif(not MNIST.exists(), reason="../shared/data/mnist is not beside the repo")

@@ -64,6 +64,17 @@ def test_dry_run_request_parses_back_unchanged_with_the_sdk_type(capsys, shape):
     assert yaml.safe_load(spec_yaml) == request["jobSpec"]
 
 
+def test_the_gcloud_equivalent_names_the_project_the_image_is_in(capsys):
+    """gcloud would otherwise create the job in its configured default project."""
+    for project, argv in (("p", ["--project", "p"]), ("PROJECT", [])):
+        request, gcloud = dry_run(capsys, *argv, "--region", "europe-west4", *OUT, "--", *DATA)
+        assert f"/{project}/vertex-trainer/trainer:" in pools(request)[0]["containerSpec"][
+            "imageUri"]
+        assert gcloud.splitlines()[-1] == (
+            f"gcloud ai custom-jobs create --project={project} --region=europe-west4 "
+            "--display-name=vertex-trainer --config=custom_job.yaml")
+
+
 def test_shapes_put_each_role_in_its_pool(capsys):
     single, _ = dry_run(capsys, *SHAPES["single-host"])
     assert len(pools(single)) == 1

@@ -292,6 +292,11 @@ class LoopConfig:
         """Whether a checkpoint period ends at `step`."""
         return _next(step - 1, self.checkpoint_every_steps) == step
 
+    def epochs_note(self) -> str:
+        """The step budget in epochs of the data, as the log says it: 1 epoch, 0.5 epochs."""
+        epochs = f"{self.max_steps / self.steps_per_epoch:.3g}"
+        return f"{epochs} epoch" if epochs == "1" else f"{epochs} epochs"
+
     def evaluation_note(self) -> str:
         """When the run evaluates, as its log announces it: never an interval it cannot reach."""
         if _next(0, self.eval_every_steps) >= self.max_steps:

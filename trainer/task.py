@@ -159,10 +159,10 @@ def _data_plan(config: Config):
     config = with_data_size(config, plan.train.size)
     loop_config = config.loop
     if loop_config.steps_per_epoch:
-        log.info("%s step(s) of %s examples: %s epochs of %s (%s)",
+        log.info("%s step(s) of %s examples: %s of %s (%s)",
                  f"{loop_config.max_steps:,}", f"{config.model.batch_size:,}",
-                 f"{loop_config.max_steps / loop_config.steps_per_epoch:.3g}",
-                 f"{plan.train.size:,}", loop_config.evaluation_note())
+                 loop_config.epochs_note(), f"{plan.train.size:,}",
+                 loop_config.evaluation_note())
     return plan, config
 
 

@@ -9,7 +9,9 @@ cloudbuild.yaml; or --container-image-uri), or, with --prebuilt-image, on Vertex
 endpoint (or --endpoint); then sends --predict-json (a `{"instances": [...], "parameters":
 {...}}` body, through `predict`) or --predict-image files (through `rawPredict`, with a TF
 Serving body naming the `encoded_image` signature, which both images honour). Each request is
-checked with the aiplatform SDK's own type first; --dry-run prints them and sends nothing.
+checked with the aiplatform SDK's own type first; --dry-run prints them and the prerequisites and
+sends nothing; a real run checks the prerequisites (credentials, the image's repository, the
+bucket of --artifact-uri; trainer.cloud.checks) before its first request.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from datetime import date
 from pathlib import Path
 
 
-from trainer.cloud import plans
+from trainer.cloud import checks, plans
 from trainer.cloud.prebuilt import PREDICTION_CPU, PREDICTION_GPU, past_end_warning
 from trainer.cli import OneLineParser, add_dry_run, add_location, run_cli, usage_errors
 from trainer.errors import TrainerError
@@ -215,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a PNG/JPEG to classify with rawPredict once deployed (repeatable)")
     p.add_argument("--timeout-minutes", type=int, default=60,
                    help="for each long-running step (upload, endpoint, deployment)")
-    add_dry_run(p, "the checked requests as JSON")
+    add_dry_run(p, "the checked requests and the prerequisites")
     return p
 
 
@@ -235,9 +237,19 @@ def main(argv=None) -> int:
                                    "serve with our image instead (drop --prebuilt-image)")
         if warning:
             print(warning, file=sys.stderr)
+
+        def prerequisites(session=None):
+            # A prebuilt image lives in Vertex's own repository, not one of the project's.
+            return checks.prerequisites(args.project, images=[] if args.prebuilt_image
+                                        else [image], buckets=[args.artifact_uri],
+                                        session=session)
+
         if args.dry_run:
-            print(json.dumps(requests, indent=2))
+            print(plans.render(plans.Plan(requests=as_plan(requests),
+                                          prerequisites=prerequisites())))
             return 0
+        checks.verify(prerequisites(checks.authorized_session() if checks.adc_present()
+                                    else None))
         deploy(messages, args.region, 60 * args.timeout_minutes)
 
     return run_cli(body)

@@ -75,6 +75,10 @@ def classify(text: str) -> Data:
         return Data("folder", str(path.resolve()))
     if path.is_file() and path.suffix.lower() in MANIFEST_SUFFIXES:
         return Data("manifest", str(path.resolve()))
+    if not path.exists():
+        raise TrainerError(f"DATA: {text} does not exist (expected a photo folder "
+                           "ROOT/CLASS/image, a .csv/.jsonl manifest, a gs:// URI or a managed "
+                           "dataset ID: a number or projects/P/locations/R/datasets/N)")
     raise TrainerError(f"DATA: {text} is neither a photo folder (ROOT/CLASS/image), a .csv/.jsonl "
                        "manifest, a gs:// URI nor a managed dataset ID")
 
@@ -413,7 +417,6 @@ def held_out_on_gcs(where: Layout, data: Data) -> HeldBack:
 
 def run_on_vertex(args: argparse.Namespace, plan: plans.Plan, data: Data, where: Layout,
                   image: HeldBack) -> None:
-    checks.verify(plan.prerequisites)
     run_commands(plan, data, where, args.eval_fraction)
     print("== train", flush=True)
     if submit.submit(plan.get("train"), args.project, args.region, args.poll_secs, True):
@@ -560,6 +563,8 @@ def main(argv=None) -> int:
         if args.dry_run:
             print(plans.render(plan))
             return 0
+        # Before this run's local folder exists: a run stopped here leaves nothing behind.
+        checks.verify(plan.prerequisites)
         where.local_dir.mkdir(parents=True, exist_ok=True)
         if args.tune:
             if where.data_dir:

@@ -185,13 +185,16 @@ def build_request(args: argparse.Namespace, trainer_args: list[str],
                                                 "jobSpec": spec})
 
 
-def gcloud_command(request: dict, region: str, config_path: str = "custom_job.yaml") -> str:
-    """A copy-pasteable shell snippet doing the same through gcloud's --config (CustomJobSpec)."""
+def gcloud_command(request: dict, project: str | None, region: str,
+                   config_path: str = "custom_job.yaml") -> str:
+    """A copy-pasteable shell snippet doing the same through gcloud's --config (CustomJobSpec).
+    It names the project: gcloud's configured default may not be the one the image is in."""
     import yaml
 
     spec = yaml.safe_dump(request["jobSpec"], sort_keys=False).rstrip()
     return (f"cat > {config_path} <<'EOF'\n{spec}\nEOF\n"
-            f"gcloud ai custom-jobs create --region={region} "
+            f"gcloud ai custom-jobs create --project={project or plans.PROJECT_PLACEHOLDER} "
+            f"--region={region} "
             f"--display-name={request['displayName']} --config={config_path}")
 
 
@@ -351,7 +354,8 @@ def submit(request: plans.Request, project: str, region: str, poll_secs: float,
     print(f"created {job.name}\n  console: https://console.cloud.google.com/vertex-ai/locations/"
           f"{region}/{page.format(id=job_id)}?project={project}", flush=True)
     if request.type_name == "CustomJob":
-        print(f"  logs: gcloud ai custom-jobs stream-logs {job_id} --region={region}", flush=True)
+        print(f"  logs: gcloud ai custom-jobs stream-logs {job_id} --project={project} "
+              f"--region={region}", flush=True)
     if not follow:
         return 0
     state = None
@@ -458,8 +462,8 @@ def main(argv=None) -> int:
             request = build_request(args, trainer_args, package_uri)
             print(json.dumps(request.body, indent=2))
             if request.type_name == "CustomJob":
-                print("\n# the same through gcloud:\n" + gcloud_command(request.body,
-                                                                         args.region))
+                print("\n# the same through gcloud:\n" + gcloud_command(
+                    request.body, args.project, args.region))
             if builds:
                 print("\n# --build first runs:\n" + "\n".join(" ".join(c) for _, c in builds))
             print("\n# prerequisites (each with the command that creates it):\n" + "\n".join(

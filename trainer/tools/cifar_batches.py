@@ -95,6 +95,9 @@ def find(folder: str) -> tuple[list[tuple[str, str]], str, str, str]:
     if os.path.exists(os.path.join(folder, "train")):
         return [(os.path.join(folder, "train"), "train"), (os.path.join(folder, "test"), "eval")], \
             "fine_labels", os.path.join(folder, "meta"), "fine_label_names"
+    if not os.path.exists(folder):
+        raise TrainerError(f"--cifar: {folder} does not exist (expected the folder of the "
+                           "CIFAR-10/100 python-version batches)")
     raise TrainerError(f"--cifar: {folder} holds neither CIFAR-10 (data_batch_1..5, test_batch) "
                        "nor CIFAR-100 (train, test) python batches")
 

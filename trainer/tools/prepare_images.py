@@ -304,9 +304,10 @@ def _prepare(argv) -> None:
         p.error(f"--eval-fraction must be in [0, 1), got {args.eval_fraction}")
     if args.cifar and args.eval_fraction is not None:
         p.error("--eval-fraction does not apply to --cifar (its test batch is the eval split)")
-    dataset_output.check(args.output_dir)
+    # Local inputs first (no network): a missing one is reported before missing credentials
+    # or a missing bucket of a gs:// --output-dir. CIFAR's batches are decoded after the check.
     if args.cifar:
-        examples = cifar_examples(args.cifar)
+        cifar_batches.find(args.cifar)
     else:
         from trainer.data import image_files
 
@@ -314,6 +315,9 @@ def _prepare(argv) -> None:
         if folders:
             print(describe_split_folders(args.input, folders))
         examples = list_images(args.input, args.eval_fraction, folders)
+    dataset_output.check(args.output_dir)
+    if args.cifar:
+        examples = cifar_examples(args.cifar)
     class_names = label_maps.build(e.label for e in examples)
     if len(class_names) < 2:
         raise TrainerError(f"the input has {len(class_names)} class(es); expected at least 2")

@@ -49,6 +49,8 @@ def read_idx(path: str) -> np.ndarray:
 
 
 def _find(idx_dir: str, stem: str) -> str:
+    if not os.path.exists(idx_dir):
+        raise TrainerError(f"--idx-dir: {idx_dir} does not exist")
     for name in (f"{stem}.gz", stem):
         path = os.path.join(idx_dir, name)
         if os.path.exists(path):
@@ -114,12 +116,14 @@ def _prepare(argv) -> None:
         value = getattr(args, name)
         if value is not None and value < 1:
             p.error(f"--{name.replace('_', '-')} must be positive, got {value}")
-    dataset_output.check(args.output_dir)
     compression = "GZIP" if args.compression == "gzip" else ""
     splits = {}
     for split, limit in (("train", args.train_limit), ("eval", args.eval_limit)):
         images, labels = load_split(args.idx_dir, split)
         splits[split] = images[:limit], labels[:limit]
+    # After the local files (a second or two, no network): a missing --idx-dir is reported
+    # before missing credentials or a missing bucket, not after they are fixed.
+    dataset_output.check(args.output_dir)
     shards = {"train": args.train_shards, "eval": args.eval_shards}
     with dataset_output.staging(args.output_dir) as staged:
         written = {split: write_shards(images, labels, staged, split, shards[split], compression,
