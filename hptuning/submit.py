@@ -174,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"dry run: valid; would create it in projects/{args.project or 'PROJECT'}/"
                   f"locations/{args.region}", file=sys.stderr)
             return 0
-        session = checks.authorized_session() if checks.adc_present() else None
+        session = checks.session_if_credentials()
         checks.verify(prerequisites(job, args.project, session))
         name = create(job, args.project, args.region)
         print(name)

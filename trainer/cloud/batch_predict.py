@@ -233,8 +233,7 @@ def main(argv=None) -> int:
         if args.dry_run:
             print(plans.render(plans.Plan(requests=requests, prerequisites=prerequisites())))
             return 0
-        checks.verify(prerequisites(checks.authorized_session() if checks.adc_present()
-                                    else None))
+        checks.verify(prerequisites(checks.session_if_credentials()))
         return run_on_vertex(requests, args)
 
     return run_cli(body)

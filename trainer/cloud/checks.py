@@ -213,6 +213,12 @@ def _online(session, url: str, accept: Callable = lambda response: True):
     return check
 
 
+def session_if_credentials():
+    """An authorized session where application-default credentials exist, else None: the
+    prerequisites then say the credentials are missing instead of checking the rest."""
+    return authorized_session() if adc_present() else None
+
+
 def authorized_session():
     """A requests session with the application-default credentials (TrainerError without)."""
     import google.auth

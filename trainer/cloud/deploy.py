@@ -248,8 +248,7 @@ def main(argv=None) -> int:
             print(plans.render(plans.Plan(requests=as_plan(requests),
                                           prerequisites=prerequisites())))
             return 0
-        checks.verify(prerequisites(checks.authorized_session() if checks.adc_present()
-                                    else None))
+        checks.verify(prerequisites(checks.session_if_credentials()))
         deploy(messages, args.region, 60 * args.timeout_minutes)
 
     return run_cli(body)

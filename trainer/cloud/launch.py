@@ -555,9 +555,7 @@ def main(argv=None) -> int:
             from trainer.containers.base_image import ensure_base_image
 
             base_image = ensure_base_image(log=lambda line: print(line, file=sys.stderr))
-        session = None
-        if not (args.local or args.dry_run) and checks.adc_present():
-            session = checks.authorized_session()
+        session = None if args.local or args.dry_run else checks.session_if_credentials()
         with usage_errors():
             plan = build_plan(args, data, trainer_args, where, image, tag, base_image, session)
         if args.dry_run:

@@ -471,7 +471,7 @@ def main(argv=None) -> int:
             return 0
         if args.build == "local":
             require_docker("build with Cloud Build (--build cloud)")
-        session = checks.authorized_session() if checks.adc_present() else None
+        session = checks.session_if_credentials()
         checks.verify(job_prerequisites(args, image_list, session))
         package_uri = args.package_uri
         if args.staging_bucket:
