@@ -136,6 +136,7 @@ class _StudyRun:
         self.limit = _trial_limit(spec)
         study.sampler = search.make_sampler(spec, seed, self.ledger.stored)
         self.running: list[trials.TrialProcess] = []
+        self.reported: dict[str, int] = {}  # trial id -> measurements shown as rows so far
 
     def run(self) -> int:
         ledger = self.ledger
@@ -151,7 +152,9 @@ class _StudyRun:
                 if not self.running:
                     break
                 time.sleep(_POLL_SECS)
-                for trial in [t for t in self.running if t.process.poll() is not None]:
+                finished = [t for t in self.running if t.process.poll() is not None]
+                self._report_measurements()
+                for trial in finished:
                     self.running.remove(trial)
                     outcome = ledger.finish(trial)
                     self.progress.row(trial.trial_id, outcome.event, outcome.value,
@@ -175,7 +178,20 @@ class _StudyRun:
             else:
                 break
 
+    def _report_measurements(self) -> None:
+        """A row per new report of a running trial: a trial of thousands of steps is minutes
+        between its `started` and `succeeded` rows."""
+        for trial in self.running:
+            found = self.ledger.measurements(trial.trial_id)
+            for measurement in found[self.reported.get(trial.trial_id, 0):]:
+                self.progress.row(trial.trial_id, "measured", measurement.value,
+                                  measurement.step, trial.seconds)
+            self.reported[trial.trial_id] = len(found)
+
     def _launch(self, number: int, params: dict, restarted: bool = False) -> None:
+        # A restarted trial's earlier reports were shown by the run that made them.
+        self.reported[trials.trial_id(number)] = len(
+            self.ledger.measurements(trials.trial_id(number)))
         directory = trials.trial_dir(self.output_dir, trials.trial_id(number))
         command = trials.trial_command(self.spec, params, self.trainer)
         self.running.append(trials.launch(number, params, directory, command, restarted))

@@ -10,6 +10,7 @@ import fcntl
 import io
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -164,6 +165,10 @@ def test_a_study_runs_its_trials_in_parallel_and_scores_them(tmp_path, fake, mon
     assert summary(tmp_path)["bestTrial"] == best["trial_id"]
     assert f"best trial {best['trial_id']}: loss" in output
     assert output.count(" started ") == 5 and output.count(" succeeded ") == 5
+    # Each report is a row as the tuner reads it: steps 10, 20, 30 of each trial, in order.
+    for t in trials:
+        rows = re.findall(rf"^\s*{t['trial_id']}\s+measured\s+\S+\s+(\d+)\s", output, re.M)
+        assert rows == ["10", "20", "30"], output
     assert (tmp_path / "out" / "plot.png").exists() and (tmp_path / "out" /
                                                           "results.csv").exists()
 
