@@ -50,25 +50,31 @@ def test_records_print_predictions_and_write_both_pngs(trained, tmp_path, capsys
                                  str(tmp_path), "--limit", "120", "--batch-size", "50")
     assert code == 0, err
     lines = out.splitlines()
-    predictions = lines[:120]
-    assert predictions[0].startswith(eval_files.replace("*", "00000-of-00001.tfrecord#0  "))
-    assert predictions[-1].split("  ")[0].endswith("#119")
-    wrong = sum(line.endswith("WRONG") for line in predictions)
-    accuracy = float(lines[120].rsplit(" ", 1)[1])
-    assert lines[120].startswith("120 predictions, accuracy") and accuracy == 1 - wrong / 120
-    assert lines[121].split() == ["class", "precision", "recall", "count"]
-    assert lines[-3:] == [f"wrote {tmp_path / 'predictions.png'}",
+    printed = lines[:100]  # --show's default; every prediction is a row of predictions.csv
+    assert lines[100] == "... 20 more in predictions.csv (--show N prints more)"
+    with open(tmp_path / "predictions.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [row["input"] for row in table] == [
+        eval_files.replace("*", f"00000-of-00001.tfrecord#{i}") for i in range(120)]
+    for line, row in zip(printed, table):
+        assert line == (f"{row['input']}  {row['predicted']} ({float(row['confidence']):.3f})"
+                        f"  true {row['true']}" + ("" if row["correct"] == "1" else "  WRONG"))
+    wrong = sum(row["correct"] == "0" for row in table)
+    accuracy = float(lines[101].rsplit(" ", 1)[1])
+    assert lines[101].startswith("120 predictions, accuracy") and accuracy == 1 - wrong / 120
+    assert lines[102].split() == ["class", "precision", "recall", "count"]
+    assert lines[-4:] == [f"wrote {tmp_path / 'predictions.csv'}",
+                          f"wrote {tmp_path / 'predictions.png'}",
                           f"wrote {tmp_path / 'confusion_matrix.png'}",
                           f"wrote {tmp_path / 'classes.csv'}"]
     for name in ("predictions.png", "confusion_matrix.png"):
         check_png(tmp_path / name)
     # The grid shows the misclassified first: red whenever any prediction is wrong.
     assert (red_pixels(tmp_path / "predictions.png") > 0) == (wrong > 0)
-    # The per-class table and CSV match a count by hand of the printed lines.
+    # The per-class table and CSV match a count by hand of the predictions.
     counted = {str(c): {"count": 0, "predicted": 0, "correct": 0} for c in range(10)}
-    for line in predictions:
-        fields = line.split("  ")
-        predicted, truth = fields[1].split(" ")[0], fields[2].removeprefix("true ")
+    for row in table:
+        predicted, truth = row["predicted"], row["true"]
         counted[truth]["count"] += 1
         counted[predicted]["predicted"] += 1
         counted[truth]["correct"] += predicted == truth
@@ -82,8 +88,8 @@ def test_records_print_predictions_and_write_both_pngs(trained, tmp_path, capsys
                                  else "")
         assert row["precision"] == (f"{want['correct'] / want['predicted']:.4f}"
                                     if want["predicted"] else "")
-    table = {line.split()[0]: line.split()[1:] for line in lines[122:132]}
-    assert {name: int(values[-1]) for name, values in table.items()} == {
+    printed_table = {line.split()[0]: line.split()[1:] for line in lines[103:113]}
+    assert {name: int(values[-1]) for name, values in printed_table.items()} == {
         name: want["count"] for name, want in counted.items()}
 
 

@@ -8,11 +8,13 @@ the same detection, up-front checks, pipeline and one-line errors): TFRecords (r
 encoded images), a class folder (ROOT/CLASS/img), JSONL/CSV manifests (every item, or one ml_use
 split with --split), a TFDS dataset folder, or image files and globs of them. Images are decoded
 and resized as evaluation does them, then go through the model's `serving_default` signature.
-Each prediction prints as one line naming its input (FILE#N for a record). True labels come with
-the data (records, class folders, manifests), or for image files from their folder's name when
-every folder names one of the model's classes.
+Each prediction is a row of `predictions.csv` naming its input (FILE#N for a record), and the
+first --show of them print as lines too. True labels come with the data (records, class folders,
+manifests), or for image files from their folder's name when every folder names one of the
+model's classes.
 
-Written to --output-dir: `predictions.png`, a grid of --grid images drawn across the classes,
+Written to --output-dir: `predictions.csv` (input, predicted class, confidence, true class and
+whether it is right, where known), `predictions.png`, a grid of --grid images drawn across the classes,
 misclassified ones first (in red), titled with the true and predicted label; with true labels
 also `confusion_matrix.png` and `classes.csv` (precision, recall and count per class, also
 printed).
@@ -33,6 +35,7 @@ from trainer.cli import OneLineParser, run_cli
 from trainer.errors import TrainerError, short_reason
 
 GRID_FILE = "predictions.png"
+ROWS_FILE = "predictions.csv"
 CONFUSION_FILE = "confusion_matrix.png"
 CLASSES_FILE = "classes.csv"
 SPLITS = ("training", "validation", "test")
@@ -156,6 +159,12 @@ def _positive(text: str) -> int:
     return int(text)
 
 
+def _non_negative(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a number of lines (0 or more), got {text!r}")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="vertex-trainer predict", allow_abbrev=False,
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -171,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", type=_positive, default=25,
                    help="images in predictions.png: across the classes, misclassified first")
     p.add_argument("--limit", type=_positive, help="predict the first N inputs only")
+    p.add_argument("--show", type=_non_negative, default=100,
+                   help="print the first N predictions as lines (all are in predictions.csv)")
     return p
 
 
@@ -196,14 +207,18 @@ def run(args: argparse.Namespace) -> list[str]:
     storage.ensure_writable_dir(args.output_dir, "--output-dir")
     predictions = predict(model, source, args.batch_size, args.grid, args.limit)
 
-    for i, name in enumerate(predictions.sources):
+    for i, name in enumerate(predictions.sources[:args.show]):
         line = f"{name}  {names[predictions.classes[i]]} ({predictions.confidence[i]:.3f})"
         if predictions.labels is not None:
             truth = names[predictions.labels[i]]
             line += f"  true {truth}" + ("" if predictions.labels[i] == predictions.classes[i]
                                          else "  WRONG")
         print(line)
-    written = [_write(args.output_dir, GRID_FILE, grid_png(predictions, names))]
+    if len(predictions.sources) > args.show:
+        print(f"... {len(predictions.sources) - args.show:,} more in {ROWS_FILE} (--show N "
+              "prints more)")
+    written = [_write(args.output_dir, ROWS_FILE, rows_csv(predictions, names)),
+               _write(args.output_dir, GRID_FILE, grid_png(predictions, names))]
     if predictions.labels is not None:
         matrix = confusion_matrix(predictions.labels, predictions.classes, num_classes)
         print(f"{len(predictions.sources)} predictions, accuracy "
@@ -217,6 +232,24 @@ def run(args: argparse.Namespace) -> list[str]:
     for path in written:
         print(f"wrote {path}")
     return written
+
+
+def rows_csv(predictions: Predictions, names: Sequence[str]) -> str:
+    """predictions.csv: a row per prediction, in input order."""
+    import csv
+    import io
+
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    known = predictions.labels is not None
+    writer.writerow(["input", "predicted", "confidence"] + (["true", "correct"] if known else []))
+    for i, name in enumerate(predictions.sources):
+        row = [name, names[predictions.classes[i]], f"{predictions.confidence[i]:.6f}"]
+        if known:
+            row += [names[predictions.labels[i]],
+                    int(predictions.labels[i] == predictions.classes[i])]
+        writer.writerow(row)
+    return text.getvalue()
 
 
 def _write(directory: str, name: str, content: str | bytes) -> str:
