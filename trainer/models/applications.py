@@ -39,7 +39,8 @@ _CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)  # ResNet50's preprocess_input, mod
 # eval image became one class (10.00% at 99% training accuracy on 1,000 digit photos). So a
 # backbone built without weights starts its moving variances at 0 (each then underestimates by
 # momentum**step: 3% at step 32), and 0.9 makes the statistics trail the weights by ~10 steps
-# instead of ~100 (the same run: 80.0%). Loaded weights keep their own statistics.
+# instead of ~100 (the same run: 59.5% at step 63, 74-84% from step 219). Loaded weights
+# keep their own statistics.
 BATCH_NORM_MOMENTUM = 0.9
 
 
