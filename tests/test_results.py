@@ -111,3 +111,51 @@ def test_class_rows_leave_undefined_ratios_empty_and_the_log_lists_the_worst_cla
     worst = class_metrics.table_lines(rows, most=2)
     assert worst[1:] == ["dog       0.0000       -      0", "emu       1.0000  0.6667      6",
                          "... and 1 more classes (these 2 have the lowest recall)"]
+
+
+def one_class_matrix(classes=10, per_class=20, predicted=0):
+    matrix = np.zeros((classes, classes), dtype=np.int64)
+    matrix[:, predicted] = per_class
+    return matrix
+
+
+def test_an_evaluation_of_one_class_after_accurate_training_logs_one_warning(caplog):
+    from trainer.loop import Evaluation, TrainInterval
+    from trainer.results import OneClassGuard
+
+    names = [f"digit{i}" for i in range(10)]
+    guard = OneClassGuard(names)
+
+    def evaluate(step, matrix, train_accuracy):
+        guard.on_train(TrainInterval(step, 10, 1.0, {"loss": 0.1, "accuracy": train_accuracy},
+                                     320))
+        correct = np.trace(matrix) / matrix.sum()
+        guard.on_evaluation(Evaluation(step, {"loss": 2.3, "accuracy": correct},
+                                       int(matrix.sum()), 0.5, 10.0, matrix))
+
+    with caplog.at_level(logging.WARNING, logger="trainer.results"):
+        evaluate(10, one_class_matrix(), 0.15)  # training near chance: nothing learned yet
+        evaluate(20, np.diag([20] * 10), 0.99)  # a good evaluation
+        assert not caplog.records
+        evaluate(30, one_class_matrix(predicted=3), 0.99)
+        evaluate(40, one_class_matrix(predicted=3), 0.99)
+    assert len(caplog.records) == 1
+    message = caplog.records[0].getMessage()
+    assert caplog.records[0].levelname == "WARNING"
+    assert "step 30 predicted class 'digit3' for 200 of 200 examples" in message
+    assert "training accuracy was 99.00%" in message and "BatchNorm" in message
+
+
+def test_one_class_means_nearly_every_prediction_and_training_far_above_chance():
+    nearly = one_class_matrix(classes=4, per_class=24, predicted=1)
+    nearly[0, :] = [1, 23, 0, 0]  # 95 of 96 predicted as class 1
+    assert class_metrics.one_class(nearly, 0.9) == class_metrics.OneClass(1, 95, 96)
+    spread = nearly.copy()
+    spread[0, :] = [6, 18, 0, 0]  # 90 of 96
+    assert class_metrics.one_class(spread, 0.9) is None
+    # Binary training at 70% is not far above chance (halfway to 100% is 75%); a data set of
+    # one class is predicted right by one class.
+    assert class_metrics.one_class(one_class_matrix(classes=2), 0.7) is None
+    assert class_metrics.one_class(one_class_matrix(classes=2), 0.8) == class_metrics.OneClass(
+        0, 40, 40)
+    assert class_metrics.one_class(np.array([[0, 0], [0, 50]]), 1.0) is None

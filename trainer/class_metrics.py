@@ -83,3 +83,36 @@ def markdown(rows: Sequence[ClassRow]) -> str:
     lines += [f"| {r.name.replace('|', '&#124;')} | {_ratio(r.precision, '-')} | "
               f"{_ratio(r.recall, '-')} | {r.count:,} |" for r in rows]
     return "\n".join(lines)
+
+
+# An evaluation "predicts one class" when this share of its examples got the same prediction,
+# and the training accuracy is "far above chance" when it is at least halfway from chance
+# (1 / classes) to 100% and beats the evaluation's own accuracy by this much.
+ONE_CLASS_SHARE = 0.95
+ONE_CLASS_GAP = 0.25
+
+
+@dataclass(frozen=True)
+class OneClass:
+    """The class an evaluation predicted for (nearly) every example."""
+
+    index: int
+    predicted: int  # examples predicted as this class
+    examples: int
+
+
+def one_class(matrix: np.ndarray, train_accuracy: float) -> OneClass | None:
+    """The class predicted for at least ONE_CLASS_SHARE of the examples while `train_accuracy`
+    is far above chance and above the evaluation's accuracy, else None."""
+    matrix = np.asarray(matrix)
+    classes, examples = len(matrix), int(matrix.sum())
+    if classes < 2 or not examples:
+        return None
+    predicted = matrix.sum(axis=0)
+    index = int(np.argmax(predicted))
+    accuracy = np.trace(matrix) / examples
+    far_above_chance = train_accuracy >= (1 + 1 / classes) / 2
+    if (predicted[index] >= ONE_CLASS_SHARE * examples and far_above_chance
+            and train_accuracy - accuracy >= ONE_CLASS_GAP):
+        return OneClass(index, int(predicted[index]), examples)
+    return None

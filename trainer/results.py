@@ -72,6 +72,39 @@ class History:
                         if s == split] for split in ("train", "eval")}
 
 
+class OneClassGuard:
+    """A train and eval action: one warning when an evaluation predicts one class for (nearly)
+    every example while the last logged training interval was far more accurate.
+
+    Seen with a from-scratch mobilenet_v3_small whose BatchNorm moving statistics lagged the
+    weights: 99% in training, every eval image one class. Warned once per run: later
+    evaluations of the same run would only repeat it."""
+
+    def __init__(self, class_names: Sequence[str]):
+        self._names = list(class_names)
+        self._train_accuracy: float | None = None
+        self.warned = False
+
+    def on_train(self, interval: TrainInterval) -> None:
+        self._train_accuracy = interval.metrics["accuracy"]
+
+    def on_evaluation(self, evaluation: Evaluation) -> None:
+        if self.warned or evaluation.confusion is None or self._train_accuracy is None:
+            return
+        found = class_metrics.one_class(evaluation.confusion, self._train_accuracy)
+        if found is None:
+            return
+        self.warned = True
+        log.warning(
+            "eval at step %d predicted class %r for %s of %s examples (accuracy %.2f%%) while "
+            "training accuracy was %.2f%%: the model computes differently in inference mode "
+            "than in training, most likely BatchNorm moving statistics that do not match the "
+            "training batches yet (or eval images prepared unlike the training ones); later "
+            "evaluations and the export use inference mode", evaluation.step,
+            self._names[found.index], f"{found.predicted:,}", f"{found.examples:,}",
+            100 * evaluation.metrics["accuracy"], 100 * self._train_accuracy)
+
+
 class Results:
     """The chief's results of one run: `History` during it, `final` for the last evaluation
     and the --test-files one, `curves` at the end."""
@@ -83,6 +116,7 @@ class Results:
         self._names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
         self._plots = plots.available()
         self.history = History(results_dir)
+        self.one_class = OneClassGuard(self._names)
         if not self._plots:
             log.info("matplotlib is not installed: results as CSV only (pip install matplotlib "
                      "adds the confusion matrix and training curves as PNG and in TensorBoard)")

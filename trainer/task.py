@@ -263,8 +263,8 @@ def _outputs(config: Config, strategy, steps, local_model, class_names, num_clas
     if chief:
         run_results = results.Results(outputs.results_dir, outputs.tensorboard_dir, class_names,
                                       num_classes)
-        train_actions.append(run_results.history.on_train)
-        eval_actions.append(run_results.history.on_evaluation)
+        train_actions += [run_results.history.on_train, run_results.one_class.on_train]
+        eval_actions += [run_results.history.on_evaluation, run_results.one_class.on_evaluation]
         exporter.remove_leftovers()
         # Constructed on the chief only: cloudml-hypertune creates its metric file's directory.
         eval_actions += [summaries.on_evaluation,
